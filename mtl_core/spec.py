@@ -1,0 +1,242 @@
+"""The model specification: everything needed to run a trained model later, kept as JSON.
+
+A :class:`ModelSpec` travels inside every model file next to the weights. It names the input bands
+and their normalisation, the auxiliary modalities the model reconstructs, the main task with its
+classes and colours, the architecture, and how the model was trained (metrics and data provenance).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .errors import ModelFileError
+
+FORMAT = "mtl-explain-model"
+FORMAT_VERSION = 1
+
+Task = Literal["segmentation", "classification", "regression"]
+Variant = Literal["mtl", "unimodal", "multimodal"]
+TASKS: tuple[str, ...] = ("segmentation", "classification", "regression")
+VARIANTS: tuple[str, ...] = ("mtl", "unimodal", "multimodal")
+
+#: Class value written for pixels with no prediction (input nodata) in class maps.
+CLASS_NODATA = 0
+#: Value written for pixels with no prediction in floating-point outputs.
+FLOAT_NODATA = -9999.0
+
+_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+@dataclass
+class Band:
+    """One band of a modality with its normalisation statistics (in the band's own units)."""
+
+    name: str
+    mean: float = 0.0
+    std: float = 1.0
+
+
+@dataclass
+class Modality:
+    """A group of bands read from one source, e.g. ``optical`` (4 bands) or ``swir`` (2 bands)."""
+
+    name: str
+    bands: list[Band]
+    units: str = ""
+
+    @property
+    def band_names(self) -> list[str]:
+        return [b.name for b in self.bands]
+
+
+@dataclass
+class ClassInfo:
+    """One class of a segmentation or classification task."""
+
+    value: int
+    name: str
+    color: str = "#808080"
+
+
+@dataclass
+class Target:
+    """The main-task target of a regression model, with its normalisation."""
+
+    name: str
+    units: str = ""
+    mean: float = 0.0
+    std: float = 1.0
+
+
+@dataclass
+class Architecture:
+    """How the network is assembled: an smp architecture and encoder, plus the heads' sizes."""
+
+    arch: str = "unet"
+    encoder: str = "resnet18"
+    encoder_depth: int = 4
+    decoder_channels: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if not 3 <= self.encoder_depth <= 5:
+            raise ModelFileError(f"encoder_depth {self.encoder_depth} must be 3, 4 or 5")
+        if self.decoder_channels is None:  # smp's U-Net widths, one per encoder level
+            self.decoder_channels = [256, 128, 64, 32, 16][5 - self.encoder_depth:]
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to run a model, stored as JSON in the model file.
+
+    ``inputs`` are the modalities the network reads, concatenated in order; ``aux`` are the
+    modalities it reconstructs (empty for the ``unimodal`` and ``multimodal`` baselines).
+    """
+
+    name: str
+    task: Task
+    variant: Variant
+    inputs: list[Modality]
+    aux: list[Modality] = field(default_factory=list)
+    classes: list[ClassInfo] = field(default_factory=list)
+    target: Target | None = None
+    architecture: Architecture = field(default_factory=Architecture)
+    patch_size: int = 64
+    input_nodata: float | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    format: str = FORMAT
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def input_bands(self) -> list[Band]:
+        return [b for m in self.inputs for b in m.bands]
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.input_bands)
+
+    @property
+    def out_channels(self) -> int:
+        """Channels of the main head: one per class, or one value for regression."""
+        return 1 if self.task == "regression" else len(self.classes)
+
+    def aux_modality(self, name: str) -> Modality:
+        for m in self.aux:
+            if m.name == name:
+                return m
+        raise KeyError(f"the model reconstructs no modality {name!r}; it has {[m.name for m in self.aux]}")
+
+    def validate(self) -> None:
+        """Raise :class:`ModelFileError` if the spec is inconsistent."""
+        if self.task not in TASKS:
+            raise ModelFileError(f"unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
+        if self.variant not in VARIANTS:
+            raise ModelFileError(f"unknown variant {self.variant!r}; expected one of {', '.join(VARIANTS)}")
+        if not self.input_bands:
+            raise ModelFileError("the model spec names no input bands")
+        if self.variant == "mtl" and not self.aux:
+            raise ModelFileError("an 'mtl' model needs at least one auxiliary modality to reconstruct")
+        if self.variant != "mtl" and self.aux:
+            raise ModelFileError(f"a {self.variant!r} model reconstructs nothing, but aux modalities are listed")
+        if self.task == "regression":
+            if self.target is None:
+                raise ModelFileError("a regression model needs a 'target' (name, units, normalisation)")
+        elif len(self.classes) < 2:
+            raise ModelFileError(f"a {self.task} model needs at least two classes, got {len(self.classes)}")
+        values = [c.value for c in self.classes]
+        if len(set(values)) != len(values):
+            raise ModelFileError(f"class values must be unique, got {values}")
+        for c in self.classes:
+            if not 1 <= c.value <= 65535:
+                raise ModelFileError(f"class {c.name!r} has value {c.value}; values must lie in 1..65535 (0 is nodata)")
+            if not _COLOR.match(c.color):
+                raise ModelFileError(f"class {c.name!r} has colour {c.color!r}; write colours as '#rrggbb'")
+        names = [m.name for m in self.inputs + self.aux]
+        if len(set(names)) != len(names):
+            raise ModelFileError(f"modality names must be unique, got {names}")
+        for m in self.inputs + self.aux:
+            for b in m.bands:
+                if not b.std > 0:
+                    raise ModelFileError(f"band {b.name!r} of {m.name!r} has std {b.std}; it must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        """Build a spec from its JSON form, refusing other formats and newer versions."""
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ModelFileError("this is not an MTL Explain model (its metadata has no 'mtl-explain-model' spec)")
+        version = d.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ModelFileError(
+                f"the model file has format version {version!r}, newer than this MTL Explain "
+                f"understands ({FORMAT_VERSION}); update MTL Explain to open it"
+            )
+        try:
+            return cls(
+                name=d["name"],
+                task=d["task"],
+                variant=d["variant"],
+                inputs=[_modality(m) for m in d["inputs"]],
+                aux=[_modality(m) for m in d.get("aux", [])],
+                classes=[ClassInfo(**c) for c in d.get("classes", [])],
+                target=Target(**d["target"]) if d.get("target") else None,
+                architecture=Architecture(**d.get("architecture", {})),
+                patch_size=int(d.get("patch_size", 64)),
+                input_nodata=d.get("input_nodata"),
+                training=dict(d.get("training", {})),
+                format_version=version,
+            )
+        except (KeyError, TypeError) as exc:
+            raise ModelFileError(f"the model spec is incomplete or malformed ({exc!r})") from exc
+
+
+def _modality(d: dict[str, Any]) -> Modality:
+    return Modality(name=d["name"], bands=[Band(**b) for b in d["bands"]], units=d.get("units", ""))
+
+
+def describe(spec: ModelSpec) -> str:
+    """Return the spec in human form, as ``mtl info`` prints it."""
+    a = spec.architecture
+    lines = [
+        f"Model:         {spec.name}",
+        f"Format:        {spec.format} v{spec.format_version}",
+        f"Task:          {spec.task} ({spec.variant} variant)",
+        f"Architecture:  {a.arch} / {a.encoder} (depth {a.encoder_depth}), patch {spec.patch_size} px",
+        f"Input nodata:  {spec.input_nodata}",
+        "Input bands (in this order):",
+    ]
+    i = 1
+    for m in spec.inputs:
+        for b in m.bands:
+            lines.append(f"  {i:>2}. {m.name}/{b.name:<12} mean {b.mean:10.4g}  std {b.std:10.4g} {m.units}")
+            i += 1
+    if spec.aux:
+        lines.append("Auxiliary modalities (reconstructed, not needed at deployment):")
+        for m in spec.aux:
+            lines.append(f"  {m.name} [{m.units or 'no units'}]: {', '.join(m.band_names)}")
+    else:
+        lines.append("Auxiliary modalities: none")
+    if spec.task == "regression" and spec.target:
+        lines.append(f"Target:        {spec.target.name} [{spec.target.units}]")
+    else:
+        lines.append("Classes:")
+        lines += [f"  {c.value:>3}  {c.color}  {c.name}" for c in spec.classes]
+    metrics = spec.training.get("metrics", {})
+    if metrics:
+        lines.append("Held-out metrics:")
+        for k, v in metrics.items():
+            if isinstance(v, float):
+                lines.append(f"  {k}: {v:.4f}")
+            elif not isinstance(v, (dict, list)):
+                lines.append(f"  {k}: {v}")
+    data = spec.training.get("data", {})
+    if data:
+        lines.append(f"Trained on:    {data.get('config', '?')} ({data.get('name', '')})")
+    return "\n".join(lines)

@@ -1,0 +1,255 @@
+"""Training and evaluation of the three variants (mtl, unimodal, multimodal) with one code path.
+
+Under ``torchrun`` the same code trains with PyTorch DistributedDataParallel: each process draws its
+own patches, gradients are averaged, and rank 0 evaluates and keeps the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import logging
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from . import __version__
+from .config import DatasetConfig
+from .data import (
+    SampleReader,
+    Scene,
+    TrainPatches,
+    block_split,
+    denormalise,
+    eval_windows,
+    modalities,
+    regression_target,
+)
+from .losses import UncertaintyWeighting, classification_loss, masked_regression_loss
+from .metrics import ConfusionMatrix, RegressionErrors
+from .model import MultiTaskModel, create_model, padded_size, resolve_device
+from .raster import Window
+from .spec import Architecture, ModelSpec
+
+log = logging.getLogger("mtl_core")
+
+
+@dataclass
+class TrainOptions:
+    """How to train; the same budget for every variant makes the baselines comparable."""
+
+    variant: Literal["mtl", "unimodal", "multimodal"] = "mtl"
+    steps: int = 600
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    eval_every: int = 100
+    device: str = "auto"
+    seed: int = 0
+    architecture: Architecture = field(default_factory=Architecture)
+    aux_loss: Literal["l1", "mse"] = "l1"
+    main_weight: float = 1.0
+    aux_weights: dict[str, float] = field(default_factory=dict)
+    uncertainty_weighting: bool = False
+
+
+@dataclass
+class TrainResult:
+    spec: ModelSpec
+    state_dict: dict[str, torch.Tensor]
+    val: dict[str, Any]
+    test: dict[str, Any]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); starts the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if "LOCAL_RANK" in os.environ and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if dist.is_initialized() else (0, 1)
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, dict):
+        return {k: _to(v, device) for k, v in batch.items()}
+    return batch.to(device, non_blocking=True)
+
+
+def _losses(out: dict, batch: dict, task: str, aux_loss: str) -> dict[str, torch.Tensor]:
+    """One loss per task: ``main`` and ``aux/<name>``."""
+    if task == "segmentation":
+        main = classification_loss(out["main"], batch["mask"])
+    elif task == "classification":
+        main = classification_loss(out["main"], batch["label"])
+    else:
+        main = masked_regression_loss(out["main"], batch["target"], batch["target_valid"], "mse")
+    losses = {"main": main}
+    for name, pred in out["aux"].items():
+        losses[f"aux/{name}"] = masked_regression_loss(pred, batch["aux"][name], batch["aux_valid"][name], aux_loss)
+    return losses
+
+
+@torch.no_grad()
+def evaluate(
+    model: MultiTaskModel, spec: ModelSpec, reader: SampleReader, blocks: list[Window], device: torch.device
+) -> dict[str, Any]:
+    """Main-task metrics and per-band reconstruction RMSE (in the modality's units) over blocks."""
+    model.eval()
+    task = spec.task
+    confusion = ConfusionMatrix(len(spec.classes)) if task != "regression" else None
+    reg = RegressionErrors(1) if task == "regression" else None
+    recon = {m.name: RegressionErrors(len(m.bands)) for m in spec.aux}
+    for w in eval_windows(blocks, task, spec.patch_size):
+        size = (padded_size(w[3], model.divisor), padded_size(w[2], model.divisor))
+        if task == "classification":
+            size = (max(size[0], spec.patch_size), max(size[1], spec.patch_size))
+        s = reader.read(w, size)
+        out = model(s["image"][None].to(device))
+        h, wd = w[3], w[2]
+        if task == "segmentation":
+            pred = out["main"][0].argmax(0).cpu().numpy()[:h, :wd]
+            confusion.update(s["mask"].numpy()[:h, :wd], pred)
+        elif task == "classification":
+            confusion.update(s["label"].numpy()[None], out["main"][0].argmax(0).cpu().numpy()[None])
+        else:
+            t = spec.target
+            pred = out["main"][0].cpu().numpy()[:, :h, :wd] * t.std + t.mean
+            ref = s["target"].numpy()[:, :h, :wd] * t.std + t.mean
+            reg.update(ref, pred, s["target_valid"].numpy()[:h, :wd])
+        for m in spec.aux:
+            pred = denormalise(out["aux"][m.name][0].cpu().numpy()[:, :h, :wd], m.bands)
+            ref = denormalise(s["aux"][m.name].numpy()[:, :h, :wd], m.bands)
+            recon[m.name].update(ref, pred, s["aux_valid"][m.name].numpy()[:h, :wd])
+    result: dict[str, Any] = confusion.scores([c.name for c in spec.classes]) if confusion else reg.scores()
+    result["recon_rmse"] = {
+        f"{m.name}/{b.name}": float(v) for m in spec.aux for b, v in zip(m.bands, recon[m.name].rmse())
+    }
+    return result
+
+
+def score(metrics: dict[str, Any], task: str) -> float:
+    """The model-selection score: higher is better (mIoU, or minus RMSE for regression)."""
+    return -metrics["rmse"] if task == "regression" else metrics["miou"]
+
+
+def summary(metrics: dict[str, Any]) -> dict[str, float]:
+    """The scalar metrics of an evaluation, flattened for display and the spec."""
+    flat = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    flat.update({f"recon_rmse/{k}": v for k, v in metrics.get("recon_rmse", {}).items()})
+    return flat
+
+
+def train(cfg: DatasetConfig, opts: TrainOptions, progress: bool = True) -> TrainResult:
+    """Train one variant on a dataset configuration and evaluate it on the held-out test blocks.
+
+    Returns:
+        The spec (with normalisation, metrics and provenance) and the best weights by validation score.
+    """
+    rank, world = _distributed()
+    seed_everything(opts.seed + rank)
+    device = resolve_device(opts.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    scene = Scene(cfg)
+    blocks = block_split(scene, cfg.split)
+    in_src, aux_src = scene.sources(opts.variant)
+    inputs = modalities(in_src, scene, blocks["train"])
+    aux = modalities(aux_src, scene, blocks["train"])
+    task = cfg.labels.task
+    target = regression_target(scene, blocks["train"]) if task == "regression" else None
+    nodata = in_src[0].ds.GetRasterBand(in_src[0].bands[0]).GetNoDataValue()
+    spec = ModelSpec(
+        name=f"{cfg.name} — {opts.variant}",
+        task=task,
+        variant=opts.variant,
+        inputs=inputs,
+        aux=aux,
+        classes=list(cfg.labels.classes),
+        target=target,
+        architecture=opts.architecture,
+        patch_size=cfg.patch_size,
+        input_nodata=nodata,
+    )
+    reader = SampleReader(scene, opts.variant, inputs, aux, target)
+    patches = TrainPatches(reader, blocks["train"], cfg.patch_size, opts.steps * opts.batch_size, opts.seed + rank)
+    loader = torch.utils.data.DataLoader(patches, batch_size=opts.batch_size, shuffle=False, num_workers=0)
+
+    model = create_model(spec).to(device)
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    weighting = UncertaintyWeighting(["main"] + [f"aux/{m.name}" for m in aux]).to(device)
+    params = list(net.parameters()) + (list(weighting.parameters()) if opts.uncertainty_weighting else [])
+    optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=opts.lr, total_steps=opts.steps, pct_start=0.1)
+
+    def _step(batch: dict, stage: str) -> dict[str, torch.Tensor]:
+        net.train(stage == "train")
+        out = net(batch["image"])
+        losses = _losses(out, batch, task, opts.aux_loss)
+        if opts.uncertainty_weighting:
+            losses["total"] = weighting(losses)
+        else:
+            losses["total"] = opts.main_weight * losses["main"] + sum(
+                opts.aux_weights.get(k.split("/", 1)[1], 1.0) * v for k, v in losses.items() if k.startswith("aux/")
+            )
+        return losses
+
+    best_score, best_state, best_step, best_val = -float("inf"), None, 0, {}
+    bar = tqdm(total=opts.steps, desc=f"train {opts.variant}", disable=not progress or rank != 0, unit="step")
+    for step, batch in enumerate(loader, start=1):
+        batch = _to(batch, device)
+        losses = _step(batch, "train")
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        optimizer.step()
+        scheduler.step()
+        bar.update(1)
+        bar.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()}, refresh=False)
+        if step % opts.eval_every == 0 or step == opts.steps:
+            if rank == 0:
+                val = evaluate(model, spec, reader, blocks["val"], device)
+                if score(val, task) > best_score:
+                    best_score, best_step, best_val = score(val, task), step, val
+                    best_state = copy.deepcopy(model.state_dict())
+                log.info("step %d: validation %s", step, {k: round(v, 4) for k, v in summary(val).items()})
+            if world > 1:
+                dist.barrier()
+    bar.close()
+    model.load_state_dict(best_state or model.state_dict())
+    test = evaluate(model, spec, reader, blocks["test"], device) if rank == 0 else {}
+    spec.training = {
+        "metrics": {f"test_{k}": v for k, v in summary(test).items()},
+        "test": test,
+        "validation": best_val,
+        "best_step": best_step,
+        "options": {**asdict(opts), "architecture": None},
+        "device": str(device),
+        "world_size": world,
+        "mtl_explain_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "data": {
+            "name": cfg.name,
+            "config": str(cfg.path) if cfg.path else None,
+            "sources": {s.name: str(s.path) for s in scene.inputs + scene.aux},
+            "labels": str(cfg.labels.path),
+            "split": asdict(cfg.split),
+            "blocks": {k: len(v) for k, v in blocks.items()},
+        },
+    }
+    if opts.uncertainty_weighting:
+        spec.training["task_weights"] = weighting.weights()
+    return TrainResult(spec, {k: v.detach().cpu() for k, v in model.state_dict().items()}, best_val, test)
