@@ -67,4 +67,4 @@ class UncertaintyWeighting(nn.Module):
         return total
 
     def weights(self) -> dict[str, float]:
-        return {name: float(torch.exp(-self.log_vars[i])) for i, name in enumerate(self.tasks)}
+        return {name: float(torch.exp(-self.log_vars[i].detach())) for i, name in enumerate(self.tasks)}

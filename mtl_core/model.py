@@ -52,6 +52,30 @@ def _build_base(spec: ModelSpec) -> nn.Module:
     )
 
 
+def _prune_unused(encoder: nn.Module, in_channels: int) -> None:
+    """Replace encoder stages the chosen depth never runs (smp keeps them) by ``nn.Identity``.
+
+    Which modules are unused is found with one small forward and backward pass, so the model file
+    carries no dead weights and every remaining parameter receives a gradient.
+    """
+    size = 2 * int(encoder.output_stride)
+    was_training = encoder.training
+    encoder.eval()  # leave batch-norm running statistics untouched
+    sum(f.sum() for f in encoder(torch.zeros(2, in_channels, size, size))[1:]).backward()
+
+    def prune(module: nn.Module) -> None:
+        for name, child in module.named_children():
+            params = list(child.parameters())
+            if params and all(p.grad is None for p in params):
+                setattr(module, name, nn.Identity())
+            else:
+                prune(child)
+
+    prune(encoder)
+    encoder.zero_grad(set_to_none=True)
+    encoder.train(was_training)
+
+
 def _head_like(template: nn.Sequential, out_channels: int) -> SegmentationHead:
     """A per-pixel head with the same input channels, kernel and upsampling as smp's own head."""
     conv, upsample = template[0], template[1]
@@ -67,6 +91,7 @@ class MultiTaskModel(nn.Module):
         base = _build_base(spec)
         self.task = spec.task
         self.encoder = base.encoder
+        _prune_unused(self.encoder, spec.in_channels)
         self.decoder = base.decoder
         if spec.task == "classification":
             self.main_head: nn.Module = ClassificationHead(self.encoder.out_channels[-1], spec.out_channels)
