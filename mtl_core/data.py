@@ -151,6 +151,8 @@ def _moments(sources: list[Source], scene: Scene, blocks: list[Window]) -> list[
 
 def modalities(sources: list[Source], scene: Scene, train_blocks: list[Window]) -> list[Modality]:
     """Describe sources as spec modalities with normalisation statistics from the training blocks only."""
+    if not sources:
+        return []
     stats = iter(_moments(sources, scene, train_blocks))
     return [
         Modality(s.name, [Band(n, *next(stats)) for n in s.names], s.units)

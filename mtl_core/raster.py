@@ -187,7 +187,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise RasterError(f"output folder {str(folder)!r} does not exist; create it or choose another")
     if not os.access(folder, os.W_OK):
         raise RasterError(f"output folder {str(folder)!r} is read-only; choose a folder you can write to")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=folder)
+    except OSError as exc:
+        raise RasterError(f"cannot write in output folder {str(folder)!r} ({exc.strerror}); choose another") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     sidecar = Path(str(tmp_path) + ".aux.xml")  # GDAL's PAM metadata (e.g. category names)
@@ -217,3 +220,16 @@ def create_geotiff(
         for i in range(1, bands + 1):
             ds.GetRasterBand(i).SetNoDataValue(nodata)
     return ds
+
+
+def set_classes(band: gdal.Band, classes: list[tuple[int, str, str]], nodata_name: str = "no data") -> None:
+    """Give a class band its palette and category names: ``(value, name, '#rrggbb')`` per class."""
+    table = gdal.ColorTable()
+    names = [""] * (max(v for v, _, _ in classes) + 1)
+    names[0] = nodata_name  # an empty first name would hide every name from GDAL's Python bindings
+    for value, name, color in classes:
+        table.SetColorEntry(value, tuple(int(color[k:k + 2], 16) for k in (1, 3, 5)) + (255,))
+        names[value] = name
+    band.SetRasterColorTable(table)
+    band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
+    band.SetCategoryNames(names)

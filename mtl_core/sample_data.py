@@ -19,7 +19,7 @@ import yaml
 from osgeo import gdal, osr
 
 from .errors import ConfigError, MtlError
-from .raster import Grid, atomic_path, create_geotiff, open_raster, windows
+from .raster import Grid, atomic_path, create_geotiff, open_raster, set_classes, windows
 
 log = logging.getLogger("mtl_core")
 SAMPLES = Path(__file__).parent / "samples"
@@ -96,15 +96,7 @@ def _stack(out: Path, spec: dict, raw: Path, crs: str | None, color_classes: lis
                 a[bad] = nodata
                 band_out.WriteArray(a, x, y)
         if color_classes:
-            band = ds.GetRasterBand(1)
-            table = gdal.ColorTable()
-            names = [""] * (max(v for v, _, _ in color_classes) + 1)
-            for value, name, color in color_classes:
-                table.SetColorEntry(value, tuple(int(color[k:k + 2], 16) for k in (1, 3, 5)) + (255,))
-                names[value] = name
-            band.SetRasterColorTable(table)
-            band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
-            band.SetCategoryNames(names)
+            set_classes(ds.GetRasterBand(1), color_classes)
         ds.FlushCache()
         ds = None
 
