@@ -28,7 +28,16 @@ from .data import denormalise, normalise
 from .errors import CancelledError, RasterError
 from .model import padded_size, resolve_device
 from .modelfile import load_model
-from .raster import Grid, Window, atomic_path, check_georeferenced, create_geotiff, open_raster, read_window
+from .raster import (
+    Grid,
+    Window,
+    atomic_path,
+    check_georeferenced,
+    create_geotiff,
+    open_raster,
+    read_window,
+    set_classes,
+)
 from .spec import CLASS_NODATA, FLOAT_NODATA, ModelSpec
 
 log = logging.getLogger("mtl_core")
@@ -158,14 +167,7 @@ class _Outputs:
         spec = self.spec
         if "main" in self.datasets and spec.task == "segmentation":
             band = self.datasets["main"].GetRasterBand(1)
-            table = gdal.ColorTable()
-            names = [""] * (max(c.value for c in spec.classes) + 1)
-            for c in spec.classes:
-                table.SetColorEntry(c.value, tuple(int(c.color[k:k + 2], 16) for k in (1, 3, 5)) + (255,))
-                names[c.value] = c.name
-            band.SetRasterColorTable(table)
-            band.SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
-            band.SetCategoryNames(names)
+            set_classes(band, [(c.value, c.name, c.color) for c in spec.classes])
             band.SetDescription("class")
         if "probabilities" in self.datasets:
             for i, c in enumerate(spec.classes, start=1):
