@@ -1,0 +1,60 @@
+"""Shared fixtures: the real sample scene (fetched once into the cache) and small crops of it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from osgeo import gdal
+
+from mtl_core.sample_data import prepare_sample
+from mtl_core.spec import Architecture, Band, ClassInfo, Modality, ModelSpec, Target
+
+gdal.UseExceptions()
+
+
+@pytest.fixture(scope="session")
+def sample_config() -> Path:
+    """The prepared real sample (Raleigh, Landsat 7): its dataset configuration."""
+    return prepare_sample("raleigh")
+
+
+@pytest.fixture(scope="session")
+def crop_dir(sample_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 192 x 160 px crop of the real sample (all three rasters), with its own configuration."""
+    out = tmp_path_factory.mktemp("crop")
+    raw = yaml.safe_load(sample_config.read_text())
+    for key in ("raleigh_vnir.tif", "raleigh_swir.tif", "raleigh_landcover.tif"):
+        gdal.Translate(str(out / key), str(sample_config.parent / key), srcWin=[100, 120, 192, 160])
+    raw["split"] = {"block_size": 64, "val_fraction": 0.2, "test_fraction": 0.2, "seed": 0}
+    (out / "crop.yaml").write_text(yaml.safe_dump(raw))
+    return out
+
+
+@pytest.fixture
+def crop_copy(crop_dir: Path, tmp_path: Path) -> Path:
+    """A private, writable copy of the crop (for tests that alter rasters)."""
+    dst = tmp_path / "crop"
+    shutil.copytree(crop_dir, dst)
+    return dst
+
+
+def make_spec(task: str = "segmentation", variant: str = "mtl", encoder: str = "resnet18") -> ModelSpec:
+    """A small spec built by hand: 4 optical bands in, a 2-band 'swir' modality reconstructed."""
+    optical = Modality("optical", [Band(n, 50.0, 10.0) for n in ("blue", "green", "red", "nir")], "DN")
+    swir = Modality("swir", [Band("swir1", 60.0, 12.0), Band("swir2", 40.0, 9.0)], "DN")
+    inputs = [optical, swir] if variant == "multimodal" else [optical]
+    return ModelSpec(
+        name=f"test {task} {variant}",
+        task=task,
+        variant=variant,
+        inputs=inputs,
+        aux=[swir] if variant == "mtl" else [],
+        classes=[] if task == "regression" else [ClassInfo(1, "a", "#ff0000"), ClassInfo(2, "b", "#00ff00"),
+                                                 ClassInfo(5, "c", "#0000ff")],
+        target=Target("height", "m", 10.0, 3.0) if task == "regression" else None,
+        architecture=Architecture(encoder=encoder, encoder_depth=3),
+        patch_size=32,
+    )

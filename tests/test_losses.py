@@ -1,0 +1,44 @@
+"""Loss masking: unlabelled pixels and nodata targets contribute nothing."""
+
+import torch
+
+from mtl_core.losses import IGNORE_INDEX, UncertaintyWeighting, classification_loss, masked_regression_loss
+
+
+def test_cross_entropy_ignores_unlabelled_pixels():
+    logits = torch.randn(1, 3, 4, 4)
+    target = torch.randint(0, 3, (1, 4, 4))
+    masked = target.clone()
+    masked[0, :2] = IGNORE_INDEX
+    # Changing logits where the target is ignored must not change the loss.
+    other = logits.clone()
+    other[0, 0, :2] += 100.0  # favour class 0 in the first two rows
+    assert torch.isclose(classification_loss(logits, masked), classification_loss(other, masked))
+    assert not torch.isclose(classification_loss(logits, target), classification_loss(other, target))
+
+
+def test_all_unlabelled_gives_zero_not_nan():
+    logits = torch.randn(1, 3, 4, 4, requires_grad=True)
+    loss = classification_loss(logits, torch.full((1, 4, 4), IGNORE_INDEX))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert logits.grad is not None
+
+
+def test_reconstruction_loss_is_masked_where_the_target_is_nodata():
+    pred = torch.zeros(1, 2, 2, 2)
+    target = torch.tensor([[[[1.0, 1000.0], [1.0, 1.0]], [[2.0, -1000.0], [2.0, 2.0]]]])
+    valid = torch.tensor([[[True, False], [True, True]]])
+    assert masked_regression_loss(pred, target, valid, "l1").item() == 1.5
+    assert masked_regression_loss(pred, target, valid, "mse").item() == 2.5
+
+
+def test_uncertainty_weighting_learns_lower_weight_for_the_noisier_task():
+    w = UncertaintyWeighting(["main", "aux/swir"])
+    opt = torch.optim.SGD(w.parameters(), lr=0.1)
+    for _ in range(200):
+        opt.zero_grad()
+        w({"main": torch.tensor(0.1), "aux/swir": torch.tensor(5.0)}).backward()
+        opt.step()
+    weights = w.weights()
+    assert weights["aux/swir"] < weights["main"]

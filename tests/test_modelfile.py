@@ -1,0 +1,127 @@
+"""Model files: the round trip keeps outputs; foreign, damaged, pickled and newer files are refused."""
+
+import json
+import pickle
+import struct
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from mtl_core.errors import ModelFileError
+from mtl_core.model import create_model
+from mtl_core.modelfile import load_model, read_spec, save_model
+from mtl_core.spec import FORMAT_VERSION, describe
+
+from .conftest import make_spec
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    spec = make_spec("segmentation", "mtl")
+    spec.training = {"metrics": {"test_miou": 0.5}}
+    model = create_model(spec).eval()
+    path = save_model(tmp_path / "m.mtl.safetensors", spec, model.state_dict())
+    return path, spec, model
+
+
+def test_round_trip_gives_the_same_outputs_and_spec(saved):
+    path, spec, model = saved
+    spec2, model2 = load_model(path)
+    assert spec2.to_dict() == spec.to_dict()
+    x = torch.randn(1, 4, 32, 32)
+    with torch.no_grad():
+        a, b = model(x), model2(x)
+    assert torch.equal(a["main"], b["main"])
+    assert torch.equal(a["aux"]["swir"], b["aux"]["swir"])
+    assert "swir1" in describe(spec2) and "test_miou: 0.5000" in describe(spec2)
+
+
+def test_half_precision_file_is_smaller_and_close(saved, tmp_path):
+    path, spec, model = saved
+    half = save_model(tmp_path / "h.mtl.safetensors", spec, model.state_dict(), half=True)
+    assert half.stat().st_size < 0.6 * path.stat().st_size
+    _, model2 = load_model(half)
+    x = torch.randn(1, 4, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x)["main"], model2(x)["main"], atol=0.05)
+
+
+def test_save_leaves_no_temporary_files(saved):
+    path, _, _ = saved
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_pickled_objects_are_refused_without_being_loaded(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    raw = tmp_path / "evil.pkl"
+    raw.write_bytes(pickle.dumps(Evil()))
+    with pytest.raises(ModelFileError, match="never unpickles"):
+        load_model(raw)
+    zipped = tmp_path / "evil.pt"
+    torch.save({"weights": torch.zeros(2), "obj": Evil()}, zipped)
+    marker.unlink(missing_ok=True)  # torch.save itself ran __reduce__ when pickling
+    with pytest.raises(ModelFileError, match="PyTorch zip checkpoint"):
+        load_model(zipped)
+    assert not marker.exists()
+
+
+def test_truncated_file_is_refused(saved, tmp_path):
+    path, _, _ = saved
+    cut = tmp_path / "cut.mtl.safetensors"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ModelFileError, match="truncated"):
+        load_model(cut)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello", b"\x00" * 64, b"GIF89a" + b"\x00" * 100])
+def test_foreign_bytes_are_refused(tmp_path, content):
+    p = tmp_path / "x.bin"
+    p.write_bytes(content)
+    with pytest.raises(ModelFileError):
+        load_model(p)
+
+
+def test_safetensors_without_our_spec_is_refused(tmp_path):
+    p = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(3)}, str(p), metadata={"format": "pt"})
+    with pytest.raises(ModelFileError, match="not an MTL Explain model"):
+        read_spec(p)
+
+
+def _rewrite_spec(path, out, **changes):
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    spec = json.loads(header["__metadata__"]["mtl_spec"])
+    spec.update(changes)
+    header["__metadata__"]["mtl_spec"] = json.dumps(spec)
+    new = json.dumps(header).encode()
+    new += b" " * (-len(new) % 8)
+    out.write_bytes(struct.pack("<Q", len(new)) + new + data[8 + n:])
+    return out
+
+
+def test_newer_format_version_is_refused_with_the_fix(saved, tmp_path):
+    path, _, _ = saved
+    newer = _rewrite_spec(path, tmp_path / "newer.mtl.safetensors", format_version=FORMAT_VERSION + 1)
+    with pytest.raises(ModelFileError, match="newer than this MTL Explain understands.*update"):
+        load_model(newer)
+
+
+def test_weights_that_do_not_fit_the_spec_are_refused(saved, tmp_path):
+    path, _, _ = saved
+    other = _rewrite_spec(path, tmp_path / "other.mtl.safetensors", variant="unimodal", aux=[])
+    with pytest.raises(ModelFileError, match="do not fit the architecture"):
+        load_model(other)
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load_model(tmp_path / "nope.mtl.safetensors")
