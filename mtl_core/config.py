@@ -167,7 +167,8 @@ def parse_config(raw: dict, base: Path, path: Path | None = None) -> DatasetConf
         test_fraction=float(s.get("test_fraction", 0.2)),
         seed=int(s.get("seed", 0)),
     )
-    if not (0 < split.val_fraction < 1 and 0 < split.test_fraction < 1 and split.val_fraction + split.test_fraction < 1):
+    val, test = split.val_fraction, split.test_fraction
+    if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
         raise ConfigError(
             f"split fractions val={split.val_fraction} test={split.test_fraction} must be in (0, 1) and sum below 1"
         )
@@ -176,7 +177,8 @@ def parse_config(raw: dict, base: Path, path: Path | None = None) -> DatasetConf
         raise ConfigError(f"patch_size {patch} must be a multiple of 16 and at least 16")
     if split.block_size < patch:
         raise ConfigError(f"split.block_size {split.block_size} must be at least patch_size {patch}")
-    return DatasetConfig(str(raw.get("name", path.stem if path else "dataset")), inputs, aux, labels, split, patch, path)
+    name = str(raw.get("name", path.stem if path else "dataset"))
+    return DatasetConfig(name, inputs, aux, labels, split, patch, path)
 
 
 def load_config(path: str | Path) -> DatasetConfig:

@@ -245,7 +245,7 @@ def _augment(sample: dict, rng: np.random.Generator) -> dict:
         t = torch.rot90(t, k, dims=(-2, -1))
         return torch.flip(t, dims=(-1,)) if flip else t
 
-    return {key: ({n: tf(v) for n, v in val.items()} if isinstance(val, dict) else tf(val)) for key, val in sample.items()}
+    return {k: ({n: tf(t) for n, t in v.items()} if isinstance(v, dict) else tf(v)) for k, v in sample.items()}
 
 
 class TrainPatches(torch.utils.data.Dataset):

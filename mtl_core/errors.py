@@ -17,6 +17,10 @@ class RasterNotFoundError(MtlError, FileNotFoundError):
     """A raster named in a configuration or on the command line does not exist."""
 
 
+class OutputError(RasterError):
+    """An output cannot be written (missing or read-only folder, disk full)."""
+
+
 class ModelFileError(MtlError, ValueError):
     """A model file is not ours, is damaged, or was written by a newer format version."""
 

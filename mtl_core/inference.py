@@ -26,12 +26,12 @@ from tqdm import tqdm
 
 from .data import denormalise, normalise
 from .errors import CancelledError, RasterError
+from .fileio import atomic_path
 from .model import padded_size, resolve_device
 from .modelfile import load_model
 from .raster import (
     Grid,
     Window,
-    atomic_path,
     check_georeferenced,
     create_geotiff,
     open_raster,

@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ModelFileError
+from .fileio import atomic_path
 from .spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -97,14 +97,8 @@ def save_model(
     for k, v in state_dict.items():
         v = v.detach().cpu()
         tensors[k] = (v.half() if half and v.is_floating_point() else v).contiguous()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={SPEC_KEY: json.dumps(spec.to_dict())})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={SPEC_KEY: json.dumps(spec.to_dict())})
     return path
 
 

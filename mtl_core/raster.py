@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +18,6 @@ osr.UseExceptions()
 log = logging.getLogger("mtl_core")
 
 Window = tuple[int, int, int, int]  # (col_off, row_off, width, height)
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -172,37 +168,6 @@ def windows(width: int, height: int, size: int) -> Iterator[Window]:
     for y in range(0, height, size):
         for x in range(0, width, size):
             yield x, y, min(size, width - x), min(size, height - y)
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` and rename it onto ``path`` only if the block succeeds.
-
-    Raises:
-        RasterError: the destination folder is missing or not writable.
-    """
-    path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        raise RasterError(f"output folder {str(folder)!r} does not exist; create it or choose another")
-    if not os.access(folder, os.W_OK):
-        raise RasterError(f"output folder {str(folder)!r} is read-only; choose a folder you can write to")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=folder)
-    except OSError as exc:
-        raise RasterError(f"cannot write in output folder {str(folder)!r} ({exc.strerror}); choose another") from exc
-    os.close(fd)
-    tmp_path = Path(tmp)
-    sidecar = Path(str(tmp_path) + ".aux.xml")  # GDAL's PAM metadata (e.g. category names)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)
-        if sidecar.exists():
-            os.replace(sidecar, str(path) + ".aux.xml")
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-        sidecar.unlink(missing_ok=True)
 
 
 def create_geotiff(

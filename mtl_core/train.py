@@ -190,7 +190,8 @@ def train(cfg: DatasetConfig, opts: TrainOptions, progress: bool = True) -> Trai
     model = create_model(spec).to(device)
     net: torch.nn.Module = model
     if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ids = [device.index] if device.type == "cuda" else None
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     weighting = UncertaintyWeighting(["main"] + [f"aux/{m.name}" for m in aux]).to(device)
     params = list(net.parameters()) + (list(weighting.parameters()) if opts.uncertainty_weighting else [])
     optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)

@@ -134,7 +134,7 @@ def test_read_only_output_folder_is_a_clear_error(trained, crop_dir):
         done = subprocess.run([sys.executable, "-c", code, str(model), str(raster), str(ro)], user=user, env=env,
                               cwd=shared, capture_output=True, text=True, check=False)
         assert done.returncode != 0
-        assert "RasterError" in done.stderr and "is read-only; choose a folder you can write to" in done.stderr
+        assert "OutputError" in done.stderr and "is read-only; choose a folder you can write to" in done.stderr
         assert list(ro.iterdir()) == []
     finally:
         shutil.rmtree(shared)
