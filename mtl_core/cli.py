@@ -97,9 +97,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import PredictOptions, predict
 
     opts = PredictOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch, device=args.device,
-                          extent=tuple(args.extent) if args.extent else None)
+                          threads=args.threads, extent=tuple(args.extent) if args.extent else None,
+                          mask=args.mask, bands=args.bands, products=tuple(args.products), cog=args.cog)
     result = predict(args.model, args.raster, args.out, opts, progress=not args.quiet)
-    print(f"Device: {result.device}")
+    print(f"Device: {result.device}; {result.tiles} tiles ({result.skipped_tiles} skipped) in {result.seconds:.1f} s")
     for product, path in result.outputs.items():
         print(f"  {product:<16} {path}")
     return 0
@@ -176,14 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
                                    "main prediction, confidence and reconstructed auxiliary modalities as "
                                    "GeoTIFFs with the input's CRS and geotransform.")
     r.add_argument("model", help="model file")
-    r.add_argument("raster", help="input raster with the model's input bands, in the model's order")
+    r.add_argument("raster", help="input raster holding the model's input bands")
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--extent", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
                    help="sub-rectangle in the raster's CRS (default: whole raster)")
-    r.add_argument("--tile", type=int, help="tile size in pixels (default: from the model)")
-    r.add_argument("--overlap", type=int, help="overlap between tiles in pixels (default: tile/4)")
+    r.add_argument("--mask", help="polygon layer or raster (non-zero inside): predict only inside it")
+    r.add_argument("--bands", type=int, nargs="+", metavar="N",
+                   help="raster band for each model input band, in the model's order (default: by band "
+                        "description, else 1..N)")
+    r.add_argument("--tile", type=int, help="tile size in pixels (default: max(256, the model's patch size))")
+    r.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles, blended (default: tile/8)")
     r.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default: 4)")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    r.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    r.add_argument("--products", nargs="+", default=["main", "confidence", "entropy", "aux"],
+                   choices=["main", "confidence", "entropy", "probabilities", "aux", "sensitivity"],
+                   help="products to write (default: main confidence entropy aux)")
+    r.add_argument("--cog", action="store_true", help="write Cloud Optimized GeoTIFFs")
     r.set_defaults(func=cmd_predict)
 
     i = sub.add_parser("info", help="print a model file's spec",

@@ -1,11 +1,28 @@
 """Streaming tiled inference: (model file, raster, extent) to georeferenced output rasters.
 
 The raster is read window by window with GDAL, in rows of overlapping tiles. Overlapping predictions
-(class probabilities, reconstructions, regression values) are blended with a linear ramp over the
-overlap, so no seam shows. Once a row of tiles is done, the rows of pixels no later tile touches are
-final and are written; memory grows with the raster's width times the tile size, never with its height.
-Every product comes from the same forward pass. Outputs are written under temporary names and renamed
-only when the whole run succeeded, so a failed or cancelled run leaves nothing behind.
+(class probabilities, reconstructions, regression values, sensitivities) are blended with a linear
+ramp over the overlap, so no seam shows. Once a row of tiles is done, the pixel rows no later tile
+touches are final and are handed to a writer thread; memory grows with the raster's width times the
+tile size, never with its height. A reader thread prepares the next batch of tiles while the model
+runs, so I/O hides behind compute. Every product comes from the same forward pass. Outputs are
+written under temporary names and renamed only when the whole run succeeded: a failed or cancelled
+run leaves nothing behind.
+
+Products (keys of :attr:`PredictResult.outputs`):
+
+* ``main`` — class map (Byte/UInt16, palette and class names), per-cell class map for patch
+  classification, or Float32 values for regression;
+* ``confidence``, ``entropy`` — highest class probability and entropy of the probabilities;
+* ``probabilities`` — one band per class (optional);
+* ``aux_<name>`` — each reconstructed auxiliary modality, de-normalised to its units;
+* with ``aux_truth``: ``recon_error_<name>`` — |reconstruction − truth| in normalised units (band 1
+  the mean over bands, then one band per modality band);
+* with ``labels``: ``main_error`` — misclassified (1) or correct (0), or absolute error for regression;
+* with both and a fitted error model: ``error_score`` and ``agreement`` (see :mod:`mtl_core.explain`);
+* ``sensitivity`` and ``sensitivity_<name>`` — per input band, how much the class probabilities
+  (total variation) and each reconstruction (mean absolute change, normalised units) move when that
+  band is replaced by its training mean.
 """
 
 from __future__ import annotations
@@ -15,13 +32,14 @@ import math
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from osgeo import gdal
+from osgeo import gdal, ogr
 from tqdm import tqdm
 
 from .data import denormalise, normalise
@@ -29,34 +47,51 @@ from .errors import CancelledError, RasterError
 from .fileio import atomic_path
 from .model import padded_size, resolve_device
 from .modelfile import load_model
-from .raster import (
-    Grid,
-    Window,
-    check_georeferenced,
-    create_geotiff,
-    open_raster,
-    read_window,
-    set_classes,
-)
+from .raster import Grid, Window, check_georeferenced, create_geotiff, open_raster, read_window, set_classes
 from .spec import CLASS_NODATA, FLOAT_NODATA, ModelSpec
 
 log = logging.getLogger("mtl_core")
 
-PRODUCTS = ("main", "confidence", "entropy", "aux", "probabilities")
-DEFAULT_PRODUCTS = ("main", "confidence", "entropy", "aux")
+PRODUCTS = ("main", "confidence", "entropy", "probabilities", "aux", "recon_error", "main_error",
+            "error_score", "agreement", "sensitivity")
+DEFAULT_PRODUCTS = ("main", "confidence", "entropy", "aux", "recon_error", "main_error", "error_score", "agreement")
+ERROR_NODATA = 255
 
 
 @dataclass
 class PredictOptions:
-    """How to tile and where to run. ``None`` sizes default from the model file."""
+    """How to tile, where to run and what to write. ``None`` sizes default from the model file.
+
+    Attributes:
+        tile: tile size in pixels (rounded up to the encoder's stride); default max(256, patch size).
+        overlap: pixels shared by neighbouring tiles, blended; default tile / 8.
+        batch_size: tiles per forward pass.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        threads: CPU threads for PyTorch (default: PyTorch's choice).
+        extent: (xmin, ymin, xmax, ymax) in the raster's CRS; default the whole raster.
+        mask: polygon layer (any OGR format) or raster (non-zero = inside); pixels outside are nodata
+            and tiles wholly outside are skipped.
+        bands: 1-based raster band feeding each model input band; default by band description, else
+            bands 1..N.
+        products: which products to write (see the module docstring); products that need ground
+            truth are skipped without it.
+        aux_truth: modality name -> raster of the real auxiliary bands, on the input grid.
+        labels: reference raster of the main task, on the input grid.
+        cog: write Cloud Optimized GeoTIFFs instead of tiled GeoTIFFs.
+    """
 
     tile: int | None = None
     overlap: int | None = None
     batch_size: int = 4
     device: str = "auto"
-    extent: tuple[float, float, float, float] | None = None
-    products: tuple[str, ...] = DEFAULT_PRODUCTS
     threads: int | None = None
+    extent: tuple[float, float, float, float] | None = None
+    mask: str | None = None
+    bands: list[int] | None = None
+    products: tuple[str, ...] = DEFAULT_PRODUCTS
+    aux_truth: dict[str, str] | None = None
+    labels: str | None = None
+    cog: bool = False
 
 
 @dataclass
@@ -65,22 +100,49 @@ class PredictResult:
     device: str = "cpu"
     grid: Grid | None = None
     seconds: float = 0.0
+    tiles: int = 0
+    skipped_tiles: int = 0
 
 
-def check_input(spec: ModelSpec, ds: gdal.Dataset) -> None:
-    """Refuse a raster whose bands cannot be the model's inputs, saying what the model expects."""
-    check_georeferenced(ds, "input raster")
-    expected = [f"{m.name}/{b.name}" for m in spec.inputs for b in m.bands]
-    if ds.RasterCount != len(expected):
+def band_mapping(spec: ModelSpec, ds: gdal.Dataset, bands: list[int] | None = None) -> list[int]:
+    """The raster band (1-based) feeding each model input band.
+
+    Explicit ``bands`` are checked; otherwise bands are matched by description when every model band
+    name is found among the raster's band descriptions, else taken in order when the counts agree.
+
+    Raises:
+        RasterError: the raster cannot provide the model's bands.
+    """
+    names = [b.name for b in spec.input_bands]
+    expected = ", ".join(f"{m.name}/{b.name}" for m in spec.inputs for b in m.bands)
+    if bands is not None:
+        if len(bands) != len(names) or not all(1 <= b <= ds.RasterCount for b in bands):
+            raise RasterError(
+                f"band mapping {bands} must give {len(names)} band numbers between 1 and {ds.RasterCount}, "
+                f"one for each model band: {expected}"
+            )
+        return list(bands)
+    descriptions = [ds.GetRasterBand(i).GetDescription().strip().lower() for i in range(1, ds.RasterCount + 1)]
+    if all(n.lower() in descriptions for n in names):
+        return [descriptions.index(n.lower()) + 1 for n in names]
+    if ds.RasterCount != len(names):
         raise RasterError(
-            f"the input raster has {ds.RasterCount} band(s) but the model expects {len(expected)}, in this "
-            f"order: {', '.join(expected)}; build a raster with exactly these bands (QGIS: Raster > Miscellaneous "
-            "> Build Virtual Raster, 'Place each input file into a separate band')"
+            f"the input raster has {ds.RasterCount} band(s) but the model expects {len(names)}, in this order: "
+            f"{expected}; build a raster with exactly these bands (QGIS: Raster > Miscellaneous > Build Virtual "
+            "Raster, 'Place each input file into a separate band') or map the bands explicitly"
         )
-    for i in range(1, ds.RasterCount + 1):
+    return list(range(1, len(names) + 1))
+
+
+def check_input(spec: ModelSpec, ds: gdal.Dataset, bands: list[int] | None = None) -> list[int]:
+    """Refuse a raster that cannot feed the model; return the band mapping."""
+    check_georeferenced(ds, "input raster")
+    mapping = band_mapping(spec, ds, bands)
+    for i in mapping:
         dt = ds.GetRasterBand(i).DataType
         if gdal.DataTypeIsComplex(dt):
             raise RasterError(f"band {i} of the input raster is complex ({gdal.GetDataTypeName(dt)}); use real values")
+    return mapping
 
 
 def extent_window(grid: Grid, extent: tuple[float, float, float, float] | None) -> Window:
@@ -104,10 +166,11 @@ def extent_window(grid: Grid, extent: tuple[float, float, float, float] | None) 
     return c0, r0, c1 - c0, r1 - r0
 
 
-def sub_grid(grid: Grid, window: Window) -> Grid:
+def sub_grid(grid: Grid, window: Window, cell: int = 1) -> Grid:
+    """The grid of a window of ``grid``, optionally with pixels ``cell`` times larger."""
     x, y, w, h = window
     x0, dx, rx, y0, ry, dy = grid.transform
-    return Grid(grid.wkt, (x0 + x * dx, dx, rx, y0 + y * dy, ry, dy), w, h)
+    return Grid(grid.wkt, (x0 + x * dx, dx * cell, rx, y0 + y * dy, ry, dy * cell), -(-w // cell), -(-h // cell))
 
 
 def tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -130,58 +193,189 @@ def ramp(height: int, width: int, overlap: int) -> np.ndarray:
     return np.outer(axis(height), axis(width))
 
 
+class _Mask:
+    """Area-of-interest mask read per window: a raster (non-zero inside) or polygons rasterised on the fly."""
+
+    def __init__(self, path: str, grid: Grid) -> None:
+        self.grid = grid
+        self.vector = ogr.Open(str(path))
+        if self.vector is not None:
+            self.layer = self.vector.GetLayer(0)
+            if self.layer.GetFeatureCount() == 0:
+                raise RasterError(f"mask {str(path)!r} holds no polygon; draw the area of interest first")
+            return
+        ds = open_raster(path, "mask")
+        check_georeferenced(ds, "mask")
+        if not Grid.of(ds).same_as(grid):
+            raise RasterError(f"mask raster {str(path)!r} is not on the input raster's grid; "
+                              "use a polygon layer or warp the mask onto the input grid (gdalwarp)")
+        self.raster = ds
+
+    def read(self, window: Window) -> np.ndarray:
+        x, y, w, h = window
+        if self.vector is None:
+            return self.raster.GetRasterBand(1).ReadAsArray(x, y, w, h) != 0
+        mem = gdal.GetDriverByName("MEM").Create("", w, h, 1, gdal.GDT_Byte)
+        mem.SetProjection(self.grid.wkt)
+        mem.SetGeoTransform(sub_grid(self.grid, window).transform)
+        gdal.RasterizeLayer(mem, [1], self.layer, burn_values=[1])
+        return mem.GetRasterBand(1).ReadAsArray() != 0
+
+
+class _Truth:
+    """Ground-truth rasters (auxiliary modalities and labels) read per window, on the input grid."""
+
+    def __init__(self, spec: ModelSpec, grid: Grid, aux_truth: dict[str, str], labels: str | None) -> None:
+        self.spec, self.aux, self.labels = spec, {}, None
+        for name, path in aux_truth.items():
+            m = spec.aux_modality(name) if spec.aux else None
+            if m is None:
+                raise RasterError(f"the model reconstructs no modality {name!r}; it has none")
+            ds = self._open(path, grid, f"auxiliary raster {name!r}")
+            if ds.RasterCount != len(m.bands):
+                raise RasterError(
+                    f"auxiliary raster {name!r} ({str(path)!r}) has {ds.RasterCount} band(s) but the model's "
+                    f"{name!r} modality has {len(m.bands)}: {', '.join(m.band_names)}"
+                )
+            self.aux[name] = ds
+        if labels:
+            self.labels = self._open(labels, grid, "label raster")
+            self.values = np.array([c.value for c in spec.classes])
+
+    @staticmethod
+    def _open(path: str, grid: Grid, what: str) -> gdal.Dataset:
+        ds = open_raster(path, what)
+        check_georeferenced(ds, what)
+        if not Grid.of(ds).same_as(grid):
+            raise RasterError(
+                f"{what} {str(path)!r} is not on the input raster's grid (CRS, pixel size, origin and size must "
+                f"match); warp it first, e.g. gdalwarp -t_srs <input CRS> -te <input extent> -ts {grid.width} "
+                f"{grid.height}"
+            )
+        return ds
+
+    def read_aux(self, name: str, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        ds = self.aux[name]
+        return read_window(ds, list(range(1, ds.RasterCount + 1)), window)
+
+    def read_labels(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Class indices (-1 where unlabelled) or raw values for regression, and validity."""
+        raw, valid = read_window(self.labels, [1], window)
+        raw = raw[0]
+        if self.spec.task == "regression":
+            return raw, valid
+        idx = np.full(raw.shape, -1, dtype=np.int64)
+        for i, v in enumerate(self.values):
+            idx[valid & (raw == v)] = i
+        return idx, idx >= 0
+
+
+@dataclass
+class _Layout:
+    """Where each blended quantity sits among the accumulator's channels."""
+
+    main: int
+    aux: dict[str, int]
+    sensitivity: dict[str, int]  # "main" and modality names -> channels (one per input band)
+
+    @property
+    def channels(self) -> int:
+        return self.main + sum(self.aux.values()) + sum(self.sensitivity.values())
+
+    def split(self, arr: np.ndarray) -> dict[str, np.ndarray]:
+        out, off = {"main": arr[:self.main]}, self.main
+        for name, n in self.aux.items():
+            out[f"aux_{name}"], off = arr[off:off + n], off + n
+        for name, n in self.sensitivity.items():
+            out[f"sens_{name}"], off = arr[off:off + n], off + n
+        return out
+
+
 class _Outputs:
     """The output datasets, created under temporary names and renamed together at the end."""
 
-    def __init__(self, spec: ModelSpec, grid: Grid, out_dir: Path, stem: str, products: tuple[str, ...],
-                 stack: ExitStack) -> None:
-        self.spec, self.datasets, self.final, self.temp = spec, {}, {}, {}
-        seg = spec.task == "segmentation"
-        plan: list[tuple[str, str, int, int, float]] = []
-        if "main" in products:
-            if seg:
-                dtype = gdal.GDT_Byte if max(c.value for c in spec.classes) < 256 else gdal.GDT_UInt16
-                plan.append(("main", f"{stem}_classes.tif", 1, dtype, CLASS_NODATA))
-            else:
-                plan.append(("main", f"{stem}_{spec.target.name}.tif", 1, gdal.GDT_Float32, FLOAT_NODATA))
-        if seg:
-            if "confidence" in products:
-                plan.append(("confidence", f"{stem}_confidence.tif", 1, gdal.GDT_Float32, FLOAT_NODATA))
-            if "entropy" in products:
-                plan.append(("entropy", f"{stem}_entropy.tif", 1, gdal.GDT_Float32, FLOAT_NODATA))
-            if "probabilities" in products:
-                plan.append(("probabilities", f"{stem}_probabilities.tif", len(spec.classes), gdal.GDT_Float32,
-                             FLOAT_NODATA))
-        if "aux" in products:
-            for m in spec.aux:
-                plan.append((f"aux_{m.name}", f"{stem}_{m.name}_reconstructed.tif", len(m.bands), gdal.GDT_Float32,
-                             FLOAT_NODATA))
-        for key, name, bands, dtype, nodata in plan:
-            tmp = stack.enter_context(atomic_path(out_dir / name))
-            self.final[key], self.temp[key] = out_dir / name, tmp
-            self.datasets[key] = create_geotiff(tmp, grid, bands, dtype, nodata)
+    def __init__(self, spec: ModelSpec, grid: Grid, cell_grid: Grid, out_dir: Path, stem: str,
+                 wanted: set[str], cog: bool, stack: ExitStack) -> None:
+        self.spec, self.datasets, self.final, self.temp, self.cog = spec, {}, {}, {}, cog
+        self.cell_grid = cell_grid
+        classes = spec.task != "regression"
+        f32 = gdal.GDT_Float32
+        plan: list[tuple[str, str, int, int, float, Grid]] = []
+        if classes:
+            dtype = gdal.GDT_Byte if max(c.value for c in spec.classes) < 256 else gdal.GDT_UInt16
+            cells = cell_grid if spec.task == "classification" else grid
+            plan += [("main", "classes", 1, dtype, CLASS_NODATA, cells),
+                     ("confidence", "confidence", 1, f32, FLOAT_NODATA, cells),
+                     ("entropy", "entropy", 1, f32, FLOAT_NODATA, cells),
+                     ("probabilities", "probabilities", len(spec.classes), f32, FLOAT_NODATA, cells)]
+        else:
+            plan.append(("main", spec.target.name, 1, f32, FLOAT_NODATA, grid))
+        for m in spec.aux:
+            plan += [(f"aux_{m.name}", f"{m.name}_reconstructed", len(m.bands), f32, FLOAT_NODATA, grid),
+                     (f"recon_error_{m.name}", f"{m.name}_recon_error", 1 + len(m.bands), f32, FLOAT_NODATA, grid)]
+        if spec.task == "regression":
+            plan.append(("main_error", "main_error", 1, f32, FLOAT_NODATA, grid))
+        else:
+            plan.append(("main_error", "main_error", 1, gdal.GDT_Byte, ERROR_NODATA, grid))
+        plan += [("error_score", "error_score", 1, f32, FLOAT_NODATA, grid),
+                 ("agreement", "agreement", 1, gdal.GDT_Byte, 0, grid),
+                 ("sensitivity", "sensitivity", spec.in_channels, f32, FLOAT_NODATA, grid)]
+        plan += [(f"sensitivity_{m.name}", f"sensitivity_{m.name}", spec.in_channels, f32, FLOAT_NODATA, grid)
+                 for m in spec.aux]
+        for key, name, bands, dtype, nodata, g in plan:
+            if key not in wanted:
+                continue
+            final = out_dir / f"{stem}_{name}.tif"
+            tmp = stack.enter_context(atomic_path(final))
+            path = tmp
+            if cog:  # write a plain GeoTIFF first, translate to COG into the atomic temporary at the end
+                path = tmp.with_name(tmp.name + ".gtiff.tif")
+                stack.callback(path.unlink, missing_ok=True)
+            self.final[key], self.temp[key] = final, (tmp, path)
+            self.datasets[key] = create_geotiff(path, g, bands, dtype, nodata)
         stack.callback(self.datasets.clear)  # close datasets before the temporary files are renamed or removed
         self._describe()
 
     def _describe(self) -> None:
-        spec = self.spec
-        if "main" in self.datasets and spec.task == "segmentation":
-            band = self.datasets["main"].GetRasterBand(1)
-            set_classes(band, [(c.value, c.name, c.color) for c in spec.classes])
-            band.SetDescription("class")
-        if "probabilities" in self.datasets:
+        spec, ds = self.spec, self.datasets
+        input_names = [f"{m.name}/{b.name}" for m in spec.inputs for b in m.bands]
+        if "main" in ds and spec.task != "regression":
+            set_classes(ds["main"].GetRasterBand(1), [(c.value, c.name, c.color) for c in spec.classes])
+            ds["main"].GetRasterBand(1).SetDescription("class")
+        if "main" in ds and spec.task == "regression":
+            ds["main"].GetRasterBand(1).SetDescription(spec.target.name)
+            ds["main"].GetRasterBand(1).SetUnitType(spec.target.units)
+        if "probabilities" in ds:
             for i, c in enumerate(spec.classes, start=1):
-                self.datasets["probabilities"].GetRasterBand(i).SetDescription(f"p({c.name})")
-        for key, desc in (("confidence", "max class probability"), ("entropy", "entropy of class probabilities")):
-            if key in self.datasets:
-                self.datasets[key].GetRasterBand(1).SetDescription(desc)
+                ds["probabilities"].GetRasterBand(i).SetDescription(f"p({c.name})")
+        descriptions = {"confidence": "max class probability", "entropy": "entropy of class probabilities",
+                        "error_score": "reconstruction error score", "agreement": "error agreement",
+                        "main_error": "main-task error"}
+        for key, desc in descriptions.items():
+            if key in ds:
+                ds[key].GetRasterBand(1).SetDescription(desc)
+        if "agreement" in ds:
+            from .explain import AGREEMENT_CLASSES
+
+            set_classes(ds["agreement"].GetRasterBand(1), AGREEMENT_CLASSES)
+        if "main_error" in ds and spec.task != "regression":
+            set_classes(ds["main_error"].GetRasterBand(1), [(1, "misclassified", "#d7191c")], "correct")
         for m in spec.aux:
-            ds = self.datasets.get(f"aux_{m.name}")
-            if ds is not None:
-                ds.SetMetadataItem("UNITS", m.units)
+            if f"aux_{m.name}" in ds:
+                rec = ds[f"aux_{m.name}"]
+                rec.SetMetadataItem("UNITS", m.units)
                 for i, b in enumerate(m.bands, start=1):
-                    ds.GetRasterBand(i).SetDescription(f"{b.name} (reconstructed)")
-                    ds.GetRasterBand(i).SetUnitType(m.units)
+                    rec.GetRasterBand(i).SetDescription(f"{b.name} (reconstructed)")
+                    rec.GetRasterBand(i).SetUnitType(m.units)
+            if f"recon_error_{m.name}" in ds:
+                err = ds[f"recon_error_{m.name}"]
+                err.GetRasterBand(1).SetDescription(f"{m.name} mean abs error (std units)")
+                for i, b in enumerate(m.bands, start=2):
+                    err.GetRasterBand(i).SetDescription(f"{b.name} abs error (std units)")
+        for key in ["sensitivity"] + [f"sensitivity_{m.name}" for m in spec.aux]:
+            if key in ds:
+                for i, name in enumerate(input_names, start=1):
+                    ds[key].GetRasterBand(i).SetDescription(f"{name}")
 
     def write(self, key: str, data: np.ndarray, row: int) -> None:
         ds = self.datasets.get(key)
@@ -190,14 +384,48 @@ class _Outputs:
                 ds.GetRasterBand(i).WriteArray(band, 0, row)
 
     def finish(self) -> dict[str, Path]:
-        for key, ds in self.datasets.items():
-            method = "NEAREST" if key == "main" and self.spec.task != "regression" else "AVERAGE"
+        for key in list(self.datasets):
+            ds = self.datasets.pop(key)
+            categorical = key in ("agreement", "main_error") or (key == "main" and self.spec.task != "regression")
             levels = [f for f in (2, 4, 8, 16, 32, 64) if min(ds.RasterXSize, ds.RasterYSize) // f >= 64]
-            if levels:
-                ds.BuildOverviews(method, levels)
-            ds.FlushCache()
-        self.datasets.clear()
+            if self.cog:
+                ds.FlushCache()
+                tmp, path = self.temp[key]
+                gdal.Translate(str(tmp), ds, format="COG", creationOptions=[
+                    "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER", f"RESAMPLING={'NEAREST' if categorical else 'AVERAGE'}"])
+            elif levels:
+                ds.BuildOverviews("NEAREST" if categorical else "AVERAGE", levels)
+            ds = None
         return dict(self.final)
+
+
+def _wanted(spec: ModelSpec, opts: PredictOptions) -> set[str]:
+    """Output keys to write, from the requested products and the ground truth available."""
+    unknown = set(opts.products) - set(PRODUCTS)
+    if unknown:
+        raise ValueError(f"unknown products {sorted(unknown)}; choose from {', '.join(PRODUCTS)}")
+    p, classes = set(opts.products), spec.task != "regression"
+    truth = opts.aux_truth or {}
+    wanted = {"main"} & p
+    if classes:
+        wanted |= {"confidence", "entropy", "probabilities"} & p
+    for m in spec.aux:
+        if "aux" in p:
+            wanted.add(f"aux_{m.name}")
+        if "recon_error" in p and m.name in truth:
+            wanted.add(f"recon_error_{m.name}")
+    if "main_error" in p and opts.labels:
+        wanted.add("main_error")
+    error_model = spec.training.get("error_model")
+    if truth and error_model and spec.task != "regression":
+        if "error_score" in p:
+            wanted.add("error_score")
+        if "agreement" in p and opts.labels:
+            wanted.add("agreement")
+    if "sensitivity" in p:
+        wanted.add("sensitivity")
+        wanted |= {f"sensitivity_{m.name}" for m in spec.aux}
+    return wanted
 
 
 def predict(
@@ -212,134 +440,255 @@ def predict(
 
     Args:
         model_path: model file.
-        raster_path: raster holding the model's input bands in order.
+        raster_path: raster holding the model's input bands.
         out_dir: existing, writable output folder.
-        opts: tiling, device, extent and products.
+        opts: tiling, device, extent, mask, band mapping, products and ground truth.
         progress: True for a progress bar, or a callback receiving the fraction done (0..1).
         cancelled: polled between batches; when it returns True the run stops and writes nothing.
 
     Raises:
-        RasterError: band count, CRS, extent or output folder problems.
+        RasterError: band count, CRS, grid, extent or output folder problems.
         CancelledError: the run was cancelled (no output file is left behind).
     """
     opts = opts or PredictOptions()
     start = time.perf_counter()
-    unknown = set(opts.products) - set(PRODUCTS)
-    if unknown:
-        raise ValueError(f"unknown products {sorted(unknown)}; choose from {', '.join(PRODUCTS)}")
     device = resolve_device(opts.device)
     if opts.threads:
         torch.set_num_threads(opts.threads)
     spec, model = load_model(model_path, device)
-    if spec.task == "classification":
-        raise RasterError("tiled prediction of patch-classification models is not supported yet; "
-                          "use a segmentation or regression model")
+    wanted = _wanted(spec, opts)
     ds = open_raster(raster_path, "input raster")
-    check_input(spec, ds)
+    mapping = check_input(spec, ds, opts.bands)
     out_dir = Path(out_dir)
     grid = Grid.of(ds)
     win = extent_window(grid, opts.extent)
     out_grid = sub_grid(grid, win)
-
-    tile = padded_size(opts.tile or max(256, spec.patch_size), model.divisor)
-    overlap = opts.overlap if opts.overlap is not None else tile // 8
-    if not 0 <= overlap < tile // 2 + 1:
-        raise ValueError(f"overlap {overlap} must be between 0 and half the tile size ({tile // 2})")
+    truth = _Truth(spec, grid, opts.aux_truth or {}, opts.labels if "main_error" in wanted else None)
+    mask = _Mask(opts.mask, grid) if opts.mask else None
     wx, wy, W, H = win
-    th, tw = min(tile, padded_size(H, model.divisor)), min(tile, padded_size(W, model.divisor))
-    ys, xs = tile_starts(H, th, th - overlap), tile_starts(W, tw, tw - overlap)
-    weights = torch.from_numpy(ramp(th, tw, overlap)).to(device)
-    bands = spec.input_bands
-    seg = spec.task == "segmentation"
-    n_main = len(spec.classes) if seg else 1
-    n_aux = [len(m.bands) for m in spec.aux] if "aux" in opts.products else []
-    channels = n_main + sum(n_aux)
-    buf_h = 2 * th
-    acc = torch.zeros((channels, buf_h, W), device=device)
-    wsum = torch.zeros((buf_h, W), device=device)
-    valid_buf = np.zeros((buf_h, W), dtype=bool)
 
-    total = len(ys) * len(xs)
-    bar = tqdm(total=total, unit="tile", desc="predict", disable=progress is not True)
+    if spec.task == "classification":  # one prediction per patch-sized cell, cells on a fixed grid
+        tile = overlap = None
+        th = tw = spec.patch_size
+        ys, xs = list(range(0, H, th)), list(range(0, W, tw))
+        cell = spec.patch_size
+    else:
+        tile = padded_size(opts.tile or max(256, spec.patch_size), model.divisor)
+        overlap = opts.overlap if opts.overlap is not None else tile // 8
+        if not 0 <= overlap <= tile // 2:
+            raise RasterError(f"overlap {overlap} must be between 0 and half the tile size ({tile // 2})")
+        th, tw = min(tile, padded_size(H, model.divisor)), min(tile, padded_size(W, model.divisor))
+        ys, xs = tile_starts(H, th, th - overlap), tile_starts(W, tw, tw - overlap)
+        cell = 1
+    weights = torch.from_numpy(ramp(th, tw, overlap or 0)).to(device)
+    sens = "sensitivity" in wanted
+    need_aux = any(k.startswith(("aux_", "recon_error_")) for k in wanted) or "error_score" in wanted
+    layout = _Layout(
+        main=len(spec.classes) if spec.task != "regression" else 1,
+        aux={m.name: len(m.bands) for m in spec.aux} if need_aux else {},
+        sensitivity={n: spec.in_channels for n in ["main"] + [m.name for m in spec.aux]} if sens else {},
+    )
+    acc = torch.zeros((layout.channels, th, W), device=device)
+    wsum = torch.zeros((th, W), device=device)
+    valid_buf = np.zeros((th, W), dtype=bool)
+    bands = spec.input_bands
+    batches = [(k, xs[i:i + opts.batch_size]) for k in range(len(ys)) for i in range(0, len(xs), opts.batch_size)]
+
+    def read_batch(k: int, batch_x: list[int]) -> tuple[torch.Tensor | None, list[np.ndarray]]:
+        """Read, mask and normalise one batch of tiles (runs in the reader thread)."""
+        tiles, valids = [], []
+        for x in batch_x:
+            w = (wx + x, wy + ys[k], min(tw, W - x), min(th, H - ys[k]))
+            data, valid = read_window(ds, mapping, w)
+            if spec.input_nodata is not None:
+                valid &= (data != spec.input_nodata).all(axis=0)
+            if mask is not None:
+                valid &= mask.read(w)
+            pad = np.zeros((len(bands), th, tw), dtype=np.float32)
+            pad[:, :w[3], :w[2]] = normalise(data, valid, bands)
+            tiles.append(pad)
+            valids.append(valid)
+        keep = [i for i, v in enumerate(valids) if v.any()]
+        x = torch.from_numpy(np.stack([tiles[i] for i in keep])) if keep else None
+        return x, valids
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        """All blended channels of a batch: main, reconstructions, sensitivities."""
+        out = model(x)
+        main = out["main"]
+        if spec.task == "classification":
+            main = main[:, :, None, None].expand(-1, -1, th, tw)
+        main = torch.softmax(main, 1) if spec.task != "regression" else main
+        parts = [main] + [out["aux"][n] for n in layout.aux]
+        if sens:
+            sens_main, sens_aux = [], {m.name: [] for m in spec.aux}
+            for b in range(spec.in_channels):
+                xb = x.clone()
+                xb[:, b] = 0.0  # the band's training mean, in normalised units
+                o = model(xb)
+                m_b = o["main"]
+                if spec.task == "classification":
+                    m_b = m_b[:, :, None, None].expand(-1, -1, th, tw)
+                if spec.task != "regression":
+                    sens_main.append((torch.softmax(m_b, 1) - main).abs().sum(1, keepdim=True) / 2)
+                else:
+                    sens_main.append((m_b - main).abs())
+                for name in sens_aux:
+                    sens_aux[name].append((o["aux"][name] - out["aux"][name]).abs().mean(1, keepdim=True))
+            parts += [torch.cat(sens_main, 1)] + [torch.cat(v, 1) for v in sens_aux.values()]
+        return torch.cat(parts, 1)
+
+    result = PredictResult(device=str(device), grid=out_grid, tiles=len(ys) * len(xs))
+    bar = tqdm(total=result.tiles, unit="tile", desc="predict", disable=progress is not True)
     done = 0
-    result = PredictResult(device=str(device), grid=out_grid)
     with ExitStack() as stack:
-        outputs = _Outputs(spec, out_grid, out_dir, Path(raster_path).stem, opts.products, stack)
+        cell_grid = sub_grid(grid, win, cell)
+        outputs = _Outputs(spec, out_grid, cell_grid, out_dir, Path(raster_path).stem, wanted, opts.cog, stack)
+        reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mtl-read"))
+        writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mtl-write"))
+        pending: list[Future] = []
+        ahead = reader.submit(read_batch, *batches[0])
         base = 0
-        for k, y in enumerate(ys):
-            for b0 in range(0, len(xs), opts.batch_size):
-                if cancelled is not None and cancelled():
-                    raise CancelledError("prediction cancelled; no output was written")
-                batch_x = xs[b0:b0 + opts.batch_size]
-                tiles, valids = [], []
-                for x in batch_x:
-                    w = (wx + x, wy + y, min(tw, W - x), min(th, H - y))
-                    data, valid = read_window(ds, list(range(1, len(bands) + 1)), w)
-                    if spec.input_nodata is not None:
-                        valid &= (data != spec.input_nodata).all(axis=0)
-                    norm = normalise(data, valid, bands)
-                    pad = np.zeros((len(bands), th, tw), dtype=np.float32)
-                    pad[:, :w[3], :w[2]] = norm
-                    tiles.append(pad)
-                    valids.append(valid)
+        for b, (k, batch_x) in enumerate(batches):
+            if cancelled is not None and cancelled():
+                raise CancelledError("prediction cancelled; no output was written")
+            x, valids = ahead.result()
+            if b + 1 < len(batches):
+                ahead = reader.submit(read_batch, *batches[b + 1])
+            keep = [i for i, v in enumerate(valids) if v.any()]
+            result.skipped_tiles += len(valids) - len(keep)
+            if x is not None:
                 with torch.no_grad():
-                    out = model(torch.from_numpy(np.stack(tiles)).to(device))
-                main = torch.softmax(out["main"], 1) if seg else out["main"]
-                parts = [main] + ([out["aux"][m.name] for m in spec.aux] if n_aux else [])
-                stacked = torch.cat(parts, 1) * weights
-                r = y - base
-                for i, x in enumerate(batch_x):
+                    stacked = forward(x.to(device)) * weights
+                r = ys[k] - base
+                for j, i in enumerate(keep):
                     h, w_ = valids[i].shape
-                    acc[:, r:r + h, x:x + w_] += stacked[i, :, :h, :w_]
-                    wsum[r:r + h, x:x + w_] += weights[:h, :w_]
-                    valid_buf[r:r + h, x:x + w_] |= valids[i]
-                done += len(batch_x)
-                bar.update(len(batch_x))
-                if callable(progress):
-                    progress(done / total)
-            end = ys[k + 1] if k + 1 < len(ys) else H
-            n = end - base
-            self_rows = (acc[:, :n] / wsum[:n].clamp_min(1e-12)).cpu().numpy()
-            _write_rows(outputs, spec, self_rows, valid_buf[:n], base, n_main, n_aux)
-            acc = torch.roll(acc, -n, dims=1)
-            wsum = torch.roll(wsum, -n, dims=0)
-            acc[:, buf_h - n:] = 0
-            wsum[buf_h - n:] = 0
-            valid_buf = np.roll(valid_buf, -n, axis=0)
-            valid_buf[buf_h - n:] = False
-            base = end
+                    xi = batch_x[i]
+                    acc[:, r:r + h, xi:xi + w_] += stacked[j, :, :h, :w_]
+                    wsum[r:r + h, xi:xi + w_] += weights[:h, :w_]
+                    valid_buf[r:r + h, xi:xi + w_] |= valids[i]
+            done += len(batch_x)
+            bar.update(len(batch_x))
+            if callable(progress):
+                progress(done / result.tiles)
+            if b + 1 == len(batches) or batches[b + 1][0] != k:  # row of tiles complete
+                end = ys[k + 1] if k + 1 < len(ys) else H
+                n = end - base
+                rows = (acc[:, :n] / wsum[:n].clamp_min(1e-12)).cpu().numpy()
+                pending.append(writer.submit(_finish_rows, outputs, truth, spec, layout, rows,
+                                             valid_buf[:n].copy(), (wx, wy + base, W, n), base, cell))
+                acc = torch.roll(acc, -n, dims=1)
+                wsum = torch.roll(wsum, -n, dims=0)
+                acc[:, th - n:] = 0
+                wsum[th - n:] = 0
+                valid_buf = np.roll(valid_buf, -n, axis=0)
+                valid_buf[th - n:] = False
+                base = end
+                for f in [f for f in pending if f.done()]:
+                    f.result()  # re-raise a writer error now rather than at the end
+                    pending.remove(f)
+        for f in pending:
+            f.result()
         result.outputs = outputs.finish()
     bar.close()
     result.seconds = time.perf_counter() - start
-    log.info("predicted %dx%d px on %s in %.1f s", W, H, device, result.seconds)
+    log.info("predicted %dx%d px on %s in %.1f s (%d tiles, %d skipped)", W, H, device, result.seconds,
+             result.tiles, result.skipped_tiles)
     return result
 
 
-def _write_rows(outputs: _Outputs, spec: ModelSpec, rows: np.ndarray, valid: np.ndarray, row: int,
-                n_main: int, n_aux: list[int]) -> None:
-    """Turn blended channels of finished rows into each product and write them."""
-    main = rows[:n_main]
+def _finish_rows(outputs: _Outputs, truth: _Truth, spec: ModelSpec, layout: _Layout, rows: np.ndarray,
+                 valid: np.ndarray, window: Window, row: int, cell: int) -> None:
+    """Turn blended channels of finished rows into every product and write them (writer thread)."""
+    parts = layout.split(rows)
+    main = parts["main"]
     invalid = ~valid
-    if spec.task == "segmentation":
-        values = np.array([c.value for c in spec.classes])
-        classes = values[main.argmax(0)].astype(np.uint16)
-        classes[invalid] = CLASS_NODATA
-        dtype = np.uint8 if values.max() < 256 else np.uint16
-        outputs.write("main", classes.astype(dtype)[None], row)
-        conf = main.max(0)
-        ent = -(main * np.log(np.clip(main, 1e-12, 1.0))).sum(0)
-        for key, arr in (("confidence", conf[None]), ("entropy", ent[None]), ("probabilities", main)):
-            arr = arr.astype(np.float32)
-            arr[:, invalid] = FLOAT_NODATA
+    wanted = outputs.datasets
+
+    def put(key: str, arr: np.ndarray, nodata: float = FLOAT_NODATA) -> None:
+        if key in wanted:
+            arr[..., invalid] = nodata
             outputs.write(key, arr, row)
+
+    pred_idx = None
+    if spec.task != "regression":
+        pred_idx = main.argmax(0)
+        values = np.array([c.value for c in spec.classes])
+        classes = values[pred_idx].astype(np.uint16)
+        conf = main.max(0).astype(np.float32)
+        ent = (-(main * np.log(np.clip(main, 1e-12, 1.0))).sum(0)).astype(np.float32)
+        if spec.task == "classification":  # one value per cell: sample the cells' top-left pixels
+            cells = lambda a: a[..., ::cell, ::cell].copy()  # noqa: E731
+            cell_invalid = ~_any_cells(valid, cell)
+            for key, arr, nodata in (("main", classes[None], CLASS_NODATA), ("confidence", conf[None], FLOAT_NODATA),
+                                     ("entropy", ent[None], FLOAT_NODATA), ("probabilities", main, FLOAT_NODATA)):
+                if key in wanted:
+                    a = cells(arr).astype(np.float32 if key != "main" else classes.dtype)
+                    a[..., cell_invalid] = nodata
+                    outputs.write(key, a, row // cell)
+        else:
+            put("main", classes[None], CLASS_NODATA)
+            put("confidence", conf[None])
+            put("entropy", ent[None])
+            put("probabilities", main.astype(np.float32))  # astype copies: the blended rows stay intact
     else:
         t = spec.target
-        arr = (main * t.std + t.mean).astype(np.float32)
-        arr[:, invalid] = FLOAT_NODATA
-        outputs.write("main", arr, row)
-    off = n_main
-    for m, k in zip(spec.aux, n_aux):
-        arr = denormalise(rows[off:off + k], m.bands).astype(np.float32)
-        arr[:, invalid] = FLOAT_NODATA
-        outputs.write(f"aux_{m.name}", arr, row)
-        off += k
+        put("main", (main * t.std + t.mean).astype(np.float32))
+
+    recon_error: dict[str, np.ndarray] = {}
+    for m in spec.aux:
+        if m.name not in layout.aux:
+            continue
+        rec = parts[f"aux_{m.name}"]
+        put(f"aux_{m.name}", denormalise(rec, m.bands).astype(np.float32))
+        if m.name in truth.aux:
+            real, real_valid = truth.read_aux(m.name, window)
+            err = np.abs(rec - normalise(real, real_valid, m.bands))
+            err[:, ~real_valid] = np.nan
+            recon_error[m.name] = err
+            err_out = np.concatenate([err.mean(0, keepdims=True), err]).astype(np.float32)
+            err_out[np.isnan(err_out)] = FLOAT_NODATA
+            put(f"recon_error_{m.name}", err_out)
+
+    main_wrong, unlabelled = None, np.zeros_like(valid)
+    if truth.labels is not None:
+        ref, labelled = truth.read_labels(window)
+        labelled &= valid
+        if spec.task == "regression":
+            err = np.abs(main[0] * spec.target.std + spec.target.mean - ref).astype(np.float32)
+            err[~labelled] = FLOAT_NODATA
+            put("main_error", err[None])
+        else:
+            main_wrong = pred_idx != ref
+            out = main_wrong.astype(np.uint8)
+            out[~labelled] = ERROR_NODATA
+            put("main_error", out[None], ERROR_NODATA)
+            main_wrong = np.where(labelled, main_wrong, False)
+            unlabelled = ~labelled
+
+    if "error_score" in wanted or "agreement" in wanted:
+        from .explain import agreement, error_score
+
+        error_model = spec.training["error_model"]
+        score = error_score({k: np.nan_to_num(v) for k, v in recon_error.items()},
+                            main if spec.task != "regression" else None, error_model).astype(np.float32)
+        no_truth = np.any([np.isnan(v).any(0) for v in recon_error.values()], axis=0)
+        s = score.copy()
+        s[no_truth] = FLOAT_NODATA
+        put("error_score", s[None])
+        if main_wrong is not None and "agreement" in wanted:
+            agree = agreement(main_wrong, score, float(error_model["threshold"])).astype(np.uint8)
+            agree[no_truth | unlabelled] = 0
+            put("agreement", agree[None], 0)
+
+    for name in layout.sensitivity:
+        key = "sensitivity" if name == "main" else f"sensitivity_{name}"
+        put(key, parts[f"sens_{name}"].astype(np.float32))
+
+
+def _any_cells(valid: np.ndarray, cell: int) -> np.ndarray:
+    """Per cell of ``cell`` x ``cell`` pixels: does it hold any valid pixel."""
+    h, w = valid.shape
+    padded = np.zeros((-(-h // cell) * cell, -(-w // cell) * cell), dtype=bool)
+    padded[:h, :w] = valid
+    return padded.reshape(padded.shape[0] // cell, cell, padded.shape[1] // cell, cell).any(axis=(1, 3))

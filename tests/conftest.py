@@ -33,6 +33,21 @@ def crop_dir(sample_config: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     return out
 
 
+@pytest.fixture(scope="session")
+def trained_model(crop_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """An mtl model trained for a few steps on the crop: (model file, TrainResult)."""
+    from mtl_core.config import load_config
+    from mtl_core.modelfile import save_model
+    from mtl_core.train import TrainOptions, train
+
+    cfg = load_config(crop_dir / "crop.yaml")
+    opts = TrainOptions(steps=6, batch_size=4, eval_every=3, architecture=Architecture(encoder_depth=3))
+    result = train(cfg, opts, progress=False)
+    path = tmp_path_factory.mktemp("model") / "crop.mtl.safetensors"
+    save_model(path, result.spec, result.state_dict)
+    return path, result
+
+
 @pytest.fixture
 def crop_copy(crop_dir: Path, tmp_path: Path) -> Path:
     """A private, writable copy of the crop (for tests that alter rasters)."""

@@ -15,7 +15,7 @@ from mtl_core.cli import main
 from mtl_core.config import load_config
 from mtl_core.errors import RasterError
 from mtl_core.inference import predict
-from mtl_core.modelfile import load_model, save_model
+from mtl_core.modelfile import load_model
 from mtl_core.spec import Architecture
 from mtl_core.train import TrainOptions, train
 
@@ -23,14 +23,9 @@ pytestmark = pytest.mark.slow
 SMALL = Architecture(encoder="resnet18", encoder_depth=3)
 
 
-@pytest.fixture(scope="module")
-def trained(crop_dir, tmp_path_factory):
-    """An mtl model trained for a few steps on the crop, saved to a model file."""
-    cfg = load_config(crop_dir / "crop.yaml")
-    result = train(cfg, TrainOptions(steps=6, batch_size=4, eval_every=3, architecture=SMALL), progress=False)
-    path = tmp_path_factory.mktemp("model") / "crop.mtl.safetensors"
-    save_model(path, result.spec, result.state_dict)
-    return path, result
+@pytest.fixture
+def trained(trained_model):
+    return trained_model
 
 
 def test_training_reports_metrics_and_provenance(trained):

@@ -1,0 +1,224 @@
+"""The streaming engine: seamless tiles, exact georeferencing, nodata, masks, cancellation, products."""
+
+import numpy as np
+import pytest
+import torch
+from osgeo import gdal, ogr, osr
+
+from mtl_core.errors import CancelledError, RasterError
+from mtl_core.inference import PredictOptions, extent_window, predict, tile_starts
+from mtl_core.modelfile import load_model, save_model
+from mtl_core.raster import Grid
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model(trained_model):
+    return trained_model[0]
+
+
+@pytest.fixture(scope="module")
+def square(crop_dir, tmp_path_factory):
+    """A 160 x 160 crop of the real sample's optical bands."""
+    path = tmp_path_factory.mktemp("square") / "square.tif"
+    gdal.Translate(str(path), str(crop_dir / "raleigh_vnir.tif"), srcWin=[0, 0, 160, 160])
+    return path
+
+
+def _read(path, band=None):
+    ds = gdal.Open(str(path))
+    return ds.ReadAsArray() if band is None else ds.GetRasterBand(band).ReadAsArray()
+
+
+def _probs(model, raster, out, **kw):
+    out.mkdir()
+    r = predict(model, raster, out, PredictOptions(products=("probabilities", "main"), **kw))
+    return _read(r.outputs["probabilities"]), _read(r.outputs["main"])
+
+
+def test_tiles_are_blended_without_seams(model, square, tmp_path):
+    """Tiled output must approach the whole-image output and show no jump at tile borders.
+
+    A CNN sees zero padding at every tile border, so a tiled prediction never equals the whole-image one
+    exactly; blending gives each tile little weight near its own borders. Tolerance: in the interior
+    (16 px from the raster edge) the mean |dp| of class probabilities stays under 0.05 with 64-px tiles
+    and 16-px overlap, and blending must beat plain tiling. Class maps are not compared: the test model
+    is trained for six steps, so its probabilities are nearly flat and argmax flips on tiny changes.
+    """
+    whole, _ = _probs(model, square, tmp_path / "whole", tile=160, overlap=0)
+    plain, _ = _probs(model, square, tmp_path / "plain", tile=64, overlap=0)
+    blend, _ = _probs(model, square, tmp_path / "blend", tile=64, overlap=16)
+    inner = (slice(None), slice(16, -16), slice(16, -16))
+    d_blend = np.abs(blend - whole)[inner].mean()
+    assert d_blend < 0.05
+    assert d_blend < np.abs(plain - whole)[inner].mean()
+
+    def jump(p, cols):  # mean change of probabilities between a column and the one before it
+        return np.mean([np.abs(p[:, 16:-16, c] - p[:, 16:-16, c - 1]).mean() for c in cols])
+
+    borders = [64, 96]  # plain 64-px tiles start at 0, 64 and 96 (the last one ends at the edge)
+    others = [c for c in range(17, 143) if c not in (63, 64, 65, 95, 96, 97)]
+    assert jump(plain, borders) > 1.5 * jump(plain, others)  # plain tiling does show seams here
+    assert jump(blend, borders) < 1.5 * jump(blend, others)
+
+
+def test_tile_starts_cover_the_axis_and_end_at_the_edge():
+    assert tile_starts(100, 128, 96) == [0]
+    assert tile_starts(300, 128, 96) == [0, 96, 172]
+    for length in (129, 256, 1000):
+        s = tile_starts(length, 128, 112)
+        assert s[0] == 0 and s[-1] == length - 128 and all(b - a <= 112 for a, b in zip(s, s[1:]))
+
+
+def test_sub_extent_off_the_tile_grid_is_exact(model, square, tmp_path):
+    ds = gdal.Open(str(square))
+    x0, dx, _, y0, _, dy = ds.GetGeoTransform()
+    # 37.3 px from the left, 21.6 px from the top, 70.2 x 50.5 px: pixels are kept if touched
+    extent = (x0 + 37.3 * dx, y0 + (21.6 + 50.5) * dy, x0 + (37.3 + 70.2) * dx, y0 + 21.6 * dy)
+    r = predict(model, square, tmp_path, PredictOptions(extent=extent, tile=64, overlap=16))
+    out = gdal.Open(str(r.outputs["main"]))
+    assert (out.RasterXSize, out.RasterYSize) == (71, 52)  # columns 37..107, rows 21..72
+    assert out.GetGeoTransform() == pytest.approx((x0 + 37 * dx, dx, 0, y0 + 21 * dy, 0, dy))
+    assert osr.SpatialReference(out.GetProjection()).IsSame(osr.SpatialReference(ds.GetProjection()))
+    # the same values as a run on a copy of exactly those pixels
+    crop = tmp_path / "crop.tif"
+    gdal.Translate(str(crop), str(square), srcWin=[37, 21, 71, 52])
+    (tmp_path / "crop").mkdir()
+    same = predict(model, crop, tmp_path / "crop", PredictOptions(tile=64, overlap=16))
+    for key in r.outputs:
+        np.testing.assert_array_equal(_read(r.outputs[key]), _read(same.outputs[key]))
+
+
+def test_geographic_crs_raster(model, square, tmp_path):
+    geo = tmp_path / "geo.tif"
+    gdal.Warp(str(geo), str(square), dstSRS="EPSG:4326")
+    src = gdal.Open(str(geo))
+    r = predict(model, geo, tmp_path, PredictOptions(tile=64, overlap=8))
+    for path in r.outputs.values():
+        ds = gdal.Open(str(path))
+        assert ds.GetGeoTransform() == src.GetGeoTransform()
+        assert (ds.RasterXSize, ds.RasterYSize) == (src.RasterXSize, src.RasterYSize)
+        srs = osr.SpatialReference(ds.GetProjection())
+        assert srs.IsGeographic() and srs.GetAuthorityCode(None) == "4326"
+
+
+def test_raster_smaller_than_one_tile(model, square, tmp_path):
+    tiny = tmp_path / "tiny.tif"
+    gdal.Translate(str(tiny), str(square), srcWin=[30, 40, 23, 17])
+    r = predict(model, tiny, tmp_path, PredictOptions(tile=256))
+    assert r.tiles == 1
+    classes = _read(r.outputs["main"])
+    assert classes.shape == (17, 23) and set(np.unique(classes)) <= set(range(8))
+
+
+def test_extent_outside_the_raster_and_empty_extent(model, square, tmp_path):
+    with pytest.raises(RasterError, match="does not intersect the raster"):
+        predict(model, square, tmp_path, PredictOptions(extent=(0, 0, 10, 10)))
+    with pytest.raises(RasterError, match="is empty"):
+        predict(model, square, tmp_path, PredictOptions(extent=(10, 0, 0, 10)))
+    assert list(tmp_path.iterdir()) == []
+    grid = Grid.of(gdal.Open(str(square)))
+    assert extent_window(grid, None) == (0, 0, 160, 160)
+
+
+def test_cancellation_mid_run_leaves_no_files(model, square, tmp_path):
+    calls = []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(CancelledError):
+        predict(model, square, tmp_path, PredictOptions(tile=32, overlap=0, batch_size=1), cancelled=cancelled)
+    assert len(calls) == 4
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_progress_reaches_one(model, square, tmp_path):
+    seen = []
+    predict(model, square, tmp_path, PredictOptions(tile=64, overlap=16), progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0
+
+
+def test_polygon_mask_skips_tiles_and_blanks_outside(model, square, tmp_path):
+    ds = gdal.Open(str(square))
+    x0, dx, _, y0, _, dy = ds.GetGeoTransform()
+    shp = tmp_path / "aoi.gpkg"
+    drv = ogr.GetDriverByName("GPKG").CreateDataSource(str(shp))
+    srs = osr.SpatialReference(ds.GetProjection())
+    layer = drv.CreateLayer("aoi", srs, ogr.wkbPolygon)
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for cx, cy in [(0, 0), (60, 0), (60, 50), (0, 50), (0, 0)]:
+        ring.AddPoint(x0 + cx * dx, y0 + cy * dy)
+    poly = ogr.Geometry(ogr.wkbPolygon)
+    poly.AddGeometry(ring)
+    f = ogr.Feature(layer.GetLayerDefn())
+    f.SetGeometry(poly)
+    layer.CreateFeature(f)
+    drv = None
+    out = tmp_path / "out"
+    out.mkdir()
+    r = predict(model, square, out, PredictOptions(tile=64, overlap=0, mask=str(shp)))
+    assert r.skipped_tiles >= 5
+    classes = _read(r.outputs["main"])
+    assert (classes[:48, :58] != 0).mean() > 0.95
+    assert (classes[52:, :] == 0).all() and (classes[:, 62:] == 0).all()
+
+
+def test_cog_output(model, square, tmp_path):
+    r = predict(model, square, tmp_path, PredictOptions(tile=64, cog=True, products=("main", "confidence")))
+    for path in r.outputs.values():
+        ds = gdal.Open(str(path))
+        assert ds.GetMetadataItem("LAYOUT", "IMAGE_STRUCTURE") == "COG"
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".aux.xml")) == sorted(
+        p.name for p in r.outputs.values())
+
+
+def test_sensitivity_of_an_ignored_band_is_zero(trained_model, square, tmp_path):
+    path, _ = trained_model
+    spec, net = load_model(path)
+    with torch.no_grad():
+        net.encoder.conv1.weight[:, 2] = 0.0  # the red band no longer reaches the network
+    blind = tmp_path / "blind.mtl.safetensors"
+    save_model(blind, spec, net.state_dict())
+    r = predict(blind, square, tmp_path, PredictOptions(tile=64, overlap=16, products=("sensitivity",)))
+    sens = _read(r.outputs["sensitivity"])
+    assert sens.shape[0] == 4
+    assert np.abs(sens[2]).max() == 0.0
+    assert sens[[0, 1, 3]].max() > 0
+    rec = _read(r.outputs["sensitivity_swir"])
+    assert np.abs(rec[2]).max() == 0.0 and rec[[0, 1, 3]].max() > 0
+
+
+def test_error_layers_match_their_definition(model, crop_dir, tmp_path):
+    spec, _ = load_model(model)
+    opts = PredictOptions(tile=64, overlap=16, aux_truth={"swir": str(crop_dir / "raleigh_swir.tif")},
+                          labels=str(crop_dir / "raleigh_landcover.tif"))
+    r = predict(model, crop_dir / "raleigh_vnir.tif", tmp_path, opts)
+    assert {"recon_error_swir", "main_error"} <= set(r.outputs)
+    rec = _read(r.outputs["aux_swir"])
+    real = _read(crop_dir / "raleigh_swir.tif")
+    err = _read(r.outputs["recon_error_swir"])
+    assert err.shape[0] == 3
+    ok = (err[0] != -9999) & (real[0] != -99999)
+    for i, band in enumerate(spec.aux[0].bands):
+        expected = np.abs(rec[i] - real[i]) / band.std
+        np.testing.assert_allclose(err[i + 1][ok], expected[ok], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(err[0][ok], err[1:, ok].mean(0), rtol=1e-5)
+    classes, labels = _read(r.outputs["main"]), _read(crop_dir / "raleigh_landcover.tif")
+    wrong = _read(r.outputs["main_error"])
+    labelled = wrong != 255
+    assert labelled.mean() > 0.5
+    np.testing.assert_array_equal(wrong[labelled], (classes != labels)[labelled])
+
+
+def test_aux_truth_with_wrong_band_count_or_grid(model, crop_dir, tmp_path):
+    vnir = crop_dir / "raleigh_vnir.tif"
+    with pytest.raises(RasterError, match=r"has 4 band\(s\) but the model's 'swir' modality has 2"):
+        predict(model, vnir, tmp_path, PredictOptions(aux_truth={"swir": str(vnir)}))
+    shifted = tmp_path / "shifted.tif"
+    gdal.Translate(str(shifted), str(crop_dir / "raleigh_swir.tif"), srcWin=[5, 5, 100, 100])
+    with pytest.raises(RasterError, match="not on the input raster's grid"):
+        predict(model, vnir, tmp_path, PredictOptions(aux_truth={"swir": str(shifted)}))
+    assert [p.name for p in tmp_path.iterdir()] == ["shifted.tif"]
