@@ -25,6 +25,7 @@ from .config import DatasetConfig, SourceConfig, SplitConfig
 from .errors import ConfigError, RasterError
 from .losses import IGNORE_INDEX
 from .raster import Grid, Window, align_to, check_bands, check_georeferenced, open_raster, read_window, windows
+from .norm import denormalise, normalise  # noqa: F401  (part of this module's interface)
 from .spec import Band, Modality, Target
 
 SPLITS = ("train", "val", "test")
@@ -171,21 +172,6 @@ def regression_target(scene: Scene, train_blocks: list[Window]) -> Target:
         raise RasterError("the training blocks hold no labelled pixel")
     lab = scene.cfg.labels
     return Target(lab.name, lab.units, float(v.mean()), float(v.std()) or 1.0)
-
-
-def normalise(data: np.ndarray, valid: np.ndarray, bands: list[Band]) -> np.ndarray:
-    """(x - mean) / std per band; invalid pixels become 0 (the training mean), never a learned value."""
-    mean = np.array([b.mean for b in bands], dtype=np.float32)[:, None, None]
-    std = np.array([b.std for b in bands], dtype=np.float32)[:, None, None]
-    out = (data - mean) / std
-    out[:, ~valid] = 0.0
-    return out
-
-
-def denormalise(data: np.ndarray, bands: list[Band]) -> np.ndarray:
-    mean = np.array([b.mean for b in bands], dtype=np.float32)[:, None, None]
-    std = np.array([b.std for b in bands], dtype=np.float32)[:, None, None]
-    return data * std + mean
 
 
 class SampleReader:

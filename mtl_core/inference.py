@@ -38,16 +38,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from osgeo import gdal, ogr
 from tqdm import tqdm
 
-from .data import denormalise, normalise
+from .backends import Backend, open_runner
 from .errors import CancelledError, RasterError
 from .fileio import atomic_path
-from .model import padded_size, resolve_device
-from .modelfile import load_model
-from .raster import Grid, Window, check_georeferenced, create_geotiff, open_raster, read_window, set_classes
+from .norm import denormalise, normalise
+from .raster import (
+    Grid,
+    Window,
+    check_georeferenced,
+    create_geotiff,
+    open_raster,
+    padded_size,
+    read_window,
+    set_classes,
+)
 from .spec import CLASS_NODATA, FLOAT_NODATA, ModelSpec
 
 log = logging.getLogger("mtl_core")
@@ -67,7 +74,8 @@ class PredictOptions:
         overlap: pixels shared by neighbouring tiles, blended; default tile / 8.
         batch_size: tiles per forward pass.
         device: ``auto``, ``cpu`` or ``cuda``.
-        threads: CPU threads for PyTorch (default: PyTorch's choice).
+        backend: ``auto`` (ONNX Runtime for ``.onnx`` files or when PyTorch is missing), ``torch`` or ``onnx``.
+        threads: CPU threads for the backend (default: the backend's choice).
         extent: (xmin, ymin, xmax, ymax) in the raster's CRS; default the whole raster.
         mask: polygon layer (any OGR format) or raster (non-zero = inside); pixels outside are nodata
             and tiles wholly outside are skipped.
@@ -84,6 +92,7 @@ class PredictOptions:
     overlap: int | None = None
     batch_size: int = 4
     device: str = "auto"
+    backend: Backend = "auto"
     threads: int | None = None
     extent: tuple[float, float, float, float] | None = None
     mask: str | None = None
@@ -452,10 +461,8 @@ def predict(
     """
     opts = opts or PredictOptions()
     start = time.perf_counter()
-    device = resolve_device(opts.device)
-    if opts.threads:
-        torch.set_num_threads(opts.threads)
-    spec, model = load_model(model_path, device)
+    spec, runner = open_runner(model_path, opts.backend, opts.device, opts.threads)
+    divisor = runner.divisor
     wanted = _wanted(spec, opts)
     ds = open_raster(raster_path, "input raster")
     mapping = check_input(spec, ds, opts.bands)
@@ -473,14 +480,14 @@ def predict(
         ys, xs = list(range(0, H, th)), list(range(0, W, tw))
         cell = spec.patch_size
     else:
-        tile = padded_size(opts.tile or max(256, spec.patch_size), model.divisor)
+        tile = padded_size(opts.tile or max(256, spec.patch_size), divisor)
         overlap = opts.overlap if opts.overlap is not None else tile // 8
         if not 0 <= overlap <= tile // 2:
             raise RasterError(f"overlap {overlap} must be between 0 and half the tile size ({tile // 2})")
-        th, tw = min(tile, padded_size(H, model.divisor)), min(tile, padded_size(W, model.divisor))
+        th, tw = min(tile, padded_size(H, divisor)), min(tile, padded_size(W, divisor))
         ys, xs = tile_starts(H, th, th - overlap), tile_starts(W, tw, tw - overlap)
         cell = 1
-    weights = torch.from_numpy(ramp(th, tw, overlap or 0)).to(device)
+    weights = ramp(th, tw, overlap or 0)
     sens = "sensitivity" in wanted
     need_aux = any(k.startswith(("aux_", "recon_error_")) for k in wanted) or "error_score" in wanted
     layout = _Layout(
@@ -488,13 +495,13 @@ def predict(
         aux={m.name: len(m.bands) for m in spec.aux} if need_aux else {},
         sensitivity={n: spec.in_channels for n in ["main"] + [m.name for m in spec.aux]} if sens else {},
     )
-    acc = torch.zeros((layout.channels, th, W), device=device)
-    wsum = torch.zeros((th, W), device=device)
+    acc = np.zeros((layout.channels, th, W), dtype=np.float32)
+    wsum = np.zeros((th, W), dtype=np.float32)
     valid_buf = np.zeros((th, W), dtype=bool)
     bands = spec.input_bands
     batches = [(k, xs[i:i + opts.batch_size]) for k in range(len(ys)) for i in range(0, len(xs), opts.batch_size)]
 
-    def read_batch(k: int, batch_x: list[int]) -> tuple[torch.Tensor | None, list[np.ndarray]]:
+    def read_batch(k: int, batch_x: list[int]) -> tuple[np.ndarray | None, list[np.ndarray]]:
         """Read, mask and normalise one batch of tiles (runs in the reader thread)."""
         tiles, valids = [], []
         for x in batch_x:
@@ -509,36 +516,34 @@ def predict(
             tiles.append(pad)
             valids.append(valid)
         keep = [i for i, v in enumerate(valids) if v.any()]
-        x = torch.from_numpy(np.stack([tiles[i] for i in keep])) if keep else None
+        x = np.stack([tiles[i] for i in keep]) if keep else None
         return x, valids
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
+    def forward(x: np.ndarray) -> np.ndarray:
         """All blended channels of a batch: main, reconstructions, sensitivities."""
-        out = model(x)
-        main = out["main"]
-        if spec.task == "classification":
-            main = main[:, :, None, None].expand(-1, -1, th, tw)
-        main = torch.softmax(main, 1) if spec.task != "regression" else main
-        parts = [main] + [out["aux"][n] for n in layout.aux]
+
+        def main_of(raw: np.ndarray) -> np.ndarray:
+            if spec.task == "classification":
+                raw = np.broadcast_to(raw[:, :, None, None], raw.shape + (th, tw))
+            return _softmax(raw) if spec.task != "regression" else raw
+
+        raw, aux = runner(x)
+        main = main_of(raw)
+        parts = [main] + [aux[n] for n in layout.aux]
         if sens:
             sens_main, sens_aux = [], {m.name: [] for m in spec.aux}
             for b in range(spec.in_channels):
-                xb = x.clone()
+                xb = x.copy()
                 xb[:, b] = 0.0  # the band's training mean, in normalised units
-                o = model(xb)
-                m_b = o["main"]
-                if spec.task == "classification":
-                    m_b = m_b[:, :, None, None].expand(-1, -1, th, tw)
-                if spec.task != "regression":
-                    sens_main.append((torch.softmax(m_b, 1) - main).abs().sum(1, keepdim=True) / 2)
-                else:
-                    sens_main.append((m_b - main).abs())
+                raw_b, aux_b = runner(xb)
+                delta = np.abs(main_of(raw_b) - main)
+                sens_main.append(delta.sum(1, keepdims=True) / 2 if spec.task != "regression" else delta)
                 for name in sens_aux:
-                    sens_aux[name].append((o["aux"][name] - out["aux"][name]).abs().mean(1, keepdim=True))
-            parts += [torch.cat(sens_main, 1)] + [torch.cat(v, 1) for v in sens_aux.values()]
-        return torch.cat(parts, 1)
+                    sens_aux[name].append(np.abs(aux_b[name] - aux[name]).mean(1, keepdims=True))
+            parts += [np.concatenate(sens_main, 1)] + [np.concatenate(v, 1) for v in sens_aux.values()]
+        return np.concatenate(parts, 1)
 
-    result = PredictResult(device=str(device), grid=out_grid, tiles=len(ys) * len(xs))
+    result = PredictResult(device=runner.device, grid=out_grid, tiles=len(ys) * len(xs))
     bar = tqdm(total=result.tiles, unit="tile", desc="predict", disable=progress is not True)
     done = 0
     with ExitStack() as stack:
@@ -558,8 +563,7 @@ def predict(
             keep = [i for i, v in enumerate(valids) if v.any()]
             result.skipped_tiles += len(valids) - len(keep)
             if x is not None:
-                with torch.no_grad():
-                    stacked = forward(x.to(device)) * weights
+                stacked = forward(x) * weights
                 r = ys[k] - base
                 for j, i in enumerate(keep):
                     h, w_ = valids[i].shape
@@ -574,15 +578,12 @@ def predict(
             if b + 1 == len(batches) or batches[b + 1][0] != k:  # row of tiles complete
                 end = ys[k + 1] if k + 1 < len(ys) else H
                 n = end - base
-                rows = (acc[:, :n] / wsum[:n].clamp_min(1e-12)).cpu().numpy()
+                rows = acc[:, :n] / np.maximum(wsum[:n], 1e-12)
                 pending.append(writer.submit(_finish_rows, outputs, truth, spec, layout, rows,
                                              valid_buf[:n].copy(), (wx, wy + base, W, n), base, cell))
-                acc = torch.roll(acc, -n, dims=1)
-                wsum = torch.roll(wsum, -n, dims=0)
-                acc[:, th - n:] = 0
-                wsum[th - n:] = 0
-                valid_buf = np.roll(valid_buf, -n, axis=0)
-                valid_buf[th - n:] = False
+                for buf in (acc, wsum, valid_buf):  # shift the unfinished rows to the top
+                    buf[..., :th - n, :] = buf[..., n:, :]
+                    buf[..., th - n:, :] = 0
                 base = end
                 for f in [f for f in pending if f.done()]:
                     f.result()  # re-raise a writer error now rather than at the end
@@ -592,7 +593,7 @@ def predict(
         result.outputs = outputs.finish()
     bar.close()
     result.seconds = time.perf_counter() - start
-    log.info("predicted %dx%d px on %s in %.1f s (%d tiles, %d skipped)", W, H, device, result.seconds,
+    log.info("predicted %dx%d px on %s in %.1f s (%d tiles, %d skipped)", W, H, runner.device, result.seconds,
              result.tiles, result.skipped_tiles)
     return result
 
@@ -684,6 +685,12 @@ def _finish_rows(outputs: _Outputs, truth: _Truth, spec: ModelSpec, layout: _Lay
     for name in layout.sensitivity:
         key = "sensitivity" if name == "main" else f"sensitivity_{name}"
         put(key, parts[f"sens_{name}"].astype(np.float32))
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over axis 1 of (B, C, H, W) logits."""
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def _any_cells(valid: np.ndarray, cell: int) -> np.ndarray:

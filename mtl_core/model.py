@@ -22,6 +22,7 @@ from segmentation_models_pytorch.base import ClassificationHead, SegmentationHea
 from torch import nn
 
 from .errors import ConfigError
+from .raster import padded_size
 from .spec import ModelSpec
 
 
@@ -110,7 +111,7 @@ class MultiTaskModel(nn.Module):
             ``{"main": logits or values, "aux": {name: reconstruction (B, K, H, W)}}``.
         """
         h, w = x.shape[-2:]
-        if h % self.divisor or w % self.divisor:
+        if not torch.jit.is_tracing() and (h % self.divisor or w % self.divisor):
             raise ValueError(
                 f"input size {h}x{w} is not divisible by {self.divisor}; pad it to "
                 f"{padded_size(h, self.divisor)}x{padded_size(w, self.divisor)}"
@@ -127,11 +128,6 @@ class MultiTaskModel(nn.Module):
 def create_model(spec: ModelSpec) -> MultiTaskModel:
     """Build the network a spec describes (random weights)."""
     return MultiTaskModel(spec)
-
-
-def padded_size(n: int, divisor: int) -> int:
-    """Smallest multiple of ``divisor`` that is at least ``n``."""
-    return -(-n // divisor) * divisor
 
 
 def resolve_device(device: str = "auto") -> torch.device:

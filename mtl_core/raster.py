@@ -163,6 +163,11 @@ def read_window(ds: gdal.Dataset, bands: list[int], window: Window) -> tuple[np.
     return data, valid
 
 
+def padded_size(n: int, divisor: int) -> int:
+    """Smallest multiple of ``divisor`` that is at least ``n``."""
+    return -(-n // divisor) * divisor
+
+
 def windows(width: int, height: int, size: int) -> Iterator[Window]:
     """Non-overlapping windows of at most ``size`` pixels covering a raster, row by row."""
     for y in range(0, height, size):
