@@ -306,6 +306,7 @@ class _Outputs:
     def __init__(self, spec: ModelSpec, grid: Grid, cell_grid: Grid, out_dir: Path, stem: str,
                  wanted: set[str], cog: bool, stack: ExitStack) -> None:
         self.spec, self.datasets, self.final, self.temp, self.cog = spec, {}, {}, {}, cog
+        self.overviews: dict[str, _Overviews] = {}
         self.cell_grid = cell_grid
         classes = spec.task != "regression"
         f32 = gdal.GDT_Float32
@@ -342,7 +343,9 @@ class _Outputs:
                 stack.callback(path.unlink, missing_ok=True)
             self.final[key], self.temp[key] = final, (tmp, path)
             self.datasets[key] = create_geotiff(path, g, bands, dtype, nodata)
-        stack.callback(self.datasets.clear)  # close datasets before the temporary files are renamed or removed
+            categorical = key in ("agreement", "main_error") or (key == "main" and spec.task != "regression")
+            self.overviews[key] = _Overviews(self.datasets[key], nodata, categorical)
+        stack.callback(self.close)  # close datasets before the temporary files are renamed or removed
         self._describe()
 
     def _describe(self) -> None:
@@ -391,21 +394,68 @@ class _Outputs:
         if ds is not None:
             for i, band in enumerate(data, start=1):
                 ds.GetRasterBand(i).WriteArray(band, 0, row)
+            self.overviews[key].push(data, last=row + data.shape[-2] == ds.RasterYSize)
+
+    def close(self) -> None:
+        """Drop every reference to the output datasets, which closes them."""
+        self.overviews.clear()
+        self.datasets.clear()
 
     def finish(self) -> dict[str, Path]:
+        self.overviews.clear()
         for key in list(self.datasets):
             ds = self.datasets.pop(key)
-            categorical = key in ("agreement", "main_error") or (key == "main" and self.spec.task != "regression")
-            levels = [f for f in (2, 4, 8, 16, 32, 64) if min(ds.RasterXSize, ds.RasterYSize) // f >= 64]
-            if self.cog:
+            if self.cog:  # the COG driver reuses the overviews written along the way
                 ds.FlushCache()
-                tmp, path = self.temp[key]
+                tmp, _ = self.temp[key]
                 gdal.Translate(str(tmp), ds, format="COG", creationOptions=[
-                    "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER", f"RESAMPLING={'NEAREST' if categorical else 'AVERAGE'}"])
-            elif levels:
-                ds.BuildOverviews("NEAREST" if categorical else "AVERAGE", levels)
+                    "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER", "OVERVIEWS=FORCE_USE_EXISTING"])
             ds = None
         return dict(self.final)
+
+
+class _Overviews:
+    """Overview levels (2x, 4x, ...) of an output, filled as its rows arrive instead of in a pass at the end.
+
+    Each level halves the one below: the mean of the valid pixels of each 2 x 2 block (nodata where
+    none is valid), or its top-left pixel for categorical rasters. Rows that do not yet make a whole
+    block wait in a carry-over of at most one row per level.
+    """
+
+    def __init__(self, ds: gdal.Dataset, nodata: float, categorical: bool) -> None:
+        self.ds, self.nodata, self.categorical = ds, nodata, categorical
+        levels = [f for f in (2, 4, 8, 16, 32, 64) if min(ds.RasterXSize, ds.RasterYSize) // f >= 64]
+        if levels:
+            ds.BuildOverviews("NONE", levels)  # create the levels empty
+        self.carry: list[np.ndarray | None] = [None] * len(levels)
+        self.rows = [0] * len(levels)
+
+    def _halve(self, data: np.ndarray) -> np.ndarray:
+        b, h, w = data.shape
+        if w % 2:
+            data = np.concatenate([data, np.full((b, h, 1), self.nodata, data.dtype)], axis=2)
+        if h % 2:
+            data = np.concatenate([data, np.full((b, 1, data.shape[2]), self.nodata, data.dtype)], axis=1)
+        if self.categorical:
+            return data[:, ::2, ::2]
+        blocks = data.reshape(b, data.shape[1] // 2, 2, data.shape[2] // 2, 2).astype(np.float32)
+        valid = blocks != self.nodata
+        count = valid.sum(axis=(2, 4))
+        mean = np.where(valid, blocks, 0).sum(axis=(2, 4)) / np.maximum(count, 1)
+        return np.where(count > 0, mean, self.nodata).astype(data.dtype)
+
+    def push(self, data: np.ndarray, last: bool) -> None:
+        for level in range(len(self.carry)):
+            if self.carry[level] is not None:
+                data = np.concatenate([self.carry[level], data], axis=1)
+            whole = data.shape[1] if last else data.shape[1] // 2 * 2
+            self.carry[level] = None if whole == data.shape[1] else data[:, whole:]
+            if whole == 0:
+                return
+            data = self._halve(data[:, :whole])
+            for i, band in enumerate(data, start=1):
+                self.ds.GetRasterBand(i).GetOverview(level).WriteArray(band, 0, self.rows[level])
+            self.rows[level] += data.shape[1]
 
 
 def _wanted(spec: ModelSpec, opts: PredictOptions) -> set[str]:

@@ -222,3 +222,26 @@ def test_aux_truth_with_wrong_band_count_or_grid(model, crop_dir, tmp_path):
     with pytest.raises(RasterError, match="not on the input raster's grid"):
         predict(model, vnir, tmp_path, PredictOptions(aux_truth={"swir": str(shifted)}))
     assert [p.name for p in tmp_path.iterdir()] == ["shifted.tif"]
+
+
+def test_overviews_are_written_along_the_way(model, sample_config, tmp_path):
+    """Overviews are filled strip by strip; they must equal 2 x 2 means of valid pixels of the full image."""
+    r = predict(model, sample_config.parent / "raleigh_vnir.tif", tmp_path,
+                PredictOptions(tile=128, overlap=24, products=("main", "confidence")))
+    ds = gdal.Open(str(r.outputs["confidence"]))
+    band = ds.GetRasterBand(1)
+    full = band.ReadAsArray()
+    nodata = band.GetNoDataValue()
+    assert band.GetOverviewCount() == 2  # 489 x 443: levels 2 and 4 keep at least 64 px
+    ovr = band.GetOverview(0)
+    assert (ovr.XSize, ovr.YSize) == (245, 222)
+    padded = np.full((444, 490), nodata, dtype=np.float32)
+    padded[:443, :489] = full
+    blocks = padded.reshape(222, 2, 245, 2)
+    valid = blocks != nodata
+    count = valid.sum(axis=(1, 3))
+    expected = np.where(count > 0, np.where(valid, blocks, 0).sum(axis=(1, 3)) / np.maximum(count, 1), nodata)
+    np.testing.assert_allclose(ovr.ReadAsArray(), expected, rtol=1e-5)
+    classes_ds = gdal.Open(str(r.outputs["main"]))
+    classes = classes_ds.GetRasterBand(1)
+    np.testing.assert_array_equal(classes.GetOverview(1).ReadAsArray(), classes.ReadAsArray()[::4, ::4])
