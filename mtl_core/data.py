@@ -192,12 +192,18 @@ class SampleReader:
         self.aux_bands = {m.name: m.bands for m in aux}
         self.target = target
 
-    def read(self, window: Window, size: tuple[int, int] | None = None) -> dict:
-        """Sample dict for ``window``, padded (as nodata) to ``size`` = (h, w) if given."""
+    def read(self, window: Window, size: tuple[int, int] | None = None, every_source_valid: bool = False) -> dict:
+        """Sample dict for ``window``, padded (as nodata) to ``size`` = (h, w) if given.
+
+        With ``every_source_valid``, labels count only where every modality of the dataset is valid
+        (not just this variant's inputs), so that all variants are scored on the same pixels.
+        """
         h, w = size or (window[3], window[2])
         data, valid = Scene.read_stack(self.in_sources, window)
         labels, labelled = self.scene.read_labels(window)
         labelled &= valid
+        if every_source_valid:
+            labelled &= Scene.read_stack(self.scene.inputs + self.scene.aux, window)[1]
         sample = {
             "image": torch.from_numpy(_pad(normalise(data, valid, self.in_bands), h, w, 0.0)),
             "valid": torch.from_numpy(_pad(valid, h, w, False)),
