@@ -35,20 +35,22 @@ def _read_header(path: Path) -> dict:
         raise ModelFileError(f"{str(path)!r} is a folder; pass the model file inside it")
     size = path.stat().st_size
     with path.open("rb") as f:
-        head = f.read(8)
+        head = f.read(9)
+        safetensors_like = len(head) == 9 and head[8:9] == b"{"  # 8-byte length, then the JSON header
         if head[:2] == b"PK":
             raise ModelFileError(
                 f"{path.name!r} is a PyTorch zip checkpoint, which holds pickled Python objects; MTL Explain "
                 "never unpickles files. Use a model file written by 'mtl train' (safetensors with a JSON spec)"
             )
-        if head[:1] == b"\x80":
+        if head[:1] == b"\x80" and not safetensors_like:  # pickle protocol 2+ opens with 0x80
             raise ModelFileError(
                 f"{path.name!r} is a Python pickle; MTL Explain never unpickles files. "
                 "Use a model file written by 'mtl train'"
             )
-        if len(head) < 8:
+        if len(head) < 9:
             raise ModelFileError(f"{path.name!r} is empty or truncated ({size} bytes); it is not a model file")
-        (n,) = struct.unpack("<Q", head)
+        (n,) = struct.unpack("<Q", head[:8])
+        f.seek(8)
         if n > _MAX_HEADER or n > size - 8:
             raise ModelFileError(f"{path.name!r} is not an MTL Explain model file (or it is truncated)")
         try:
