@@ -17,6 +17,7 @@ help:
 	@echo "make setup   install Debian packages (as root), .venv and pinned Python dependencies"
 	@echo "make demo    train the mtl model on the real sample scene, predict it, write $(DEMO)/"
 	@echo "make test    run the test suite (installs what it needs first)"
+	@echo "make package / check-package / deploy / qgis   build, scan, install and start the QGIS plugin"
 
 setup: system-packages $(STAMP)
 
@@ -47,7 +48,8 @@ demo: setup
 	@mkdir -p $(DEMO)
 	$(MTL) train $(SAMPLE_CONFIG) --variant mtl --steps $(DEMO_STEPS) --out $(DEMO)/model.mtl.safetensors
 	$(MTL) predict $(DEMO)/model.mtl.safetensors $(dir $(SAMPLE_CONFIG))raleigh_vnir.tif --out $(DEMO)
-	@echo; echo "Demo outputs in $(DEMO)/ (open the GeoTIFFs in QGIS: Layer > Add Layer > Add Raster Layer)."
+	$(PY) tools/demo_project.py $(DEMO)/model.mtl.safetensors $(dir $(SAMPLE_CONFIG))raleigh_vnir.tif $(DEMO)
+	@echo; echo "Demo outputs in $(DEMO)/; open $(DEMO)/demo.qgz in QGIS (or: make qgis) to see them styled."
 
 test: setup
 	$(PY) -m pytest -ra
@@ -57,3 +59,34 @@ test-fast: setup
 
 clean:
 	rm -rf outputs .pytest_cache build dist *.egg-info
+
+# ---- QGIS plugin: default model, styles, package, checks, deployment -----------------------------------------------
+PLUGIN_VERSION := $(shell sed -n 's/^version=//p' metadata.txt)
+PLUGIN_ZIP := dist/mtl_explain-$(PLUGIN_VERSION).zip
+QGIS_PROFILE ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
+DEFAULT_MODEL := resources/default_model.mtl.safetensors
+
+.PHONY: default-model styles package check-package deploy qgis demo-project
+
+default-model: setup
+	$(PY) tools/default_model.py --out $(DEFAULT_MODEL)
+
+styles: setup
+	$(PY) tools/make_styles.py
+
+package:
+	@test -f $(DEFAULT_MODEL) || { echo "$(DEFAULT_MODEL) is missing: run make default-model first"; exit 1; }
+	$(PY) tools/package.py --out $(PLUGIN_ZIP)
+
+check-package: package
+	$(PY) tools/check_package.py $(PLUGIN_ZIP)
+
+deploy: package
+	$(PY) tools/deploy.py $(PLUGIN_ZIP) --profile $(QGIS_PROFILE)
+
+demo-project: setup
+	$(PY) tools/demo_project.py $(DEMO)/model.mtl.safetensors $(dir $(SAMPLE_CONFIG))raleigh_vnir.tif $(DEMO)
+
+qgis: deploy
+	@test -f $(DEMO)/demo.qgz || $(MAKE) demo
+	env -u QT_QPA_PLATFORM qgis --profile $(notdir $(QGIS_PROFILE)) $(DEMO)/demo.qgz

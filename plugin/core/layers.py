@@ -1,0 +1,88 @@
+"""Putting a finished run into the project: one layer group per run, each product styled (main thread only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsLayerTreeGroup, QgsProject, QgsRasterLayer
+
+from .logger import get_logger
+from .runner import RunOutcome
+from .styling import apply_style, title
+
+log = get_logger()
+
+#: Custom layer properties that tie a layer to its run (used by the export action).
+RUN_PROPERTY = "mtl_explain/run_dir"
+KEY_PROPERTY = "mtl_explain/product"
+
+#: Order of products in the group (top first); unknown keys follow in their own order.
+ORDER = ("agreement", "main_error", "error_score", "main", "confidence", "entropy", "probabilities")
+
+
+def _rank(key: str) -> tuple[int, str]:
+    if key in ORDER:
+        return ORDER.index(key), key
+    for i, prefix in enumerate(("recon_error_", "aux_", "sensitivity")):
+        if key.startswith(prefix):
+            return len(ORDER) + i, key
+    return len(ORDER) + 10, key
+
+
+def group_name(input_name: str, spec: dict) -> str:
+    """``<input> — <model name>``: the name of a run's layer group."""
+    return f"{input_name or 'input'} — {spec.get('name', 'model')}"
+
+
+def add_run_layers(outcome: RunOutcome, input_name: str, project: QgsProject | None = None) -> QgsLayerTreeGroup:
+    """Load every output of a run, styled, into a new group at the top of the layer tree.
+
+    Args:
+        outcome: the finished run.
+        input_name: the input layer's name (names the group).
+        project: target project (default: the current one).
+
+    Returns:
+        The new layer group.
+    """
+    project = project or QgsProject.instance()
+    root = project.layerTreeRoot()
+    group = root.insertGroup(0, group_name(input_name, outcome.spec))
+    for key in sorted(outcome.outputs, key=_rank):
+        path = outcome.outputs[key]
+        layer = QgsRasterLayer(path, title(key), "gdal")
+        if not layer.isValid():
+            log.warning("output %s (%s) cannot be opened as a raster layer; skipped", key, path)
+            continue
+        apply_style(layer, key, outcome.spec)
+        layer.setCustomProperty(RUN_PROPERTY, outcome.run_dir)
+        layer.setCustomProperty(KEY_PROPERTY, key)
+        project.addMapLayer(layer, False)
+        group.addLayer(layer)
+    if outcome.report:
+        group.setCustomProperty("mtl_explain/report", outcome.report)
+    group.setCustomProperty(RUN_PROPERTY, outcome.run_dir)
+    return group
+
+
+def run_layers(group: QgsLayerTreeGroup) -> dict[str, QgsRasterLayer]:
+    """The product layers of a run's group, by product key."""
+    out = {}
+    for node in group.findLayers():
+        layer = node.layer()
+        key = layer.customProperty(KEY_PROPERTY) if layer else None
+        if key:
+            out[str(key)] = layer
+    return out
+
+
+def run_groups(project: QgsProject | None = None) -> list[QgsLayerTreeGroup]:
+    """Every run group in the project (top first)."""
+    project = project or QgsProject.instance()
+    return [g for g in project.layerTreeRoot().findGroups(True) if g.customProperty(RUN_PROPERTY)]
+
+
+def report_of(group: QgsLayerTreeGroup) -> Path | None:
+    """The HTML report of a run, when the run wrote one."""
+    value = group.customProperty("mtl_explain/report")
+    return Path(value) if value and Path(value).exists() else None

@@ -1,0 +1,481 @@
+"""The MTL Explain panel: pick a raster and a model, check the band mapping, set options, run, export.
+
+The panel only gathers values: it packs them into a :class:`~..core.params.RunParameters` and emits
+``runRequested``; the plugin starts the background task and calls :meth:`MtlExplainDock.set_running`
+and :meth:`MtlExplainDock.show_result`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsMapLayerProxyModel,
+    QgsProject,
+    QgsRasterLayer,
+    QgsRectangle,
+    QgsSettings,
+)
+from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt, pyqtSignal, pyqtSlot
+from qgis.PyQt.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QTableWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core import deps
+from ..core.model_info import BandMapping, default_mapping, raster_band_names, read_spec, summary_html, validate
+from ..core.params import PRODUCT_LABELS, RunParameters, ogr_mask_path
+from ..core.paths import default_model
+
+SETTINGS_RECENT = "mtl_explain/recent_models"
+MAX_RECENT = 8
+EXTENT_MODES = (("layer", "Whole layer"), ("canvas", "Current map canvas"), ("aoi", "Features of a polygon layer"))
+ERROR_STYLE = "color: #b00020;"
+WARNING_STYLE = "color: #8a5a00;"
+
+
+class MtlExplainDock(QgsDockWidget):
+    """Dock widget of the plugin (object name ``MtlExplainDock``)."""
+
+    runRequested = pyqtSignal(object)  # RunParameters
+    cancelRequested = pyqtSignal()
+    exportRequested = pyqtSignal()
+    installRequested = pyqtSignal(str)  # "full" or "light"
+
+    def __init__(self, iface, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(self.tr("MTL Explain"))
+        self.setObjectName("MtlExplainDock")
+        self.iface = iface
+        self.spec = None
+        self.mapping: BandMapping | None = None
+        self.band_combos: list[QComboBox] = []
+        self.truth_combos: dict[str, QgsMapLayerComboBox] = {}
+        self._running = False
+        self._build()
+        self._connect()
+        self.refresh_dependencies()
+        self._load_recent()
+        self._on_layer_changed()
+
+    # ---- construction -------------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        body = QWidget()
+        layout = QVBoxLayout(body)
+
+        self.deps_label = QLabel()
+        self.deps_label.setWordWrap(True)
+        self.deps_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.copy_command_button = QPushButton(self.tr("Copy install command"))
+        self.install_button = QPushButton(self.tr("Install into a private folder"))
+        self.install_button.setToolTip(self.tr("Full install: torch and segmentation-models-pytorch (GBs); runs "
+                                               "every model file and trains"))
+        self.install_light_button = QPushButton(self.tr("Light install (ONNX Runtime)"))
+        self.install_light_button.setToolTip(self.tr("onnxruntime only (tens of MB): runs .onnx model files, "
+                                                     "cannot train"))
+        self.deps_box = QGroupBox(self.tr("Missing Python packages"))
+        box = QVBoxLayout(self.deps_box)
+        box.addWidget(self.deps_label)
+        row = QHBoxLayout()
+        row.addWidget(self.copy_command_button)
+        row.addWidget(self.install_button)
+        row.addWidget(self.install_light_button)
+        box.addLayout(row)
+        layout.addWidget(self.deps_box)
+
+        form = QFormLayout()
+        self.layer_combo = QgsMapLayerComboBox()
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        form.addRow(self.tr("Raster layer"), self.layer_combo)
+        self.model_file = QgsFileWidget()
+        self.model_file.setFilter(self.tr("MTL Explain models (*.safetensors *.onnx);;All files (*)"))
+        self.model_file.setDialogTitle(self.tr("Choose a model file"))
+        form.addRow(self.tr("Model file"), self.model_file)
+        self.recent_combo = QComboBox()
+        self.recent_combo.setToolTip(self.tr("Recently used models; the bundled default model comes first"))
+        form.addRow(self.tr("Recent models"), self.recent_combo)
+        layout.addLayout(form)
+
+        self.summary_label = QLabel()
+        self.summary_label.setWordWrap(True)
+        self.summary_label.setTextFormat(Qt.RichText)
+        layout.addWidget(self.summary_label)
+
+        bands_box = QGroupBox(self.tr("Band mapping (model band ← layer band)"))
+        bl = QVBoxLayout(bands_box)
+        self.band_table = QTableWidget(0, 2)
+        self.band_table.setHorizontalHeaderLabels([self.tr("Model band"), self.tr("Layer band")])
+        self.band_table.horizontalHeader().setStretchLastSection(True)
+        self.band_table.verticalHeader().setVisible(False)
+        bl.addWidget(self.band_table)
+        self.mapping_label = QLabel()
+        self.mapping_label.setWordWrap(True)
+        bl.addWidget(self.mapping_label)
+        layout.addWidget(bands_box)
+
+        extent_box = QGroupBox(self.tr("Extent"))
+        el = QFormLayout(extent_box)
+        self.extent_combo = QComboBox()
+        for key, label in EXTENT_MODES:
+            self.extent_combo.addItem(self.tr(label), key)
+        el.addRow(self.tr("Area"), self.extent_combo)
+        self.aoi_combo = QgsMapLayerComboBox()
+        self.aoi_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.aoi_combo.setEnabled(False)
+        el.addRow(self.tr("Polygon layer"), self.aoi_combo)
+        layout.addWidget(extent_box)
+
+        self.truth_box = QGroupBox(self.tr("Ground truth for explanations (optional)"))
+        self.truth_box.setCheckable(True)
+        self.truth_box.setChecked(False)
+        self.truth_form = QFormLayout(self.truth_box)
+        self.labels_combo = QgsMapLayerComboBox()
+        self.labels_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.labels_combo.setAllowEmptyLayer(True)
+        self.labels_combo.setLayer(None)
+        self.truth_form.addRow(self.tr("Reference labels"), self.labels_combo)
+        layout.addWidget(self.truth_box)
+
+        opts = QGroupBox(self.tr("Options"))
+        ol = QFormLayout(opts)
+        self.tile_spin = QSpinBox()
+        self.tile_spin.setRange(0, 8192)
+        self.tile_spin.setSingleStep(32)
+        self.tile_spin.setSpecialValueText(self.tr("from the model"))
+        ol.addRow(self.tr("Tile size (px)"), self.tile_spin)
+        self.overlap_spin = QSpinBox()
+        self.overlap_spin.setRange(-1, 4096)
+        self.overlap_spin.setValue(-1)
+        self.overlap_spin.setSpecialValueText(self.tr("from the model"))
+        ol.addRow(self.tr("Overlap (px)"), self.overlap_spin)
+        self.batch_spin = QSpinBox()
+        self.batch_spin.setRange(1, 256)
+        self.batch_spin.setValue(4)
+        ol.addRow(self.tr("Batch size"), self.batch_spin)
+        self.device_combo = QComboBox()
+        for d in ("auto", "cpu", "cuda"):
+            self.device_combo.addItem(d, d)
+        ol.addRow(self.tr("Device"), self.device_combo)
+        self.device_label = QLabel(self.tr("Device used: not run yet"))
+        ol.addRow("", self.device_label)
+        self.out_dir = QgsFileWidget()
+        self.out_dir.setStorageMode(QgsFileWidget.GetDirectory)
+        self.out_dir.setFilePath(self.default_output_folder())
+        ol.addRow(self.tr("Output folder"), self.out_dir)
+        self.product_checks: dict[str, QCheckBox] = {}
+        for key, label in PRODUCT_LABELS.items():
+            check = QCheckBox(self.tr(label))
+            check.setChecked(key in ("main", "confidence", "entropy", "aux"))
+            self.product_checks[key] = check
+            ol.addRow("", check)
+        layout.addWidget(opts)
+
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton(self.tr("Run"))
+        self.cancel_button = QPushButton(self.tr("Cancel"))
+        self.cancel_button.setEnabled(False)
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setValue(0)
+        layout.addWidget(self.progress)
+        self.status_label = QLabel()
+        self.status_label.setWordWrap(True)
+        layout.addWidget(self.status_label)
+        self.export_button = QPushButton(self.tr("Export explanation rasters…"))
+        layout.addWidget(self.export_button)
+        layout.addStretch(1)
+
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(body)
+        self.setWidget(scroll)
+
+    def _connect(self) -> None:
+        self.layer_combo.layerChanged.connect(self._on_layer_changed)
+        self.model_file.fileChanged.connect(self._on_model_changed)
+        self.recent_combo.activated.connect(self._on_recent_chosen)
+        self.extent_combo.currentIndexChanged.connect(
+            lambda _i: self.aoi_combo.setEnabled(self.extent_combo.currentData() == "aoi"))
+        self.run_button.clicked.connect(self._on_run_clicked)
+        self.cancel_button.clicked.connect(self.cancelRequested)
+        self.export_button.clicked.connect(self.exportRequested)
+        self.install_button.clicked.connect(lambda: self.installRequested.emit("full"))
+        self.install_light_button.clicked.connect(lambda: self.installRequested.emit("light"))
+        self.copy_command_button.clicked.connect(
+            lambda: QApplication.clipboard().setText(deps.check().install_command()))
+        if self.iface is not None and hasattr(self.iface, "currentLayerChanged"):
+            try:
+                self.iface.currentLayerChanged.connect(self.follow_layer)
+            except (AttributeError, TypeError):
+                pass
+
+    def disconnect_iface(self) -> None:
+        """Stop following the active layer (called before the dock is deleted)."""
+        if self.iface is not None and hasattr(self.iface, "currentLayerChanged"):
+            try:
+                self.iface.currentLayerChanged.disconnect(self.follow_layer)
+            except (AttributeError, TypeError, RuntimeError):
+                pass
+
+    # ---- state ----------------------------------------------------------------------------------------------------
+    def refresh_dependencies(self) -> None:
+        """Show or hide the missing-packages box."""
+        status = deps.check()
+        self.deps_status = status
+        self.deps_box.setVisible(not status.ok)
+        self.install_light_button.setVisible(status.onnx_engine and bool(status.missing_light))
+        self.deps_label.setText(status.message())
+        self._update_run_enabled()
+
+    def follow_layer(self, layer) -> None:
+        """Select the active layer when it is a raster."""
+        if isinstance(layer, QgsRasterLayer):
+            self.layer_combo.setLayer(layer)
+
+    @staticmethod
+    def default_output_folder() -> str:
+        """A folder next to the saved project, else in the temporary folder."""
+        home = QgsProject.instance().homePath()
+        base = Path(home) if home else Path(tempfile.gettempdir())
+        return str(base / "mtl_explain_outputs")
+
+    def _load_recent(self) -> None:
+        recent = QgsSettings().value(SETTINGS_RECENT, [], type=list) or []
+        bundled = default_model()
+        paths = ([str(bundled)] if bundled else []) + [p for p in recent if Path(p).exists()]
+        seen: list[str] = []
+        for p in paths:
+            if p not in seen:
+                seen.append(p)
+        self.recent_combo.blockSignals(True)
+        self.recent_combo.clear()
+        for p in seen:
+            label = self.tr("Default model (bundled)") if bundled and p == str(bundled) else Path(p).name
+            self.recent_combo.addItem(label, p)
+        self.recent_combo.blockSignals(False)
+        if seen and not self.model_file.filePath():
+            self.model_file.setFilePath(seen[0])
+
+    def remember_model(self, path: str) -> None:
+        """Put a model at the top of the recent list."""
+        settings = QgsSettings()
+        recent = [p for p in (settings.value(SETTINGS_RECENT, [], type=list) or []) if p != path]
+        settings.setValue(SETTINGS_RECENT, [path] + recent[:MAX_RECENT - 1])
+        self._load_recent()
+
+    def _on_recent_chosen(self, index: int) -> None:
+        path = self.recent_combo.itemData(index)
+        if path:
+            self.model_file.setFilePath(path)
+
+    def _on_model_changed(self, path: str = "") -> None:
+        path = path or self.model_file.filePath()
+        self.spec = None
+        if not path:
+            self.summary_label.setText(self.tr("Choose a model file."))
+        else:
+            try:
+                self.spec = read_spec(path)
+                self.summary_label.setText(summary_html(self.spec))
+            except Exception as exc:  # noqa: BLE001 — ModelFileError or an unreadable file: show why
+                self.summary_label.setText(f"<span style='{ERROR_STYLE}'>{exc}</span>")
+        self._rebuild_truth()
+        self._rebuild_mapping()
+
+    def _on_layer_changed(self, _layer=None) -> None:
+        if self.spec is None and self.model_file.filePath():
+            self._on_model_changed()
+        else:
+            self._rebuild_mapping()
+
+    def _rebuild_truth(self) -> None:
+        for combo in self.truth_combos.values():
+            self.truth_form.removeRow(combo)
+        self.truth_combos = {}
+        for m in (self.spec.aux if self.spec else []):
+            combo = QgsMapLayerComboBox()
+            combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+            combo.setAllowEmptyLayer(True)
+            combo.setLayer(None)
+            combo.setToolTip(self.tr("The real auxiliary raster, with the model's bands in order"))
+            self.truth_combos[m.name] = combo
+            self.truth_form.insertRow(0, m.name, combo)
+
+    def _rebuild_mapping(self) -> None:
+        layer = self.layer_combo.currentLayer()
+        self.band_table.setRowCount(0)
+        self.band_combos = []
+        self.mapping = None
+        if self.spec is None or layer is None:
+            self._show_mapping()
+            return
+        try:
+            names = raster_band_names(layer.source())
+        except RuntimeError:
+            names = [layer.bandName(i) for i in range(1, layer.bandCount() + 1)]
+        self.mapping = default_mapping(self.spec, names)
+        self.band_table.setRowCount(len(self.mapping.model_bands))
+        from qgis.PyQt.QtWidgets import QTableWidgetItem
+
+        for row, model_band in enumerate(self.mapping.model_bands):
+            self.band_table.setItem(row, 0, QTableWidgetItem(model_band))
+            combo = QComboBox()
+            combo.addItem(self.tr("(none)"), 0)
+            for i, desc in enumerate(names, start=1):
+                combo.addItem(f"{i}: {desc}" if desc else f"{i}", i)
+            combo.setCurrentIndex(max(0, combo.findData(self.mapping.mapping[row])))
+            combo.currentIndexChanged.connect(self._on_mapping_edited)
+            self.band_table.setCellWidget(row, 1, combo)
+            self.band_combos.append(combo)
+        self._show_mapping()
+
+    def _on_mapping_edited(self, _index: int = 0) -> None:
+        if self.mapping is None:
+            return
+        self.mapping.mapping = [c.currentData() for c in self.band_combos]
+        self.mapping.by_name = True  # the user chose: do not warn about order matching again
+        validate(self.spec, self.mapping)
+        self._show_mapping()
+
+    def _show_mapping(self) -> None:
+        m = self.mapping
+        if m is None:
+            self.mapping_label.setText("")
+        elif m.errors:
+            self.mapping_label.setStyleSheet(ERROR_STYLE)
+            self.mapping_label.setText(" ".join(m.errors))
+        elif m.warnings:
+            self.mapping_label.setStyleSheet(WARNING_STYLE)
+            self.mapping_label.setText(" ".join(m.warnings))
+        else:
+            self.mapping_label.setStyleSheet("")
+            how = self.tr("by band description") if m.by_name else self.tr("in order")
+            self.mapping_label.setText(self.tr("Bands matched {}.").format(how))
+        self._update_run_enabled()
+
+    def _update_run_enabled(self) -> None:
+        status = getattr(self, "deps_status", None)
+        ready = (status is not None and status.can_run(self.model_file.filePath()) and self.spec is not None
+                 and self.mapping is not None and self.mapping.ok and not self._running)
+        self.run_button.setEnabled(bool(ready))
+
+    # ---- running --------------------------------------------------------------------------------------------------
+    def parameters(self) -> RunParameters:
+        """Pack the panel's values; raises ValueError with a message for the user when something is missing."""
+        layer = self.layer_combo.currentLayer()
+        if layer is None:
+            raise ValueError(self.tr("Choose a raster layer."))
+        if layer.providerType() != "gdal" or not Path(layer.source()).exists():
+            raise ValueError(self.tr("The layer {} is not a raster file GDAL can open; save it as GeoTIFF first "
+                                     "(right-click > Export > Save As).").format(layer.name()))
+        if self.spec is None:
+            raise ValueError(self.tr("Choose a valid model file."))
+        if self.mapping is None or not self.mapping.ok:
+            raise ValueError(" ".join(self.mapping.errors) if self.mapping else self.tr("Check the band mapping."))
+        out_dir = self.out_dir.filePath() or self.default_output_folder()
+        aux_truth, labels = {}, None
+        if self.truth_box.isChecked():
+            for name, combo in self.truth_combos.items():
+                truth = combo.currentLayer()
+                if truth is not None:
+                    aux_truth[name] = truth.source()
+            lab = self.labels_combo.currentLayer()
+            labels = lab.source() if lab is not None else None
+            if not aux_truth and not labels:
+                raise ValueError(self.tr("Ground truth is ticked but no raster is chosen; choose one or untick it."))
+        mask = None
+        if self.extent_combo.currentData() == "aoi" and self.aoi_combo.currentLayer() is not None:
+            aoi = self.aoi_combo.currentLayer()
+            mask = ogr_mask_path(aoi.source(), aoi.providerType(), aoi.subsetString(), aoi.selectedFeatureCount())
+        return RunParameters(
+            model_path=self.model_file.filePath(),
+            raster_path=layer.source(),
+            out_dir=out_dir,
+            input_name=layer.name(),
+            band_map=list(self.mapping.mapping),
+            extent=self.extent_in_layer_crs(layer),
+            tile=self.tile_spin.value() or None,
+            overlap=None if self.overlap_spin.value() < 0 else self.overlap_spin.value(),
+            batch_size=self.batch_spin.value(),
+            device=self.device_combo.currentData(),
+            products=tuple(k for k, c in self.product_checks.items() if c.isChecked()),
+            aux_truth=aux_truth,
+            labels=labels,
+            mask=mask,
+        )
+
+    def extent_in_layer_crs(self, layer: QgsRasterLayer) -> tuple[float, float, float, float] | None:
+        """The chosen extent, transformed to the layer's CRS and clipped to it; None for the whole layer."""
+        mode = self.extent_combo.currentData()
+        if mode == "layer":
+            return None
+        if mode == "canvas":
+            canvas = self.iface.mapCanvas()
+            rect, crs = canvas.extent(), canvas.mapSettings().destinationCrs()
+        else:
+            aoi = self.aoi_combo.currentLayer()
+            if aoi is None:
+                raise ValueError(self.tr("Choose the polygon layer that outlines the area of interest."))
+            rect = aoi.boundingBoxOfSelected() if aoi.selectedFeatureCount() else aoi.extent()
+            crs = aoi.crs()
+        if crs.isValid() and crs != layer.crs():
+            rect = QgsCoordinateTransform(crs, layer.crs(), QgsProject.instance()).transformBoundingBox(rect)
+        clipped = QgsRectangle(rect).intersect(layer.extent())
+        if clipped.isEmpty():
+            raise ValueError(self.tr("The chosen extent does not overlap the layer {}; pan the map or choose "
+                                     "another area.").format(layer.name()))
+        return clipped.xMinimum(), clipped.yMinimum(), clipped.xMaximum(), clipped.yMaximum()
+
+    def _on_run_clicked(self) -> None:
+        try:
+            params = self.parameters()
+        except ValueError as exc:
+            self.show_error(str(exc))
+            return
+        self.remember_model(params.model_path)
+        self.runRequested.emit(params)
+
+    def set_running(self, running: bool) -> None:
+        """Switch the buttons between idle and running."""
+        self._running = running
+        self.cancel_button.setEnabled(running)
+        if running:
+            self.progress.setValue(0)
+            self.status_label.setStyleSheet("")
+            self.status_label.setText(self.tr("Running…"))
+        self._update_run_enabled()
+
+    @pyqtSlot(float)
+    def set_progress(self, value: float) -> None:
+        """Progress in percent (connected to the task's ``progressChanged``)."""
+        self.progress.setValue(int(value))
+
+    def show_result(self, device: str, message: str) -> None:
+        """After a successful run: the device actually used and a short status."""
+        self.device_label.setText(self.tr("Device used: {}").format(device or "?"))
+        self.progress.setValue(100)
+        self.status_label.setStyleSheet("")
+        self.status_label.setText(message)
+
+    def show_error(self, message: str) -> None:
+        """Show an error under the Run button (the plugin also pushes it to the message bar)."""
+        self.status_label.setStyleSheet(ERROR_STYLE)
+        self.status_label.setText(message)

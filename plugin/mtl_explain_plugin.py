@@ -1,0 +1,201 @@
+"""The MTL Explain plugin object: adds the panel, its action and menu entries, and the Processing provider.
+
+``unload()`` removes everything ``initGui()`` and ``initProcessing()`` added, so loading, unloading and
+reloading leave QGIS as it was.
+"""
+
+from __future__ import annotations
+
+from qgis.core import Qgis, QgsApplication
+from qgis.PyQt.QtCore import QCoreApplication, Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction
+
+from .core import deps
+from .core.logger import get_logger, remove_handlers
+from .core.paths import PLUGIN_NAME, icon_path
+from .core.task import PredictTask, TaskResult
+
+MENU = "&MTL Explain"
+
+
+class MtlExplainPlugin:
+    """QGIS plugin: panel, actions and Processing provider of MTL Explain."""
+
+    def __init__(self, iface) -> None:
+        self.iface = iface
+        self.log = get_logger()
+        self.provider = None
+        self.dock = None
+        self.actions: list[QAction] = []
+        self.task: PredictTask | None = None
+        self.export_task = None
+        self.install_task = None
+        deps.add_private_folder_to_path()
+
+    @staticmethod
+    def tr(text: str) -> str:
+        """Translate a message of the plugin."""
+        return QCoreApplication.translate("MtlExplainPlugin", text)
+
+    # ---- QGIS hooks ---------------------------------------------------------------------------------------------
+    def initProcessing(self) -> None:  # noqa: N802 (QGIS name)
+        """Register the Processing provider (also called by qgis_process, without a GUI)."""
+        from .processing.provider import MtlExplainProvider
+
+        if self.provider is None:
+            self.provider = MtlExplainProvider()
+            QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self) -> None:  # noqa: N802 (QGIS name)
+        """Add the panel, its toggle action, the export action, menu entries and the provider."""
+        self.initProcessing()
+        from .gui.dock import MtlExplainDock
+
+        self.dock = MtlExplainDock(self.iface, self.iface.mainWindow())
+        self.dock.setVisible(False)
+        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.dock.runRequested.connect(self.start_run)
+        self.dock.cancelRequested.connect(self.cancel_run)
+        self.dock.exportRequested.connect(self.export_run)
+        self.dock.installRequested.connect(self.install_dependencies)
+
+        panel = self.dock.toggleViewAction()
+        panel.setIcon(QIcon(str(icon_path())))
+        panel.setText(self.tr("MTL Explain panel"))
+        panel.setObjectName("mtlExplainPanelAction")
+        export = QAction(QIcon(str(icon_path("export.svg"))), self.tr("Export explanation rasters…"),
+                         self.iface.mainWindow())
+        export.setObjectName("mtlExplainExportAction")
+        export.triggered.connect(self.export_run)
+        for action in (panel, export):
+            self.iface.addPluginToRasterMenu(MENU, action)
+            self.actions.append(action)
+        self.iface.addRasterToolBarIcon(panel)
+
+        status = deps.check()
+        if not status.ok:
+            self.log.warning(status.message())
+            self.iface.messageBar().pushWarning(PLUGIN_NAME, status.message())
+
+    def unload(self) -> None:
+        """Remove everything initGui added; cancel a running task first."""
+        if self.task is not None:
+            try:
+                self.task.on_finished = None
+                self.task.cancel()
+            except RuntimeError:  # already deleted by the task manager
+                pass
+            self.task = None
+        if self.actions:
+            self.iface.removeRasterToolBarIcon(self.actions[0])
+        for action in self.actions:
+            self.iface.removePluginRasterMenu(MENU, action)
+        for action in self.actions[1:]:  # the first is the dock's own toggle action, deleted with it
+            action.deleteLater()
+        self.actions = []
+        if self.dock is not None:
+            self.dock.disconnect_iface()
+            self.iface.removeDockWidget(self.dock)
+            self.dock.setParent(None)
+            self.dock.deleteLater()
+            self.dock = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+        remove_handlers()
+
+    # ---- runs -----------------------------------------------------------------------------------------------------
+    def start_run(self, params) -> PredictTask | None:
+        """Start a background prediction for the panel's parameters; returns the task."""
+        if self.task is not None:
+            self.iface.messageBar().pushWarning(PLUGIN_NAME, self.tr("A run is already going; wait or cancel it."))
+            return None
+        self.task = PredictTask(params, self._run_finished)
+        # The dock is a QObject of the main thread: progress emitted by the worker arrives queued.
+        self.task.progressChanged.connect(self.dock.set_progress)
+        self.dock.set_running(True)
+        self.log.info("run started: model %s on %s", params.model_path, params.raster_path)
+        QgsApplication.taskManager().addTask(self.task)
+        return self.task
+
+    def cancel_run(self) -> None:
+        """Cancel the running task (its files are removed by the engine)."""
+        if self.task is not None:
+            self.task.cancel()
+
+    def _run_finished(self, result: TaskResult) -> None:
+        """Main thread: add the layers or show the error."""
+        from .core.layers import add_run_layers
+
+        self.task = None
+        if self.dock is not None:
+            self.dock.set_running(False)
+        bar = self.iface.messageBar()
+        if result.ok:
+            group = add_run_layers(result.outcome, result.params.input_name)
+            message = self.tr("{} layers added to group '{}' ({:.0f} s on {}).").format(
+                len(group.findLayers()), group.name(), result.outcome.seconds, result.outcome.device)
+            bar.pushMessage(PLUGIN_NAME, message, Qgis.Success, 8)
+            if self.dock is not None:
+                self.dock.show_result(result.outcome.device, message)
+        elif result.cancelled:
+            bar.pushInfo(PLUGIN_NAME, self.tr("Run cancelled; nothing was written."))
+            if self.dock is not None:
+                self.dock.show_error(self.tr("Cancelled; nothing was written."))
+                self.dock.set_progress(0)
+        else:
+            bar.pushCritical(PLUGIN_NAME, result.error or self.tr("the run failed; see the log panel"))
+            if self.dock is not None:
+                self.dock.show_error(result.error or "")
+
+    # ---- export and dependencies --------------------------------------------------------------------------------
+    def export_run(self) -> None:
+        """Ask which run's layers to export, then write them in a background task."""
+        from .core.export import ExportTask
+        from .gui.export_dialog import ExportDialog
+
+        dialog = ExportDialog(self.iface.mainWindow())
+        if not dialog.groups:
+            self.iface.messageBar().pushInfo(PLUGIN_NAME, self.tr("No MTL Explain run in this project yet; run the "
+                                                                  "panel first."))
+            return
+        if not dialog.exec_():
+            return
+        sources, folder, cog, report = dialog.selection()
+        if not sources or not folder:
+            self.iface.messageBar().pushWarning(PLUGIN_NAME, self.tr("Choose at least one layer and a folder."))
+            return
+
+        def done(ok: bool, task) -> None:
+            self.export_task = None
+            if ok:
+                self.iface.messageBar().pushSuccess(
+                    PLUGIN_NAME, self.tr("{} files written to {}").format(len(task.written), folder))
+            else:
+                self.iface.messageBar().pushCritical(PLUGIN_NAME, task.error or self.tr("Export cancelled."))
+
+        self.export_task = ExportTask(sources, folder, cog, report, done)
+        QgsApplication.taskManager().addTask(self.export_task)
+
+    def install_dependencies(self, kind: str = "full") -> None:
+        """Install the missing packages of the ``full`` or ``light`` set into the profile's private folder."""
+        status = deps.check()
+        names = [deps.LIGHT[m] for m in status.missing_light] if kind == "light" else status.pip_names
+        if not names:
+            return
+
+        def done(ok: bool, output: str) -> None:
+            self.install_task = None
+            self.log.info(output)
+            if ok:
+                self.iface.messageBar().pushSuccess(PLUGIN_NAME, self.tr("Packages installed; restart QGIS."))
+            else:
+                self.iface.messageBar().pushCritical(
+                    PLUGIN_NAME, self.tr("Installation failed (details in the log panel). Install by hand: {}")
+                    .format(status.install_command(kind)))
+            if self.dock is not None:
+                self.dock.refresh_dependencies()
+
+        self.install_task = deps.InstallTask.create(names, done)
+        QgsApplication.taskManager().addTask(self.install_task)

@@ -1,0 +1,1 @@
+"""Processing provider and algorithms of MTL Explain (Predict, Explain, Train), sharing the panel's core code."""

@@ -1,0 +1,348 @@
+"""Processing algorithms Predict, Explain and Train: thin wrappers over the same core code as the panel.
+
+Layers are read on the main thread in ``prepareAlgorithm`` (their file path, CRS and extent become
+plain values); ``processAlgorithm`` runs in a worker thread and only passes paths to ``mtl_core``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputFolder,
+    QgsProcessingOutputRasterLayer,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterMultipleLayers,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from ..core import deps
+from ..core.paths import default_model, icon_path
+from ..core.params import PRODUCT_LABELS, RunParameters
+from ..core.styling import apply_style, title
+
+DEVICES = ["auto", "cpu", "cuda"]
+PRODUCTS = list(PRODUCT_LABELS)
+VARIANTS = ["mtl", "unimodal", "multimodal"]
+
+
+def _raster_path(layer, name: str) -> str:
+    if layer is None:
+        raise QgsProcessingException(f"{name}: no raster layer given; choose one")
+    if layer.providerType() != "gdal" or not Path(layer.source()).exists():
+        raise QgsProcessingException(
+            f"{name}: layer {layer.name()!r} is not a raster file GDAL can open; save it as GeoTIFF first")
+    return layer.source()
+
+
+class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Styles an output layer from its product key once Processing has loaded it (main thread)."""
+
+    def __init__(self, key: str, spec: dict) -> None:
+        super().__init__()
+        self.key, self.spec = key, spec
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 (QGIS name)
+        apply_style(layer, self.key, self.spec)
+
+
+class _Base(QgsProcessingAlgorithm):
+    """Shared plumbing: translation, icon, dependency check."""
+
+    def tr(self, text: str) -> str:
+        return QCoreApplication.translate("MtlExplainProcessing", text)
+
+    def icon(self) -> QIcon:
+        return QIcon(str(icon_path()))
+
+    def group(self) -> str:
+        return ""
+
+    def groupId(self) -> str:  # noqa: N802 (QGIS name)
+        return ""
+
+    def _check_dependencies(self, model_path: str | None = None) -> None:
+        """Raise with the install command when the packages for this model (or for training) are missing."""
+        status = deps.check()
+        if not (status.can_run(model_path) if model_path else status.ok):
+            raise QgsProcessingException(status.message())
+
+
+class PredictAlgorithm(_Base):
+    """Run a model over a raster: class map (or regression), confidence, entropy, reconstructions."""
+
+    INPUT, MODEL, BANDS, EXTENT = "INPUT", "MODEL", "BANDS", "EXTENT"
+    TILE, OVERLAP, BATCH, DEVICE, PRODUCTS = "TILE", "OVERLAP", "BATCH", "DEVICE", "PRODUCTS"
+    OUTPUT_FOLDER, RUN_FOLDER, MAIN, CONFIDENCE, DEVICE_USED = (
+        "OUTPUT_FOLDER", "RUN_FOLDER", "MAIN", "CONFIDENCE", "DEVICE_USED")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._params: RunParameters | None = None
+        self._post: list[StylePostProcessor] = []
+
+    def createInstance(self):  # noqa: N802 (QGIS name)
+        return type(self)()
+
+    def name(self) -> str:
+        return "predict"
+
+    def displayName(self) -> str:  # noqa: N802 (QGIS name)
+        return self.tr("Predict")
+
+    def shortHelpString(self) -> str:  # noqa: N802 (QGIS name)
+        return self.tr(
+            "Runs an MTL Explain model over a raster, tile by tile, and writes the main prediction (class map with "
+            "the model's class names and colours, or regression values), confidence, entropy and each "
+            "reconstructed auxiliary modality as GeoTIFFs, in a new sub-folder of the output folder.\n\n"
+            "Bands: optional comma-separated raster band numbers feeding the model's bands in order "
+            "(default: by band description, else 1..N). Tile size 0 and overlap -1 use the model's defaults.")
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802 (QGIS name)
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
+        model = default_model()
+        self.addParameter(QgsProcessingParameterFile(
+            self.MODEL, self.tr("Model file"), QgsProcessingParameterFile.File,
+            fileFilter="Models (*.safetensors *.onnx)", defaultValue=str(model) if model else None))
+        self.addParameter(QgsProcessingParameterString(
+            self.BANDS, self.tr("Band mapping (e.g. 1,2,3,4)"), optional=True))
+        self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent"), optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.TILE, self.tr("Tile size in pixels (0: from the model)"), QgsProcessingParameterNumber.Integer, 0,
+            minValue=0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.OVERLAP, self.tr("Overlap in pixels (-1: from the model)"), QgsProcessingParameterNumber.Integer, -1,
+            minValue=-1))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.BATCH, self.tr("Batch size"), QgsProcessingParameterNumber.Integer, 4, minValue=1))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.PRODUCTS, self.tr("Products"), [PRODUCT_LABELS[p] for p in PRODUCTS], allowMultiple=True,
+            defaultValue=[0, 1, 2, 3]))
+        self._extra_parameters()
+        self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder")))
+        self.addOutput(QgsProcessingOutputFolder(self.RUN_FOLDER, self.tr("Folder of this run")))
+        self.addOutput(QgsProcessingOutputRasterLayer(self.MAIN, self.tr("Main prediction")))
+        self.addOutput(QgsProcessingOutputRasterLayer(self.CONFIDENCE, self.tr("Confidence")))
+        self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, self.tr("Device used")))
+
+    def _extra_parameters(self) -> None:
+        """Hook for subclasses (Explain adds ground truth)."""
+
+    def _extra_values(self, parameters, context, params: RunParameters) -> None:
+        """Hook for subclasses, on the main thread."""
+
+    def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802 (QGIS name)
+        """Main thread: turn layers into paths, the extent into the raster's CRS."""
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        raster = _raster_path(layer, self.tr("Input raster"))
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        if not model:
+            raise QgsProcessingException(self.tr("Choose a model file (*.mtl.safetensors)."))
+        bands_text = self.parameterAsString(parameters, self.BANDS, context).strip()
+        band_map = None
+        if bands_text:
+            try:
+                band_map = [int(b) for b in re.split(r"[,\s]+", bands_text) if b]
+            except ValueError as exc:
+                raise QgsProcessingException(
+                    self.tr("Band mapping {!r} must be band numbers separated by commas, e.g. 1,2,3,4")
+                    .format(bands_text)) from exc
+        extent = None
+        if parameters.get(self.EXTENT):
+            rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
+            if not rect.isNull() and not rect.isEmpty():
+                extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        tile = self.parameterAsInt(parameters, self.TILE, context)
+        overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
+        chosen = self.parameterAsEnums(parameters, self.PRODUCTS, context)
+        out = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context) or tempfile.mkdtemp(prefix="mtl_")
+        self._params = RunParameters(
+            model_path=model, raster_path=raster, out_dir=out, input_name=layer.name(), band_map=band_map,
+            extent=extent, tile=tile or None, overlap=None if overlap < 0 else overlap,
+            batch_size=self.parameterAsInt(parameters, self.BATCH, context),
+            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            products=tuple(PRODUCTS[i] for i in chosen) or ("main",),
+        )
+        self._extra_values(parameters, context, self._params)
+        return True
+
+    def processAlgorithm(self, parameters, context: QgsProcessingContext, feedback):  # noqa: N802 (QGIS name)
+        """Worker thread: run the engine on paths; register the outputs for loading with their styles."""
+        self._check_dependencies(self._params.model_path)
+        from mtl_core.errors import CancelledError, MtlError
+
+        from ..core.runner import run
+
+        try:
+            outcome = run(self._params, progress=lambda f: feedback.setProgress(100.0 * f),
+                          cancelled=feedback.isCanceled)
+        except CancelledError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        except MtlError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        if feedback.isCanceled():  # cancelled after the engine's last check: keep nothing
+            shutil.rmtree(outcome.run_dir, ignore_errors=True)
+            raise QgsProcessingException(self.tr("Cancelled; no output was written."))
+        feedback.pushInfo(self.tr("Device used: {}").format(outcome.device))
+        results = {self.RUN_FOLDER: outcome.run_dir, self.OUTPUT_FOLDER: self._params.out_dir,
+                   self.DEVICE_USED: outcome.device}
+        for key, path in outcome.outputs.items():
+            results[key.upper()] = path
+            details = QgsProcessingContext.LayerDetails(
+                f"{self._params.input_name} — {title(key)}", context.project(), key.upper())
+            post = StylePostProcessor(key, outcome.spec)
+            self._post.append(post)
+            details.setPostProcessor(post)
+            context.addLayerToLoadOnCompletion(path, details)
+        if outcome.report:
+            results["REPORT"] = outcome.report
+        return results
+
+
+class ExplainAlgorithm(PredictAlgorithm):
+    """Prediction plus explanation layers: reconstruction error, main error, error agreement, sensitivity."""
+
+    AUX_TRUTH, LABELS = "AUX_TRUTH", "LABELS"
+
+    def name(self) -> str:
+        return "explain"
+
+    def displayName(self) -> str:  # noqa: N802 (QGIS name)
+        return self.tr("Explain")
+
+    def shortHelpString(self) -> str:  # noqa: N802 (QGIS name)
+        return self.tr(
+            "Runs the model like Predict and adds the explanation layers. With the true auxiliary rasters "
+            "(one per reconstructed modality, in the model's order) and/or a reference label raster it writes "
+            "the reconstruction error per modality, the main-task error, the error agreement map (correct / "
+            "explained / unexplained errors) and, when the engine provides it, an HTML report. Sensitivity maps "
+            "need no ground truth.")
+
+    def _extra_parameters(self) -> None:
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            self.AUX_TRUTH, self.tr("True auxiliary rasters (one per modality, in the model's order)"),
+            QgsProcessing.TypeRaster, optional=True))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.LABELS, self.tr("Reference labels"), optional=True))
+        self.addParameter(QgsProcessingParameterBoolean("SENSITIVITY", self.tr("Sensitivity maps"), True))
+
+    def _extra_values(self, parameters, context, params: RunParameters) -> None:
+        from ..core.model_info import read_spec
+
+        spec = read_spec(params.model_path)
+        truths = self.parameterAsLayerList(parameters, self.AUX_TRUTH, context)
+        if len(truths) > len(spec.aux):
+            raise QgsProcessingException(self.tr("{} true auxiliary rasters given but the model reconstructs {} "
+                                                 "modality(ies): {}").format(len(truths), len(spec.aux),
+                                                                             ", ".join(m.name for m in spec.aux)))
+        params.aux_truth = {m.name: _raster_path(t, m.name) for m, t in zip(spec.aux, truths)}
+        labels = self.parameterAsRasterLayer(parameters, self.LABELS, context)
+        params.labels = _raster_path(labels, self.tr("Reference labels")) if labels else None
+        if self.parameterAsBool(parameters, "SENSITIVITY", context) and "sensitivity" not in params.products:
+            params.products = params.products + ("sensitivity",)
+
+
+class _LogToFeedback(logging.Handler):
+    """Shows mtl_core's log lines (validation scores, alignment warnings) in the Processing log."""
+
+    def __init__(self, feedback) -> None:
+        super().__init__()
+        self.feedback = feedback
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.feedback.pushInfo(record.getMessage())
+
+
+class TrainAlgorithm(_Base):
+    """Train a model from a dataset configuration and write a model file."""
+
+    CONFIG, VARIANT, STEPS, DEPTH, BATCH, SEED, DEVICE, HALF, OUTPUT = (
+        "CONFIG", "VARIANT", "STEPS", "ENCODER_DEPTH", "BATCH_SIZE", "SEED", "DEVICE", "HALF", "OUTPUT")
+
+    def createInstance(self):  # noqa: N802 (QGIS name)
+        return type(self)()
+
+    def name(self) -> str:
+        return "train"
+
+    def displayName(self) -> str:  # noqa: N802 (QGIS name)
+        return self.tr("Train")
+
+    def shortHelpString(self) -> str:  # noqa: N802 (QGIS name)
+        return self.tr(
+            "Trains a model (mtl: reconstructs the auxiliary modalities; unimodal and multimodal baselines) on the "
+            "training blocks of a dataset configuration (YAML or TOML, see the docs), keeps the best checkpoint by "
+            "validation score, reports held-out test metrics and writes a model file. Training cannot be "
+            "interrupted before the end.")
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802 (QGIS name)
+        self.addParameter(QgsProcessingParameterFile(
+            self.CONFIG, self.tr("Dataset configuration"), fileFilter="Configurations (*.yaml *.yml *.toml)"))
+        self.addParameter(QgsProcessingParameterEnum(self.VARIANT, self.tr("Variant"), VARIANTS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.STEPS, self.tr("Optimiser steps"), QgsProcessingParameterNumber.Integer, 600, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.DEPTH, self.tr("Encoder depth"), QgsProcessingParameterNumber.Integer, 4, minValue=3, maxValue=5))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.BATCH, self.tr("Batch size"), QgsProcessingParameterNumber.Integer, 16, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Integer, 0))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterBoolean(self.HALF, self.tr("Store weights as float16"), False))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT, self.tr("Model file"), fileFilter="MTL Explain model (*.mtl.safetensors)"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS name)
+        """Worker thread: train with mtl_core and write the model file."""
+        self._check_dependencies()
+        from mtl_core.config import load_config
+        from mtl_core.errors import MtlError
+        from mtl_core.modelfile import save_model
+        from mtl_core.spec import Architecture
+        from mtl_core.train import TrainOptions, train
+
+        out = Path(self.parameterAsFileOutput(parameters, self.OUTPUT, context))
+        if not out.name.endswith(".safetensors"):
+            out = out.with_name(out.name + ".mtl.safetensors")
+        steps = self.parameterAsInt(parameters, self.STEPS, context)
+        opts = TrainOptions(
+            variant=VARIANTS[self.parameterAsEnum(parameters, self.VARIANT, context)], steps=steps,
+            batch_size=self.parameterAsInt(parameters, self.BATCH, context),
+            eval_every=max(1, min(100, steps)), device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            seed=self.parameterAsInt(parameters, self.SEED, context),
+            architecture=Architecture(encoder_depth=self.parameterAsInt(parameters, self.DEPTH, context)))
+        handler = _LogToFeedback(feedback)
+        core_log = logging.getLogger("mtl_core")
+        core_log.addHandler(handler)
+        try:
+            cfg = load_config(self.parameterAsFile(parameters, self.CONFIG, context))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            result = train(cfg, opts, progress=lambda f: feedback.setProgress(100.0 * f),
+                           cancelled=feedback.isCanceled)
+            save_model(out, result.spec, result.state_dict, half=self.parameterAsBool(parameters, self.HALF, context))
+        except MtlError as exc:  # CancelledError included: nothing was written
+            raise QgsProcessingException(str(exc)) from exc
+        finally:
+            core_log.removeHandler(handler)
+        for k, v in result.spec.training.get("metrics", {}).items():
+            feedback.pushInfo(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+        return {self.OUTPUT: str(out)}

@@ -1,0 +1,30 @@
+"""The MTL Explain Processing provider: lists the algorithms for the toolbox, the modeller and qgis_process."""
+
+from __future__ import annotations
+
+from qgis.core import QgsProcessingProvider
+from qgis.PyQt.QtGui import QIcon
+
+from ..core.paths import icon_path, metadata
+
+
+class MtlExplainProvider(QgsProcessingProvider):
+    """Provider ``mtl_explain`` with the algorithms ``predict``, ``explain`` and ``train``."""
+
+    def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS name)
+        from .algorithms import ExplainAlgorithm, PredictAlgorithm, TrainAlgorithm
+
+        for alg in (PredictAlgorithm(), ExplainAlgorithm(), TrainAlgorithm()):
+            self.addAlgorithm(alg)
+
+    def id(self) -> str:
+        return "mtl_explain"
+
+    def name(self) -> str:
+        return "MTL Explain"
+
+    def longName(self) -> str:  # noqa: N802 (QGIS name)
+        return f"MTL Explain {metadata().get('version', '')}".strip()
+
+    def icon(self) -> QIcon:
+        return QIcon(str(icon_path()))

@@ -1,0 +1,65 @@
+"""Exporting a run's rasters (GeoTIFF and COG), and the demo project written by ``make demo``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+
+from osgeo import gdal
+from qgis.core import QgsProject
+
+from plugin.core.export import ExportTask, export_rasters
+
+from .conftest import ROOT, wait_for
+
+
+def _predict(crop_dir, model, out):
+    from mtl_core.inference import PredictOptions, predict
+
+    out.mkdir()
+    return predict(model, crop_dir / "raleigh_vnir.tif", out, PredictOptions(device="cpu")).outputs
+
+
+def test_export_geotiff_and_cog(crop_dir, tiny_model, tmp_path):
+    outputs = {k: str(v) for k, v in _predict(crop_dir, tiny_model, tmp_path / "run").items()}
+    report = tmp_path / "run" / "report.html"
+    report.write_text("<html>report</html>")
+    written = export_rasters(outputs, tmp_path / "gtiff", cog=False, report=report)
+    assert {p.name for p in written} == {p.split("/")[-1] for p in outputs.values()} | {"report.html"}
+    cog = export_rasters({"main": outputs["main"]}, tmp_path / "cog", cog=True)[0]
+    ds = gdal.Open(str(cog))
+    assert ds.GetMetadataItem("LAYOUT", "IMAGE_STRUCTURE") == "COG"
+    info = gdal.Info(ds)  # (GetCategoryNames() of these Python bindings returns None; gdalinfo reads the names)
+    assert "1: developed" in info and "Color Table" in info
+
+
+def test_export_task_runs_in_the_background(qgis_app, crop_dir, tiny_model, tmp_path):
+    from qgis.core import QgsApplication
+
+    outputs = {k: str(v) for k, v in _predict(crop_dir, tiny_model, tmp_path / "run").items()}
+    ended = []
+    task = ExportTask(outputs, str(tmp_path / "export"), True, None, lambda ok, t: ended.append((ok, list(t.written))))
+    QgsApplication.taskManager().addTask(task)
+    wait_for(lambda: bool(ended))
+    ok, written = ended[0]
+    assert ok and len(written) == len(outputs) and all(p.exists() for p in written)
+
+
+def test_demo_project_has_the_input_and_every_output_styled(crop_dir, tiny_model, tmp_path):
+    outputs = _predict(crop_dir, tiny_model, tmp_path / "demo")
+    raster = crop_dir / "raleigh_vnir.tif"
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "demo_project.py"), str(tiny_model), str(raster),
+                           str(tmp_path / "demo")], capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    qgz = tmp_path / "demo" / "demo.qgz"
+    assert zipfile.is_zipfile(qgz)
+    project = QgsProject()
+    assert project.read(str(qgz))
+    layers = {lyr.source(): lyr for lyr in project.mapLayers().values()}
+    assert str(raster) in layers and layers[str(raster)].renderer().type() == "multibandcolor"
+    for key, path in outputs.items():
+        assert str(path) in layers, key
+    main = layers[str(outputs["main"])].renderer()
+    assert main.type() == "paletted" and main.classes()[0].label == "developed"
+    assert layers[str(outputs["aux_swir"])].renderer().type() == "multibandcolor"

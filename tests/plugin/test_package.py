@@ -1,0 +1,96 @@
+"""The plugin zip from ``make package``: its contents, the plugin repository's checks, and a fresh-profile install
+that qgis_process loads and runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import site
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "tools"))
+import check_package  # noqa: E402
+import deploy  # noqa: E402
+
+QGIS_PROCESS = "/usr/bin/qgis_process.bin"
+
+
+@pytest.fixture(scope="module")
+def plugin_zip(tmp_path_factory) -> Path:
+    """The zip written by ``make package`` (into a temporary folder)."""
+    if not (ROOT / "resources" / "default_model.mtl.safetensors").exists():
+        pytest.fail("resources/default_model.mtl.safetensors is missing; run make default-model")
+    out = tmp_path_factory.mktemp("dist") / "mtl_explain.zip"
+    done = subprocess.run(["make", "-s", "package", f"PLUGIN_ZIP={out}"], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out
+
+
+def test_zip_holds_the_plugin_and_nothing_else(plugin_zip):
+    with zipfile.ZipFile(plugin_zip) as zf:
+        names = zf.namelist()
+    assert all(n.startswith("mtl_explain/") for n in names)
+    for required in ("__init__.py", "mtl_explain_plugin.py", "metadata.txt", "LICENSE", "mtl_core/inference.py",
+                     "core/task.py", "gui/dock.py", "processing/provider.py", "resources/icon.svg",
+                     "resources/styles/agreement.qml", "resources/default_model.mtl.safetensors"):
+        assert f"mtl_explain/{required}" in names, required
+    assert not [n for n in names if "/tests/" in n or "__pycache__" in n or n.endswith(".pyc")]
+    assert not [n for n in names if "/." in n]
+    size = plugin_zip.stat().st_size
+    assert size < 20 * 1024 * 1024, f"zip is {size / 1e6:.1f} MB"
+
+
+def test_zip_passes_the_plugin_repository_scan(plugin_zip):
+    problems = check_package.check(plugin_zip)
+    assert problems == [], "\n".join(problems)
+
+
+def test_check_package_catches_bad_zips(tmp_path):
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        info = zipfile.ZipInfo("bad/__init__.py")
+        info.external_attr = 0o755 << 16
+        zf.writestr(info, "x = eval(input())  # noqa\n")  # bandit B307, medium severity
+        zf.writestr("bad/.hidden", "x")
+        zf.writestr("bad/run.sh", "echo\n")
+        zf.writestr("bad/metadata.txt", "[general]\nname=Bad\n")
+    problems = "\n".join(check_package.check(bad))
+    for expected in ("executable .py", "hidden file", "forbidden file type", "required field 'email'", "bandit"):
+        assert expected in problems
+
+
+def test_metadata_has_every_required_field():
+    assert check_package.check_metadata(ROOT) == []
+
+
+@pytest.mark.slow
+def test_zip_installs_into_a_fresh_profile_and_runs_in_qgis_process(plugin_zip, crop_dir, tiny_model, tmp_path):
+    profile = tmp_path / "config" / "profiles" / "default"
+    folder = deploy.deploy(plugin_zip, profile)
+    assert (folder / "metadata.txt").exists()
+    assert check_package.check_metadata(folder) == []
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "config"),
+               PYTHONPATH=os.pathsep.join(site.getsitepackages()))  # torch & co. from this environment
+
+    listed = subprocess.run([QGIS_PROCESS, "plugins"], env=env, capture_output=True, text=True, check=False,
+                            timeout=300)
+    assert "* mtl_explain" in listed.stdout, listed.stdout + listed.stderr
+
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [QGIS_PROCESS, "--json", "run", "mtl_explain:predict", "--",
+         f"INPUT={crop_dir / 'raleigh_vnir.tif'}", f"MODEL={tiny_model}", "DEVICE=1", f"OUTPUT_FOLDER={out}"],
+        env=env, capture_output=True, text=True, check=False, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
+    assert results["DEVICE_USED"] == "cpu"
+    for key in ("MAIN", "CONFIDENCE", "ENTROPY", "AUX_SWIR"):
+        assert Path(results[key]).is_file() and Path(results[key]).parent.parent == out

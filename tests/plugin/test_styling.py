@@ -1,0 +1,105 @@
+"""Styling of every product key (and unknown ones) from the QML templates, on real GeoTIFFs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal, osr
+from qgis.core import QgsRasterLayer
+
+from plugin.core.styling import apply_style, rgb_bands, title
+
+from ..conftest import make_spec
+
+
+def _raster(path: Path, bands: int, dtype=gdal.GDT_Float32, values: np.ndarray | None = None) -> QgsRasterLayer:
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), 20, 10, bands, dtype)
+    ds.SetGeoTransform((500000, 30, 0, 200000, 0, -30))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32617)
+    ds.SetProjection(srs.ExportToWkt())
+    rng = np.random.default_rng(0)
+    for i in range(1, bands + 1):
+        data = values if values is not None else rng.random((10, 20)) * 100 * i
+        ds.GetRasterBand(i).WriteArray(data)
+    ds = None
+    layer = QgsRasterLayer(str(path), path.stem)
+    assert layer.isValid()
+    return layer
+
+
+@pytest.fixture
+def spec() -> dict:
+    return make_spec().to_dict()
+
+
+def test_class_map_gets_the_models_classes(tmp_path, spec):
+    layer = _raster(tmp_path / "classes.tif", 1, gdal.GDT_Byte, np.tile([1, 2, 5, 0], (10, 5)))
+    assert apply_style(layer, "main", spec) == "paletted"
+    classes = layer.renderer().classes()
+    assert [(c.value, c.label, c.color.name()) for c in classes] == [
+        (1, "a", "#ff0000"), (2, "b", "#00ff00"), (5, "c", "#0000ff")]
+
+
+def test_regression_main_is_a_ramp_over_the_data(tmp_path):
+    spec = make_spec("regression").to_dict()
+    layer = _raster(tmp_path / "height.tif", 1)
+    assert apply_style(layer, "main", spec) == "singlebandpseudocolor"
+    r = layer.renderer()
+    assert 0 <= r.classificationMin() < r.classificationMax() <= 100
+
+
+def test_agreement_and_main_error_have_legends(tmp_path, spec):
+    layer = _raster(tmp_path / "agreement.tif", 1, gdal.GDT_Byte, np.tile([1, 2, 3, 4], (10, 5)))
+    assert apply_style(layer, "agreement", spec) == "paletted"
+    labels = [c.label for c in layer.renderer().classes()]
+    assert [c.value for c in layer.renderer().classes()] == [1, 2, 3, 4]
+    assert "explained" in labels[1] and "unexplained" in labels[2]
+    err = _raster(tmp_path / "main_error.tif", 1, gdal.GDT_Byte, np.tile([0, 1], (10, 10)))
+    assert apply_style(err, "main_error", spec) == "paletted"
+    assert [c.label for c in err.renderer().classes()] == ["correct", "wrong"]
+
+
+def test_regression_main_error_is_continuous(tmp_path):
+    layer = _raster(tmp_path / "abs_error.tif", 1)
+    assert apply_style(layer, "main_error", make_spec("regression").to_dict()) == "singlebandpseudocolor"
+
+
+@pytest.mark.parametrize("key", ["confidence", "entropy", "recon_error_swir", "error_score", "sensitivity",
+                                 "sensitivity_swir", "probabilities"])
+def test_continuous_products_get_a_colour_ramp(tmp_path, spec, key):
+    layer = _raster(tmp_path / f"{key}.tif", 3 if key.startswith(("sensitivity", "prob", "recon")) else 1)
+    assert apply_style(layer, key, spec) == "singlebandpseudocolor"
+    items = layer.renderer().shader().rasterShaderFunction().colorRampItemList()
+    assert len(items) >= 2 and items[0].value < items[-1].value
+
+
+def test_range_follows_the_data(tmp_path, spec):
+    layer = _raster(tmp_path / "err.tif", 1, values=np.linspace(10, 20, 200).reshape(10, 20))
+    apply_style(layer, "recon_error_swir", spec)
+    r = layer.renderer()
+    assert 10 <= r.classificationMin() < 11 and 19 < r.classificationMax() <= 20
+
+
+def test_reconstruction_multiband_and_single_band(tmp_path, spec):
+    two = _raster(tmp_path / "swir.tif", 2)
+    assert apply_style(two, "aux_swir", spec) == "multibandcolor"
+    r = two.renderer()
+    assert (r.redBand(), r.greenBand(), r.blueBand()) == (2, 1, 1)
+    one = _raster(tmp_path / "sar.tif", 1)
+    assert apply_style(one, "aux_sar", spec) == "singlebandgray"
+
+
+def test_unknown_keys_get_a_default(tmp_path, spec):
+    assert apply_style(_raster(tmp_path / "new1.tif", 1), "something_new", spec) == "singlebandpseudocolor"
+    assert apply_style(_raster(tmp_path / "new3.tif", 3), "something_else", spec) == "multibandcolor"
+
+
+def test_rgb_bands_and_titles():
+    assert rgb_bands(["blue", "green", "red", "nir"]) == (3, 2, 1)
+    assert rgb_bands(["a", "b", "c", "d"]) == (1, 2, 3)
+    assert title("aux_swir") == "swir (reconstructed)"
+    assert title("recon_error_swir") == "Reconstruction error — swir"
+    assert title("agreement") == "Error agreement"

@@ -1,0 +1,46 @@
+"""Install the plugin zip into a QGIS profile and enable it (``make deploy``)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+DEFAULT_PROFILE = Path.home() / ".local" / "share" / "QGIS" / "QGIS3" / "profiles" / "default"
+
+
+def deploy(zip_path: Path, profile: Path) -> Path:
+    """Unzip the plugin into ``profile/python/plugins`` (replacing an older copy) and enable it.
+
+    Returns:
+        The installed plugin folder.
+    """
+    plugins = profile / "python" / "plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(zip_path) as zf:
+        top = zf.namelist()[0].split("/", 1)[0]
+        shutil.rmtree(plugins / top, ignore_errors=True)
+        zf.extractall(plugins)
+    from qgis.PyQt.QtCore import QSettings
+
+    settings = QSettings(str(profile / "QGIS" / "QGIS3.ini"), QSettings.IniFormat)
+    settings.setValue(f"PythonPlugins/{top}", True)
+    settings.sync()
+    return plugins / top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Deploy; returns the process exit status."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("zip", type=Path, help="plugin zip (make package)")
+    p.add_argument("--profile", type=Path, default=DEFAULT_PROFILE, help=f"QGIS profile (default: {DEFAULT_PROFILE})")
+    args = p.parse_args(argv)
+    folder = deploy(args.zip, args.profile)
+    sys.stdout.write(f"MTL Explain installed in {folder} and enabled; restart QGIS to load it.\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

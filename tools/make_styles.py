@@ -1,0 +1,124 @@
+"""Write the plugin's QML styles (``resources/styles/*.qml``) from PyQGIS renderers, reproducibly.
+
+Run by ``make styles``. Each style is a template: the plugin loads it onto an output layer, then fits
+what depends on the data (class list, value range, band combination) in ``plugin/core/styling.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from osgeo import gdal
+from qgis.core import (
+    QgsApplication,
+    QgsColorRampShader,
+    QgsContrastEnhancement,
+    QgsMapLayer,
+    QgsMultiBandColorRenderer,
+    QgsPalettedRasterRenderer,
+    QgsRasterLayer,
+    QgsRasterShader,
+    QgsSingleBandGrayRenderer,
+    QgsSingleBandPseudoColorRenderer,
+    QgsStyle,
+)
+from qgis.PyQt.QtGui import QColor
+
+OUT = Path(__file__).resolve().parent.parent / "resources" / "styles"
+
+#: name -> (colour ramp in QGIS's default style, inverted, min, max)
+PSEUDO = {
+    "regression": ("Spectral", True, 0.0, 1.0),
+    "confidence": ("RdYlGn", False, 0.0, 1.0),
+    "entropy": ("Inferno", False, 0.0, 1.0),
+    "probabilities": ("Viridis", False, 0.0, 1.0),
+    "error": ("YlOrRd", False, 0.0, 1.0),
+    "error_score": ("Magma", False, 0.0, 1.0),
+    "sensitivity": ("Viridis", False, 0.0, 1.0),
+    "continuous": ("Viridis", False, 0.0, 1.0),
+}
+#: name -> [(value, colour, label)]
+PALETTED = {
+    "classes": [(1, "#d7191c", "class 1"), (2, "#2b83ba", "class 2")],
+    "main_error": [(0, "#d9d9d9", "correct"), (1, "#e31a1c", "wrong")],
+    "agreement": [
+        (1, "#1a9641", "correct, reconstruction good"),
+        (2, "#fdae61", "wrong, reconstruction bad (explained)"),
+        (3, "#d7191c", "wrong, reconstruction good (unexplained)"),
+        (4, "#abd9e9", "correct, reconstruction bad"),
+    ],
+}
+
+
+def _layer(folder: Path, bands: int) -> QgsRasterLayer:
+    path = folder / f"template_{bands}.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), 4, 4, bands, gdal.GDT_Float32)
+    ds.SetGeoTransform((0, 1, 0, 4, 0, -1))
+    ds = None
+    return QgsRasterLayer(str(path), path.stem)
+
+
+def _pseudo(layer: QgsRasterLayer, ramp_name: str, invert: bool, lo: float, hi: float) -> None:
+    ramp = QgsStyle.defaultStyle().colorRamp(ramp_name)
+    if invert:
+        ramp.invert()
+    fn = QgsColorRampShader(lo, hi, ramp, QgsColorRampShader.Interpolated, QgsColorRampShader.Continuous)
+    fn.classifyColorRamp(5, -1)
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(fn)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
+    renderer.setClassificationMin(lo)
+    renderer.setClassificationMax(hi)
+    layer.setRenderer(renderer)
+
+
+def _save(layer: QgsRasterLayer, name: str) -> None:
+    categories = QgsMapLayer.Symbology | QgsMapLayer.Rendering
+    message, ok = layer.saveNamedStyle(str(OUT / f"{name}.qml"), categories)
+    if not ok:
+        raise RuntimeError(f"cannot write style {name}: {message}")
+
+
+def main() -> int:
+    """Write every style; returns the process exit status."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    app = QgsApplication([], False)
+    app.initQgis()
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for name, (ramp, invert, lo, hi) in PSEUDO.items():
+            layer = _layer(folder, 1)
+            _pseudo(layer, ramp, invert, lo, hi)
+            _save(layer, name)
+        for name, classes in PALETTED.items():
+            layer = _layer(folder, 1)
+            items = [QgsPalettedRasterRenderer.Class(v, QColor(c), label) for v, c, label in classes]
+            layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, items))
+            _save(layer, name)
+        layer = _layer(folder, 3)
+        renderer = QgsMultiBandColorRenderer(layer.dataProvider(), 1, 2, 3)
+        for band, setter in ((1, renderer.setRedContrastEnhancement), (2, renderer.setGreenContrastEnhancement),
+                             (3, renderer.setBlueContrastEnhancement)):
+            ce = QgsContrastEnhancement(layer.dataProvider().dataType(band))
+            ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+            setter(ce)
+        layer.setRenderer(renderer)
+        _save(layer, "reconstruction")
+        layer = _layer(folder, 1)
+        gray = QgsSingleBandGrayRenderer(layer.dataProvider(), 1)
+        ce = QgsContrastEnhancement(layer.dataProvider().dataType(1))
+        ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+        gray.setContrastEnhancement(ce)
+        layer.setRenderer(gray)
+        _save(layer, "reconstruction_gray")
+        del layer
+    app.exitQgis()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
