@@ -11,6 +11,7 @@ import datetime
 import logging
 import os
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ from .data import (
     modalities,
     regression_target,
 )
+from .errors import CancelledError
 from .losses import UncertaintyWeighting, classification_loss, masked_regression_loss
 from .metrics import ConfusionMatrix, RegressionErrors
 from .model import MultiTaskModel, create_model, padded_size, resolve_device
@@ -106,7 +108,11 @@ def _losses(out: dict, batch: dict, task: str, aux_loss: str) -> dict[str, torch
 def evaluate(
     model: MultiTaskModel, spec: ModelSpec, reader: SampleReader, blocks: list[Window], device: torch.device
 ) -> dict[str, Any]:
-    """Main-task metrics and per-band reconstruction RMSE (in the modality's units) over blocks."""
+    """Main-task metrics and per-band reconstruction RMSE (in the modality's units) over blocks.
+
+    Only pixels where every modality of the dataset is valid are scored, so the variants (which read
+    different bands) are compared on the same pixels.
+    """
     model.eval()
     task = spec.task
     confusion = ConfusionMatrix(len(spec.classes)) if task != "regression" else None
@@ -116,7 +122,7 @@ def evaluate(
         size = (padded_size(w[3], model.divisor), padded_size(w[2], model.divisor))
         if task == "classification":
             size = (max(size[0], spec.patch_size), max(size[1], spec.patch_size))
-        s = reader.read(w, size)
+        s = reader.read(w, size, every_source_valid=True)
         out = model(s["image"][None].to(device))
         h, wd = w[3], w[2]
         if task == "segmentation":
@@ -152,8 +158,19 @@ def summary(metrics: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
-def train(cfg: DatasetConfig, opts: TrainOptions, progress: bool = True) -> TrainResult:
+def train(
+    cfg: DatasetConfig,
+    opts: TrainOptions,
+    progress: bool | Callable[[float], None] = True,
+    cancelled: Callable[[], bool] | None = None,
+) -> TrainResult:
     """Train one variant on a dataset configuration and evaluate it on the held-out test blocks.
+
+    Args:
+        cfg: the dataset configuration.
+        opts: variant, budget, architecture and loss settings.
+        progress: True for a progress bar, or a callback receiving the fraction of steps done.
+        cancelled: polled before every step; when it returns True, training stops with CancelledError.
 
     Returns:
         The spec (with normalisation, metrics and provenance) and the best weights by validation score.
@@ -210,8 +227,10 @@ def train(cfg: DatasetConfig, opts: TrainOptions, progress: bool = True) -> Trai
         return losses
 
     best_score, best_state, best_step, best_val = -float("inf"), None, 0, {}
-    bar = tqdm(total=opts.steps, desc=f"train {opts.variant}", disable=not progress or rank != 0, unit="step")
+    bar = tqdm(total=opts.steps, desc=f"train {opts.variant}", disable=progress is not True or rank != 0, unit="step")
     for step, batch in enumerate(loader, start=1):
+        if cancelled is not None and cancelled():
+            raise CancelledError(f"training cancelled at step {step} of {opts.steps}; no model was written")
         batch = _to(batch, device)
         losses = _step(batch, "train")
         optimizer.zero_grad(set_to_none=True)
@@ -220,6 +239,8 @@ def train(cfg: DatasetConfig, opts: TrainOptions, progress: bool = True) -> Trai
         scheduler.step()
         bar.update(1)
         bar.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()}, refresh=False)
+        if callable(progress):
+            progress(step / opts.steps)
         if step % opts.eval_every == 0 or step == opts.steps:
             if rank == 0:
                 val = evaluate(model, spec, reader, blocks["val"], device)
@@ -253,4 +274,8 @@ def train(cfg: DatasetConfig, opts: TrainOptions, progress: bool = True) -> Trai
     }
     if opts.uncertainty_weighting:
         spec.training["task_weights"] = weighting.weights()
+    if spec.aux and task != "classification" and rank == 0:
+        from .explain import fit_on_blocks  # reconstruction-error distribution of the training blocks
+
+        spec.training["error_model"] = fit_on_blocks(model, spec, reader, blocks["train"], blocks["val"], device)
     return TrainResult(spec, {k: v.detach().cpu() for k, v in model.state_dict().items()}, best_val, test)
