@@ -97,7 +97,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import PredictOptions, predict
 
     opts = PredictOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch, device=args.device,
-                          threads=args.threads, extent=tuple(args.extent) if args.extent else None,
+                          backend=args.backend, threads=args.threads,
+                          extent=tuple(args.extent) if args.extent else None,
                           mask=args.mask, bands=args.bands, products=tuple(args.products), cog=args.cog)
     result = predict(args.model, args.raster, args.out, opts, progress=not args.quiet)
     print(f"Device: {result.device}; {result.tiles} tiles ({result.skipped_tiles} skipped) in {result.seconds:.1f} s")
@@ -106,12 +107,41 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .backends import export_onnx
+
+    out = export_onnx(args.model, args.onnx, opset=args.opset)
+    print(f"ONNX model written to {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
-    from .modelfile import read_spec
+    from .backends import read_spec
     from .spec import describe
 
     spec = read_spec(args.model)
     print(json.dumps(spec.to_dict(), indent=2) if args.json else describe(spec))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import ExplainOptions, explain
+
+    aux = {}
+    for item in args.aux or []:
+        name, _, path = item.partition("=")
+        if not name or not path:
+            raise MtlError(f"--aux {item!r} must look like NAME=PATH, e.g. swir=swir.tif")
+        aux[name] = path
+    opts = ExplainOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch, device=args.device,
+                          threads=args.threads, extent=tuple(args.extent) if args.extent else None,
+                          sensitivity=not args.no_sensitivity)
+    result = explain(args.model, args.raster, args.out, aux, args.labels, opts, progress=not args.quiet)
+    print(f"Device: {result.device}")
+    for key, path in {**result.outputs, **{f"report {k}": v for k, v in result.report.items()}}.items():
+        print(f"  {key:<22} {path}")
+    for name, d in result.stats.get("detectors", {}).items():
+        print(f"  AUROC {name:<30} {d['auroc']:.3f}")
     return 0
 
 
@@ -189,24 +219,60 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles, blended (default: tile/8)")
     r.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default: 4)")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    r.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    r.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
+                   help="auto: ONNX Runtime for .onnx models or when PyTorch is missing, else torch (default: auto)")
+    r.add_argument("--threads", type=int, help="CPU threads for the backend (default: the backend's choice)")
     r.add_argument("--products", nargs="+", default=["main", "confidence", "entropy", "aux"],
                    choices=["main", "confidence", "entropy", "probabilities", "aux", "sensitivity"],
                    help="products to write (default: main confidence entropy aux)")
     r.add_argument("--cog", action="store_true", help="write Cloud Optimized GeoTIFFs")
     r.set_defaults(func=cmd_predict)
 
+    x = sub.add_parser("export", help="export a model file to ONNX",
+                       description="Export a model file to ONNX: outputs 'main' and 'aux_<name>', dynamic batch and "
+                                   "size, the same JSON spec in the metadata (plus the Deepness plugin's keys), so "
+                                   "the .onnx file is a complete model file that runs without PyTorch.")
+    x.add_argument("model", help="model file (.safetensors)")
+    x.add_argument("--onnx", required=True, help="ONNX file to write")
+    x.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    x.set_defaults(func=cmd_export)
+
     i = sub.add_parser("info", help="print a model file's spec",
                        description="Print what a model file holds: task, bands, normalisation, auxiliary "
                                    "modalities, classes and training metrics.")
-    i.add_argument("model", help="model file")
+    i.add_argument("model", help="model file (.safetensors or .onnx)")
     i.add_argument("--json", action="store_true", help="print the raw JSON spec")
     i.set_defaults(func=cmd_info)
+
+    ex = sub.add_parser("explain", help="explanation layers and an HTML report where ground truth exists",
+                        description="Run a model on a raster with the real auxiliary rasters and/or reference labels "
+                                    "of the area; write reconstruction errors, main-task errors, the error score and "
+                                    "error-agreement layers, sensitivity maps, and a self-contained HTML report "
+                                    "(plus JSON and CSV) relating reconstruction errors to main-task errors.")
+    ex.add_argument("model", help="model file")
+    ex.add_argument("raster", help="input raster holding the model's input bands")
+    ex.add_argument("--aux", action="append", metavar="NAME=PATH",
+                    help="real raster of an auxiliary modality, on the input grid (repeatable), e.g. swir=swir.tif")
+    ex.add_argument("--labels", help="reference label raster, on the input grid")
+    ex.add_argument("--out", required=True, help="output folder")
+    ex.add_argument("--extent", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                    help="sub-rectangle in the raster's CRS (default: whole raster)")
+    ex.add_argument("--tile", type=int, help="tile size in pixels (default: from the model)")
+    ex.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default: tile/8)")
+    ex.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default: 4)")
+    ex.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    ex.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    ex.add_argument("--no-sensitivity", action="store_true",
+                    help="skip the sensitivity layers (they cost one extra forward pass per input band)")
+    ex.set_defaults(func=cmd_explain)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .raster import bound_gdal_cache
+
+    bound_gdal_cache()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
     try:
         return args.func(args)
