@@ -28,12 +28,9 @@ class BandMapping:
 
 
 def read_spec(path: str | Path):
-    """The model's spec (``mtl_core.spec.ModelSpec``) from a ``.safetensors`` or, where the engine reads them,
-    an ``.onnx`` model file; raises ``ModelFileError`` with the reason."""
-    try:
-        from mtl_core.backends import read_spec as _read
-    except ImportError:  # an engine without the ONNX backend (or without onnxruntime to import it)
-        from mtl_core.modelfile import read_spec as _read
+    """The model's spec (``mtl_core.spec.ModelSpec``) from a ``.safetensors`` or ``.onnx`` model file;
+    raises ``ModelFileError`` with the reason."""
+    from mtl_core.backends import read_spec as _read
 
     return _read(path)
 

@@ -6,10 +6,8 @@ never see a layer, the project or a widget.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any
 
 #: Products the user can tick, in display order, with the label the panel shows.
 PRODUCT_LABELS: dict[str, str] = {
@@ -41,9 +39,9 @@ class RunParameters:
         products: products to write (see :data:`PRODUCT_LABELS`).
         aux_truth: modality name -> path of the true auxiliary raster (enables explanation layers).
         labels: path of a reference label raster (enables main-task error layers).
-        cog: write Cloud Optimized GeoTIFFs where the engine supports it.
+        cog: write Cloud Optimized GeoTIFFs.
         threads: CPU threads for the model, None for the engine's default.
-        mask: polygon layer path (area of interest); pixels outside are nodata where the engine supports it.
+        mask: polygon layer path (area of interest); pixels outside are nodata.
     """
 
     model_path: str
@@ -73,33 +71,24 @@ class RunParameters:
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:120]
 
 
-def predict_options(options_cls: type, params: RunParameters, **overrides: Any) -> Any:
-    """Build the engine's ``PredictOptions`` from run parameters, passing only fields the engine knows.
+def predict_options(params: RunParameters):
+    """The engine's ``PredictOptions`` for a run without ground truth."""
+    from mtl_core.inference import PredictOptions
 
-    The engine gains fields over time (``aux_truth``, ``labels``, ``cog``, ``threads``); filling only the
-    fields ``options_cls`` declares keeps the plugin working with older and newer engines.
-    """
-    names = {f.name for f in dataclasses.fields(options_cls)}
-    values = {
-        "tile": params.tile,
-        "overlap": params.overlap,
-        "batch_size": params.batch_size,
-        "device": params.device,
-        "extent": params.extent,
-        "products": params.products,
-        "threads": params.threads,
-        "aux_truth": dict(params.aux_truth) or None,
-        "labels": params.labels,
-        "cog": params.cog,
-        "mask": params.mask,
-        **overrides,
-    }
-    return options_cls(**{k: v for k, v in values.items() if k in names})
+    return PredictOptions(tile=params.tile, overlap=params.overlap, batch_size=params.batch_size,
+                          device=params.device, threads=params.threads, extent=params.extent, mask=params.mask,
+                          bands=list(params.band_map) if params.band_map else None,
+                          products=tuple(params.products), cog=params.cog)
 
 
-def engine_supports(options_cls: type, name: str) -> bool:
-    """Whether the engine's options dataclass has field ``name`` (e.g. ``aux_truth``)."""
-    return name in {f.name for f in dataclasses.fields(options_cls)}
+def explain_options(params: RunParameters):
+    """The options of ``mtl_core.explain.explain`` for a run with ground truth."""
+    from mtl_core.explain import ExplainOptions
+
+    return ExplainOptions(tile=params.tile, overlap=params.overlap, batch_size=params.batch_size,
+                          device=params.device, threads=params.threads, extent=params.extent,
+                          bands=list(params.band_map) if params.band_map else None,
+                          sensitivity="sensitivity" in params.products)
 
 
 def ogr_mask_path(source: str, provider: str, subset: str = "", selected: int = 0) -> str | None:

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import importlib
-import inspect
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +18,7 @@ from pathlib import Path
 
 from mtl_core.errors import MtlError
 
-from .params import RunParameters, engine_supports, predict_options
+from .params import RunParameters, explain_options, predict_options
 
 
 class PluginError(MtlError):
@@ -38,28 +35,6 @@ class RunOutcome:
     seconds: float = 0.0
     report: str | None = None
     spec: dict = field(default_factory=dict)
-
-
-def _explain_module():
-    """``mtl_core.explain`` when it exists, imports and has ``explain``, else None."""
-    try:
-        module = importlib.import_module("mtl_core.explain")
-    except ImportError:
-        return None
-    return module if callable(getattr(module, "explain", None)) else None
-
-
-def _reordered_raster(raster: str, band_map: list[int], folder: Path) -> str:
-    """A virtual raster holding ``band_map``'s bands in the model's order (same name stem as ``raster``)."""
-    from osgeo import gdal
-
-    path = folder / (Path(raster).stem + ".vrt")
-    gdal.UseExceptions()
-    ds = gdal.Translate(str(path), raster, format="VRT", bandList=list(band_map))
-    if ds is None:
-        raise PluginError(f"cannot build a virtual raster with bands {band_map} of {raster!r}; check the band mapping")
-    ds = None
-    return str(path)
 
 
 def run(
@@ -82,8 +57,6 @@ def run(
             ``mtl_core.errors.CancelledError`` when cancelled.
         ImportError: torch or another heavy dependency is missing.
     """
-    from mtl_core import inference
-
     from .model_info import read_spec
 
     start = time.perf_counter()
@@ -104,52 +77,25 @@ def run(
     except OSError as exc:
         raise PluginError(f"cannot write in output folder {str(out_parent)!r} ({exc.strerror}); choose a "
                           "folder you can write to") from exc
-    scratch = Path(tempfile.mkdtemp(prefix="mtl_explain_"))
     try:
-        raster = params.raster_path
-        overrides = {}
-        if params.band_map is not None:
-            if engine_supports(inference.PredictOptions, "bands"):
-                overrides["bands"] = list(params.band_map)
-            elif list(params.band_map) != list(range(1, len(params.band_map) + 1)):
-                raster = _reordered_raster(raster, params.band_map, scratch)
-        products = tuple(p for p in params.products if p in getattr(inference, "PRODUCTS", params.products))
         if params.has_ground_truth:
-            optional = ("probabilities", "sensitivity")
-            products += tuple(p for p in getattr(inference, "PRODUCTS", ()) if p not in products + optional)
-        outcome = RunOutcome(run_dir=str(run_dir), spec=spec.to_dict())
-        module = _explain_module() if params.has_ground_truth else None
-        if params.has_ground_truth and module is None and not engine_supports(inference.PredictOptions, "aux_truth"):
-            raise PluginError("explanation layers need an MTL Explain engine with ground-truth support "
-                              "(mtl_core.explain); update the plugin, or run without ground truth")
-        if module is not None:
-            options_cls = getattr(module, "ExplainOptions", inference.PredictOptions)
-            eopts = predict_options(options_cls, params, products=products,
-                                    sensitivity="sensitivity" in params.products, **overrides)
-            kwargs = {"progress": progress or False}
-            if "cancelled" in inspect.signature(module.explain).parameters:
-                kwargs["cancelled"] = cancelled
-            result = module.explain(params.model_path, raster, run_dir, dict(params.aux_truth), params.labels, eopts,
-                                    **kwargs)
+            from mtl_core.explain import explain
+
+            result = explain(params.model_path, params.raster_path, run_dir, dict(params.aux_truth), params.labels,
+                             explain_options(params), progress=progress or False, cancelled=cancelled)
+            report = result.report.get("html")
         else:
-            opts = predict_options(inference.PredictOptions, params, products=products, **overrides)
-            result = inference.predict(params.model_path, raster, run_dir, opts, progress=progress or False,
-                                       cancelled=cancelled)
-        outputs = getattr(result, "outputs", result if isinstance(result, dict) else {})
-        outcome.outputs = {k: str(v) for k, v in outputs.items() if v is not None}
-        outcome.device = str(getattr(result, "device", getattr(getattr(result, "predict", None), "device", "")))
-        report = getattr(result, "report", None)
-        if isinstance(report, dict):
-            report = report.get("html")
-        report = Path(report) if report else run_dir / "report.html"
-        outcome.report = str(report) if report.exists() else None
-        outcome.seconds = time.perf_counter() - start
-        return outcome
+            from mtl_core.inference import predict
+
+            result = predict(params.model_path, params.raster_path, run_dir, predict_options(params),
+                             progress=progress or False, cancelled=cancelled)
+            report = None
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    return RunOutcome(outputs={k: str(v) for k, v in result.outputs.items()}, run_dir=str(run_dir),
+                      device=result.device, seconds=time.perf_counter() - start,
+                      report=str(report) if report else None, spec=spec.to_dict())
 
 
 def summary_fields(outcome: RunOutcome) -> dict:
