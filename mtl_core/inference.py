@@ -601,7 +601,7 @@ def predict(
         outputs = _Outputs(spec, out_grid, cell_grid, out_dir, Path(raster_path).stem, wanted, opts.cog, stack)
         reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mtl-read"))
         writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mtl-write"))
-        pending: list[Future] = []
+        pending: Future | None = None
         ahead = reader.submit(read_batch, *batches[0])
         base = 0
         for b, (k, batch_x) in enumerate(batches):
@@ -629,17 +629,16 @@ def predict(
                 end = ys[k + 1] if k + 1 < len(ys) else H
                 n = end - base
                 rows = acc[:, :n] / np.maximum(wsum[:n], 1e-12)
-                pending.append(writer.submit(_finish_rows, outputs, truth, spec, layout, rows,
-                                             valid_buf[:n].copy(), (wx, wy + base, W, n), base, cell))
+                if pending is not None:  # at most one strip waits for the writer: memory stays bounded
+                    pending.result()  # (and a writer error surfaces here, not at the end)
+                pending = writer.submit(_finish_rows, outputs, truth, spec, layout, rows,
+                                        valid_buf[:n].copy(), (wx, wy + base, W, n), base, cell)
                 for buf in (acc, wsum, valid_buf):  # shift the unfinished rows to the top
                     buf[..., :th - n, :] = buf[..., n:, :]
                     buf[..., th - n:, :] = 0
                 base = end
-                for f in [f for f in pending if f.done()]:
-                    f.result()  # re-raise a writer error now rather than at the end
-                    pending.remove(f)
-        for f in pending:
-            f.result()
+        if pending is not None:
+            pending.result()
         result.outputs = outputs.finish()
     bar.close()
     result.seconds = time.perf_counter() - start
@@ -667,7 +666,9 @@ def _finish_rows(outputs: _Outputs, truth: _Truth, spec: ModelSpec, layout: _Lay
         values = np.array([c.value for c in spec.classes])
         classes = values[pred_idx].astype(np.uint16)
         conf = main.max(0).astype(np.float32)
-        ent = (-(main * np.log(np.clip(main, 1e-12, 1.0))).sum(0)).astype(np.float32)
+        ent = np.zeros(main.shape[1:], dtype=np.float32)
+        for p in main:  # class by class: no temporary as large as all the probabilities
+            ent -= p * np.log(np.maximum(p, 1e-12))
         if spec.task == "classification":  # one value per cell: sample the cells' top-left pixels
             cells = lambda a: a[..., ::cell, ::cell].copy()  # noqa: E731
             cell_invalid = ~_any_cells(valid, cell)
