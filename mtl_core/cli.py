@@ -96,7 +96,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import PredictOptions, predict
 
-    opts = PredictOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch, device=args.device,
+    opts = PredictOptions(tile=args.tile, overlap=args.overlap, chunk=args.chunk, batch_size=args.batch,
+                          device=args.device,
                           backend=args.backend, threads=args.threads,
                           extent=tuple(args.extent) if args.extent else None,
                           mask=args.mask, bands=args.bands, products=tuple(args.products), cog=args.cog)
@@ -217,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "description, else 1..N)")
     r.add_argument("--tile", type=int, help="tile size in pixels (default: max(256, the model's patch size))")
     r.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles, blended (default: tile/8)")
+    r.add_argument("--chunk", type=int, default=2048,
+                   help="width of the column chunks processed one after the other, a multiple of 256; memory grows "
+                        "with it, not with the raster (default: 2048)")
     r.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default: 4)")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     r.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",

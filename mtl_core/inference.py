@@ -71,6 +71,9 @@ class PredictOptions:
 
     Attributes:
         tile: tile size in pixels (rounded up to the encoder's stride); default max(256, patch size).
+        chunk: width in pixels of the column chunks the raster is processed in (a multiple of 256), so
+            memory depends on neither the raster's height nor its width. Tiles straddling two chunks
+            are computed for both, which keeps the blend identical to one pass; default 2048.
         overlap: pixels shared by neighbouring tiles, blended; default tile / 8.
         batch_size: tiles per forward pass.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -90,6 +93,7 @@ class PredictOptions:
 
     tile: int | None = None
     overlap: int | None = None
+    chunk: int = 2048
     batch_size: int = 4
     device: str = "auto"
     backend: Backend = "auto"
@@ -389,12 +393,12 @@ class _Outputs:
                 for i, name in enumerate(input_names, start=1):
                     ds[key].GetRasterBand(i).SetDescription(f"{name}")
 
-    def write(self, key: str, data: np.ndarray, row: int) -> None:
+    def write(self, key: str, data: np.ndarray, row: int, col: int = 0) -> None:
         ds = self.datasets.get(key)
         if ds is not None:
             for i, band in enumerate(data, start=1):
-                ds.GetRasterBand(i).WriteArray(band, 0, row)
-            self.overviews[key].push(data, last=row + data.shape[-2] == ds.RasterYSize)
+                ds.GetRasterBand(i).WriteArray(band, col, row)
+            self.overviews[key].push(data, col, last=row + data.shape[-2] == ds.RasterYSize)
 
     def close(self) -> None:
         """Drop every reference to the output datasets, which closes them."""
@@ -418,8 +422,9 @@ class _Overviews:
     """Overview levels (2x, 4x, ...) of an output, filled as its rows arrive instead of in a pass at the end.
 
     Each level halves the one below: the mean of the valid pixels of each 2 x 2 block (nodata where
-    none is valid), or its top-left pixel for categorical rasters. Rows that do not yet make a whole
-    block wait in a carry-over of at most one row per level.
+    none is valid), or its top-left pixel for categorical rasters. Rows arrive in strips, per column
+    chunk (starting at a multiple of 256 px); rows that do not yet make a whole block wait in a
+    carry-over of at most one row per level and chunk.
     """
 
     def __init__(self, ds: gdal.Dataset, nodata: float, categorical: bool) -> None:
@@ -427,8 +432,9 @@ class _Overviews:
         levels = [f for f in (2, 4, 8, 16, 32, 64) if min(ds.RasterXSize, ds.RasterYSize) // f >= 64]
         if levels:
             ds.BuildOverviews("NONE", levels)  # create the levels empty
-        self.carry: list[np.ndarray | None] = [None] * len(levels)
-        self.rows = [0] * len(levels)
+        self.levels = len(levels)
+        self.carry: dict[int, list[np.ndarray | None]] = {}  # chunk column -> per level
+        self.rows: dict[int, list[int]] = {}
 
     def _halve(self, data: np.ndarray) -> np.ndarray:
         b, h, w = data.shape
@@ -444,18 +450,20 @@ class _Overviews:
         mean = np.where(valid, blocks, 0).sum(axis=(2, 4)) / np.maximum(count, 1)
         return np.where(count > 0, mean, self.nodata).astype(data.dtype)
 
-    def push(self, data: np.ndarray, last: bool) -> None:
-        for level in range(len(self.carry)):
-            if self.carry[level] is not None:
-                data = np.concatenate([self.carry[level], data], axis=1)
+    def push(self, data: np.ndarray, col: int, last: bool) -> None:
+        carry = self.carry.setdefault(col, [None] * self.levels)
+        rows = self.rows.setdefault(col, [0] * self.levels)
+        for level in range(self.levels):
+            if carry[level] is not None:
+                data = np.concatenate([carry[level], data], axis=1)
             whole = data.shape[1] if last else data.shape[1] // 2 * 2
-            self.carry[level] = None if whole == data.shape[1] else data[:, whole:]
+            carry[level] = None if whole == data.shape[1] else data[:, whole:]
             if whole == 0:
                 return
             data = self._halve(data[:, :whole])
             for i, band in enumerate(data, start=1):
-                self.ds.GetRasterBand(i).GetOverview(level).WriteArray(band, 0, self.rows[level])
-            self.rows[level] += data.shape[1]
+                self.ds.GetRasterBand(i).GetOverview(level).WriteArray(band, col >> (level + 1), rows[level])
+            rows[level] += data.shape[1]
 
 
 def _wanted(spec: ModelSpec, opts: PredictOptions) -> set[str]:
@@ -545,13 +553,25 @@ def predict(
         aux={m.name: len(m.bands) for m in spec.aux} if need_aux else {},
         sensitivity={n: spec.in_channels for n in ["main"] + [m.name for m in spec.aux]} if sens else {},
     )
-    acc = np.zeros((layout.channels, th, W), dtype=np.float32)
-    wsum = np.zeros((th, W), dtype=np.float32)
-    valid_buf = np.zeros((th, W), dtype=bool)
+    if opts.chunk < 256 or opts.chunk % 256:
+        raise RasterError(f"chunk width {opts.chunk} must be a positive multiple of 256")
+    # Column chunks, each with the tiles that touch it (one chunk for patch classification, whose
+    # cells must stay on one grid). A chunk's accumulators span its tiles: chunk + about one tile.
+    chunk_width = W if spec.task == "classification" else opts.chunk
+    chunks = []
+    for c0 in range(0, W, chunk_width):
+        c1 = min(c0 + chunk_width, W)
+        cxs = [x for x in xs if x < c1 and x + tw > c0]
+        chunks.append((c0, c1, cxs, cxs[0]))
+    span = max(min(W, cxs[-1] + tw) - ax0 for _, _, cxs, ax0 in chunks)
+    acc = np.zeros((layout.channels, th, span), dtype=np.float32)
+    wsum = np.zeros((th, span), dtype=np.float32)
+    valid_buf = np.zeros((th, span), dtype=bool)
     bands = spec.input_bands
-    batches = [(k, xs[i:i + opts.batch_size]) for k in range(len(ys)) for i in range(0, len(xs), opts.batch_size)]
+    batches = [(c, k, cxs[i:i + opts.batch_size]) for c, (_, _, cxs, _) in enumerate(chunks)
+               for k in range(len(ys)) for i in range(0, len(cxs), opts.batch_size)]
 
-    def read_batch(k: int, batch_x: list[int]) -> tuple[np.ndarray | None, list[np.ndarray]]:
+    def read_batch(_: int, k: int, batch_x: list[int]) -> tuple[np.ndarray | None, list[np.ndarray]]:
         """Read, mask and normalise one batch of tiles (runs in the reader thread)."""
         tiles, valids = [], []
         for x in batch_x:
@@ -593,7 +613,7 @@ def predict(
             parts += [np.concatenate(sens_main, 1)] + [np.concatenate(v, 1) for v in sens_aux.values()]
         return np.concatenate(parts, 1)
 
-    result = PredictResult(device=runner.device, grid=out_grid, tiles=len(ys) * len(xs))
+    result = PredictResult(device=runner.device, grid=out_grid, tiles=sum(len(b[2]) for b in batches))
     bar = tqdm(total=result.tiles, unit="tile", desc="predict", disable=progress is not True)
     done = 0
     with ExitStack() as stack:
@@ -604,7 +624,8 @@ def predict(
         pending: Future | None = None
         ahead = reader.submit(read_batch, *batches[0])
         base = 0
-        for b, (k, batch_x) in enumerate(batches):
+        for b, (c, k, batch_x) in enumerate(batches):
+            c0, c1, _, ax0 = chunks[c]
             if cancelled is not None and cancelled():
                 raise CancelledError("prediction cancelled; no output was written")
             x, valids = ahead.result()
@@ -617,7 +638,7 @@ def predict(
                 r = ys[k] - base
                 for j, i in enumerate(keep):
                     h, w_ = valids[i].shape
-                    xi = batch_x[i]
+                    xi = batch_x[i] - ax0
                     acc[:, r:r + h, xi:xi + w_] += stacked[j, :, :h, :w_]
                     wsum[r:r + h, xi:xi + w_] += weights[:h, :w_]
                     valid_buf[r:r + h, xi:xi + w_] |= valids[i]
@@ -625,18 +646,24 @@ def predict(
             bar.update(len(batch_x))
             if callable(progress):
                 progress(done / result.tiles)
-            if b + 1 == len(batches) or batches[b + 1][0] != k:  # row of tiles complete
+            if b + 1 == len(batches) or batches[b + 1][:2] != (c, k):  # row of tiles of this chunk complete
                 end = ys[k + 1] if k + 1 < len(ys) else H
                 n = end - base
-                rows = acc[:, :n] / np.maximum(wsum[:n], 1e-12)
+                cols = slice(c0 - ax0, c1 - ax0)  # the chunk's own columns; the rest belong to its neighbours
+                rows = acc[:, :n, cols] / np.maximum(wsum[:n, cols], 1e-12)
                 if pending is not None:  # at most one strip waits for the writer: memory stays bounded
                     pending.result()  # (and a writer error surfaces here, not at the end)
-                pending = writer.submit(_finish_rows, outputs, truth, spec, layout, rows,
-                                        valid_buf[:n].copy(), (wx, wy + base, W, n), base, cell)
-                for buf in (acc, wsum, valid_buf):  # shift the unfinished rows to the top
-                    buf[..., :th - n, :] = buf[..., n:, :]
-                    buf[..., th - n:, :] = 0
-                base = end
+                pending = writer.submit(_finish_rows, outputs, truth, spec, layout, rows, valid_buf[:n, cols].copy(),
+                                        (wx + c0, wy + base, c1 - c0, n), base, c0, cell)
+                if end == H:  # chunk done: start the next one from empty buffers
+                    for buf in (acc, wsum, valid_buf):
+                        buf[...] = 0
+                    base = 0
+                else:
+                    for buf in (acc, wsum, valid_buf):  # shift the unfinished rows to the top
+                        buf[..., :th - n, :] = buf[..., n:, :]
+                        buf[..., th - n:, :] = 0
+                    base = end
         if pending is not None:
             pending.result()
         result.outputs = outputs.finish()
@@ -648,7 +675,7 @@ def predict(
 
 
 def _finish_rows(outputs: _Outputs, truth: _Truth, spec: ModelSpec, layout: _Layout, rows: np.ndarray,
-                 valid: np.ndarray, window: Window, row: int, cell: int) -> None:
+                 valid: np.ndarray, window: Window, row: int, col: int, cell: int) -> None:
     """Turn blended channels of finished rows into every product and write them (writer thread)."""
     parts = layout.split(rows)
     main = parts["main"]
@@ -658,7 +685,7 @@ def _finish_rows(outputs: _Outputs, truth: _Truth, spec: ModelSpec, layout: _Lay
     def put(key: str, arr: np.ndarray, nodata: float = FLOAT_NODATA) -> None:
         if key in wanted:
             arr[..., invalid] = nodata
-            outputs.write(key, arr, row)
+            outputs.write(key, arr, row, col)
 
     pred_idx = None
     if spec.task != "regression":
@@ -677,7 +704,7 @@ def _finish_rows(outputs: _Outputs, truth: _Truth, spec: ModelSpec, layout: _Lay
                 if key in wanted:
                     a = cells(arr).astype(np.float32 if key != "main" else classes.dtype)
                     a[..., cell_invalid] = nodata
-                    outputs.write(key, a, row // cell)
+                    outputs.write(key, a, row // cell, col // cell)
         else:
             put("main", classes[None], CLASS_NODATA)
             put("confidence", conf[None])

@@ -70,7 +70,7 @@ def open_raster(path: str | os.PathLike, what: str = "raster") -> gdal.Dataset:
     return ds
 
 
-def bound_gdal_cache(mib: int = 128) -> None:
+def bound_gdal_cache(mib: int = 64) -> None:
     """Cap GDAL's block cache (default 5 % of RAM) unless GDAL_CACHEMAX is set.
 
     A streaming run needs only a few rows of blocks in the cache; a larger cache just fills with

@@ -245,3 +245,24 @@ def test_overviews_are_written_along_the_way(model, sample_config, tmp_path):
     classes_ds = gdal.Open(str(r.outputs["main"]))
     classes = classes_ds.GetRasterBand(1)
     np.testing.assert_array_equal(classes.GetOverview(1).ReadAsArray(), classes.ReadAsArray()[::4, ::4])
+
+
+def test_column_chunks_give_the_same_rasters_as_one_pass(model, sample_config, tmp_path):
+    """Chunks recompute the tiles they share, so the blend (and the overviews) must be identical."""
+    raster = sample_config.parent / "raleigh_vnir.tif"  # 489 px wide: chunks [0, 256) and [256, 489)
+    outs = {}
+    for chunk in (256, 2048):
+        out = tmp_path / str(chunk)
+        out.mkdir()
+        outs[chunk] = predict(model, raster, out, PredictOptions(tile=96, overlap=16, chunk=chunk,
+                                                                 products=("main", "confidence", "aux")))
+    assert outs[256].tiles > outs[2048].tiles  # the tiles straddling the chunk border run twice
+    for key, path in outs[2048].outputs.items():
+        a, b = gdal.Open(str(path)), gdal.Open(str(outs[256].outputs[key]))
+        np.testing.assert_array_equal(a.ReadAsArray(), b.ReadAsArray())
+        band_a, band_b = a.GetRasterBand(1), b.GetRasterBand(1)
+        for level in range(band_a.GetOverviewCount()):
+            np.testing.assert_array_equal(band_a.GetOverview(level).ReadAsArray(),
+                                          band_b.GetOverview(level).ReadAsArray())
+    with pytest.raises(RasterError, match="multiple of 256"):
+        predict(model, raster, tmp_path, PredictOptions(chunk=300))
