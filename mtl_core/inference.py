@@ -5,10 +5,10 @@ a chunk, in rows of overlapping tiles. Overlapping predictions (class probabilit
 regression values, sensitivities) are blended with a linear ramp over the overlap, so no seam shows;
 tiles straddling two chunks are computed for both, so the blend is the same as in one pass. Once a
 row of tiles is done, the pixel rows no later tile touches are final and are handed to a writer
-thread; memory depends on the chunk and tile sizes, not on the raster's size. A reader thread prepares the next batch of tiles while the model
-runs, so I/O hides behind compute. Every product comes from the same forward pass. Outputs are
-written under temporary names and renamed only when the whole run succeeded: a failed or cancelled
-run leaves nothing behind.
+thread; memory depends on the chunk and tile sizes, not on the raster's size. A reader thread
+prepares the next batch of tiles while the model runs, so I/O overlaps compute. Every product comes
+from the same forward pass. Outputs are written under temporary names and renamed only when the
+whole run succeeded: a failed or cancelled run leaves nothing behind.
 
 Products (keys of :attr:`PredictResult.outputs`):
 

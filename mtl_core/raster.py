@@ -193,11 +193,13 @@ def create_geotiff(
 
     ZSTD at level 1 compresses float rasters about four times faster than DEFLATE at a similar
     ratio, which matters when writing keeps pace with inference; GDAL (and so QGIS) reads it.
+    Bands are stored separately (``INTERLEAVE=BAND``): they are written one after the other, and
+    pixel-interleaved blocks would have to stay in GDAL's cache until their last band arrives.
     """
     driver = gdal.GetDriverByName("GTiff")
     ds = driver.Create(
         str(path), grid.width, grid.height, bands, dtype,
-        options=["TILED=YES", "COMPRESS=ZSTD", "ZSTD_LEVEL=1", "BIGTIFF=IF_SAFER"],
+        options=["TILED=YES", "COMPRESS=ZSTD", "ZSTD_LEVEL=1", "BIGTIFF=IF_SAFER", "INTERLEAVE=BAND"],
     )
     ds.SetProjection(grid.wkt)
     ds.SetGeoTransform(grid.transform)
