@@ -52,6 +52,7 @@ demo: setup
 	@echo; echo "Demo outputs in $(DEMO)/; open $(DEMO)/demo.qgz in QGIS (or: make qgis) to see them styled."
 
 test: setup
+	$(PY) -m flake8 --max-line-length=120 mtl_core plugin tools tests bench
 	$(PY) -m pytest -ra
 
 test-fast: setup
