@@ -82,7 +82,8 @@ def test_plugin_loads_without_torch_and_says_what_is_missing(qgis_iface, qgis_ne
         flush_deletions()
 
 
-BLOCKED_IMPORT = r'''
+#: Start of a script: a QGIS whose Python cannot import torch or segmentation-models-pytorch.
+QGIS_WITHOUT_TORCH = r'''
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
@@ -93,6 +94,9 @@ sys.meta_path.insert(0, Block())
 from qgis.core import QgsApplication
 app = QgsApplication([], False)
 app.initQgis()
+'''
+
+BLOCKED_IMPORT = QGIS_WITHOUT_TORCH + r'''
 from unittest.mock import MagicMock
 from qgis.PyQt.QtWidgets import QMainWindow
 import plugin
@@ -126,17 +130,7 @@ def test_plugin_loads_when_torch_cannot_be_imported(tmp_path):
     assert done.returncode == 0 and done.stdout.startswith("OK "), done.stdout + done.stderr[-3000:]
 
 
-ONNX_ONLY = r'''
-import importlib.abc, sys
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "segmentation_models_pytorch"):
-            raise ImportError(f"No module named {name!r} (blocked by the test)")
-        return None
-sys.meta_path.insert(0, Block())
-from qgis.core import QgsApplication
-app = QgsApplication([], False)
-app.initQgis()
+ONNX_ONLY = QGIS_WITHOUT_TORCH + r'''
 from plugin.core import deps
 from plugin.core.params import RunParameters
 from plugin.core.task import PredictTask
