@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from osgeo import gdal
 
-from .errors import MtlError, OutputError, RasterError
+from .errors import MtlError, OutputError
 
 if TYPE_CHECKING:
     import torch
@@ -386,27 +386,6 @@ class ExplainResult:
     device: str = "cpu"
 
 
-def _check_truth(spec: ModelSpec, aux_truth: dict[str, str]) -> None:
-    """Refuse auxiliary rasters the model has no modality for, or with the wrong band count, before any work."""
-    from .raster import open_raster
-
-    known = [m.name for m in spec.aux]
-    for name, path in aux_truth.items():
-        if name not in known:
-            raise RasterError(
-                f"the model reconstructs no modality {name!r}; it reconstructs {known or 'nothing'}: pass "
-                f"--aux {known[0] if known else 'NAME'}=PATH" + ("" if known else " only with an 'mtl' model")
-            )
-        m = spec.aux_modality(name)
-        ds = open_raster(path, f"auxiliary raster {name!r}")
-        if ds.RasterCount != len(m.bands):
-            raise RasterError(
-                f"auxiliary raster {name!r} ({str(path)!r}) has {ds.RasterCount} band(s) but the model's {name!r} "
-                f"modality has {len(m.bands)} ({', '.join(m.band_names)}); give a raster with exactly these bands, "
-                "in this order"
-            )
-
-
 def _offset(inner: gdal.Dataset, outer: gdal.Dataset) -> tuple[int, int]:
     """Pixel offset of ``inner``'s top-left corner in ``outer`` (same pixel grid)."""
     a, b = inner.GetGeoTransform(), outer.GetGeoTransform()
@@ -566,7 +545,6 @@ def explain(
     opts = opts or ExplainOptions()
     spec = read_spec(model_path)
     aux_truth = {k: str(v) for k, v in (aux_truth or {}).items()}
-    _check_truth(spec, aux_truth)
     if not Path(out_dir).is_dir():
         raise OutputError(f"output folder {str(out_dir)!r} does not exist; create it or choose another")
     products = ["main", "confidence", "entropy", "aux", "recon_error", "main_error", "error_score", "agreement"]

@@ -241,17 +241,22 @@ class _Truth:
 
     def __init__(self, spec: ModelSpec, grid: Grid, aux_truth: dict[str, str], labels: str | None) -> None:
         self.spec, self.aux, self.labels = spec, {}, None
+        known = [m.name for m in spec.aux]
         for name, path in aux_truth.items():
-            m = spec.aux_modality(name) if spec.aux else None
-            if m is None:
-                raise RasterError(f"the model reconstructs no modality {name!r}; it has none")
-            ds = self._open(path, grid, f"auxiliary raster {name!r}")
+            if name not in known:
+                raise RasterError(
+                    f"the model reconstructs no modality {name!r}; it reconstructs {known or 'nothing'}: pass "
+                    f"--aux {known[0] if known else 'NAME'}=PATH" + ("" if known else " only with an 'mtl' model")
+                )
+            m = spec.aux_modality(name)
+            ds = open_raster(path, f"auxiliary raster {name!r}")
             if ds.RasterCount != len(m.bands):
                 raise RasterError(
-                    f"auxiliary raster {name!r} ({str(path)!r}) has {ds.RasterCount} band(s) but the model's "
-                    f"{name!r} modality has {len(m.bands)}: {', '.join(m.band_names)}"
+                    f"auxiliary raster {name!r} ({str(path)!r}) has {ds.RasterCount} band(s) but the model's {name!r} "
+                    f"modality has {len(m.bands)} ({', '.join(m.band_names)}); give a raster with exactly these bands, "
+                    "in this order"
                 )
-            self.aux[name] = ds
+            self.aux[name] = self._open(path, grid, f"auxiliary raster {name!r}")
         if labels:
             self.labels = self._open(labels, grid, "label raster")
             self.values = np.array([c.value for c in spec.classes])
