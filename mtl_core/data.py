@@ -25,7 +25,7 @@ from .config import DatasetConfig, SourceConfig, SplitConfig
 from .errors import ConfigError, RasterError
 from .losses import IGNORE_INDEX
 from .raster import Grid, Window, align_to, check_bands, check_georeferenced, open_raster, read_window, windows
-from .norm import denormalise, normalise  # noqa: F401  (part of this module's interface)
+from .norm import class_indices, denormalise, normalise  # noqa: F401  (part of this module's interface)
 from .spec import Band, Modality, Target
 
 SPLITS = ("train", "val", "test")
@@ -106,9 +106,7 @@ class Scene:
             valid &= raw != v
         if self.cfg.labels.task == "regression":
             return raw, valid
-        idx = np.full(raw.shape, IGNORE_INDEX, dtype=np.int64)
-        for i, value in enumerate(self._class_values):
-            idx[valid & (raw == value)] = i
+        idx = class_indices(raw, valid, self._class_values, IGNORE_INDEX)
         return idx, idx != IGNORE_INDEX
 
 

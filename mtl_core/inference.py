@@ -45,7 +45,7 @@ from tqdm import tqdm
 from .backends import Backend, open_runner
 from .errors import CancelledError, RasterError
 from .fileio import atomic_path
-from .norm import denormalise, normalise
+from .norm import class_indices, denormalise, normalise
 from .raster import (
     Grid,
     Window,
@@ -283,9 +283,7 @@ class _Truth:
         raw = raw[0]
         if self.spec.task == "regression":
             return raw, valid
-        idx = np.full(raw.shape, -1, dtype=np.int64)
-        for i, v in enumerate(self.values):
-            idx[valid & (raw == v)] = i
+        idx = class_indices(raw, valid, self.values)
         return idx, idx >= 0
 
 

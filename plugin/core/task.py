@@ -65,7 +65,7 @@ class PredictTask(QgsTask):
             return False
         try:
             outcome = run(self.params, progress=self._progress, cancelled=self.isCanceled)
-            if self.isCanceled():  # cancelled after the engine's last check (or an engine without cancellation)
+            if self.isCanceled():  # cancelled after the engine's last check: drop what it wrote
                 shutil.rmtree(outcome.run_dir, ignore_errors=True)
                 raise CancelledError("cancelled")
             self.result.outcome = outcome
