@@ -111,8 +111,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .backends import export_onnx
 
-    out = export_onnx(args.model, args.onnx, opset=args.opset)
-    print(f"ONNX model written to {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    if args.int8 and not args.calibration:
+        raise MtlError("--int8 needs --calibration RASTER: a raster holding the model's input bands, whose tiles "
+                       "set the int8 ranges (e.g. the training input raster)")
+    if not args.int8 and (args.calibration or args.bands):
+        raise MtlError("--calibration and --bands are used only with --int8; add --int8 to quantise the export")
+    out = export_onnx(args.model, args.onnx, opset=args.opset, calibration=args.calibration, bands=args.bands)
+    kind = "int8 ONNX model" if args.int8 else "ONNX model"
+    print(f"{kind} written to {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
 
 
@@ -232,13 +238,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cog", action="store_true", help="write Cloud Optimized GeoTIFFs")
     r.set_defaults(func=cmd_predict)
 
-    x = sub.add_parser("export", help="export a model file to ONNX",
+    x = sub.add_parser("export", help="export a model file to ONNX, optionally int8-quantised",
                        description="Export a model file to ONNX: outputs 'main' and 'aux_<name>', dynamic batch and "
                                    "size, the same JSON spec in the metadata (plus the Deepness plugin's keys), so "
-                                   "the .onnx file is a complete model file that runs without PyTorch.")
+                                   "the .onnx file is a complete model file that runs without PyTorch. With --int8 "
+                                   "the network is quantised to int8 (ONNX Runtime static quantisation, calibrated "
+                                   "on up to 32 wholly valid tiles of the --calibration raster); its input and "
+                                   "outputs stay float32, so mtl predict and ONNX Runtime run it like the float "
+                                   "export.")
     x.add_argument("model", help="model file (.safetensors)")
     x.add_argument("--onnx", required=True, help="ONNX file to write")
     x.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    x.add_argument("--int8", action="store_true", help="quantise weights and activations to int8 (needs --calibration)")
+    x.add_argument("--calibration", metavar="RASTER",
+                   help="with --int8: raster holding the model's input bands, e.g. the training input raster; "
+                        "wholly valid tiles of it set the int8 ranges")
+    x.add_argument("--bands", type=int, nargs="+", metavar="N",
+                   help="with --int8: calibration raster band for each model input band, in the model's order "
+                        "(default: by band description, else 1..N)")
     x.set_defaults(func=cmd_export)
 
     i = sub.add_parser("info", help="print a model file's spec",

@@ -239,4 +239,10 @@ def describe(spec: ModelSpec) -> str:
     data = spec.training.get("data", {})
     if data:
         lines.append(f"Trained on:    {data.get('config', '?')} ({data.get('name', '')})")
+    quant = spec.training.get("quantization")
+    if quant:
+        cal = quant.get("calibration", {})
+        lines.append(f"Quantised:     {quant.get('dtype', '?')}, calibrated on {cal.get('tiles', '?')} tiles of "
+                     f"{cal.get('tile_size', '?')} px from {cal.get('raster', '?')}"
+                     + (" (the held-out metrics are the float model's)" if metrics else ""))
     return "\n".join(lines)
