@@ -59,6 +59,10 @@ def _onnx_session(path: Path, threads: int | None = None, device: str = "cpu"):
     if not path.exists():
         raise ModelFileError(f"model file {str(path)!r} does not exist; check the path")
     options = ort.SessionOptions()
+    # Idle pool threads sleep instead of spinning: the engine's reader and writer threads then get the
+    # core, where a spinning thread would hold it while its partner waits (measured: a few per cent
+    # faster end to end on 2 cores; the bare forward pass is within 1 %).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
