@@ -2,10 +2,13 @@
 
 The raster is read window by window with GDAL, in column chunks (2048 px wide by default) and, within
 a chunk, in rows of overlapping tiles. Overlapping predictions (class probabilities, reconstructions,
-regression values, sensitivities) are blended with a linear ramp over the overlap, so no seam shows;
-tiles straddling two chunks are computed for both, so the blend is the same as in one pass. Once a
-row of tiles is done, the pixel rows no later tile touches are final and are handed to a writer
-thread; memory depends on the chunk and tile sizes, not on the raster's size. A reader thread
+regression values, sensitivities) are blended with a linear ramp over the overlap, so no seam shows.
+Each chunk is tiled on its own, reaching ``overlap`` pixels into the next one; what its last tiles put
+there is kept (``overlap`` columns for every row) and blended in when the next chunk gets there, as
+between any two tiles, so no tile is computed twice. The last tile of a row or column is only as
+large as it needs to be (at least half a tile). Once a row of tiles is done, the pixel rows no later
+tile touches are final and are handed to a writer thread; memory depends on the chunk and tile sizes
+(plus the kept columns, ``overlap`` x 4 bytes per channel and raster row), not on the raster's width. A reader thread
 prepares the next batch of tiles while the model runs, so I/O overlaps compute. Every product comes
 from the same forward pass. Outputs are written under temporary names and renamed only when the
 whole run succeeded: a failed or cancelled run leaves nothing behind.
@@ -32,6 +35,7 @@ import logging
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
@@ -72,9 +76,9 @@ class PredictOptions:
 
     Attributes:
         tile: tile size in pixels (rounded up to the encoder's stride); default max(256, patch size).
-        chunk: width in pixels of the column chunks the raster is processed in (a multiple of 256), so
-            memory depends on neither the raster's height nor its width. Tiles straddling two chunks
-            are computed for both, which keeps the blend identical to one pass; default 2048.
+        chunk: width in pixels of the column chunks the raster is processed in (a multiple of 256, at
+            least a tile), so memory does not grow with the raster's width; neighbouring chunks are
+            blended over the overlap like neighbouring tiles; default 2048.
         overlap: pixels shared by neighbouring tiles, blended; default tile / 8.
         batch_size: tiles per forward pass.
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -187,12 +191,22 @@ def sub_grid(grid: Grid, window: Window, cell: int = 1) -> Grid:
     return Grid(grid.wkt, (x0 + x * dx, dx * cell, rx, y0 + y * dy, ry, dy * cell), -(-w // cell), -(-h // cell))
 
 
-def tile_starts(length: int, tile: int, stride: int) -> list[int]:
-    """Tile offsets covering ``length``; the last tile ends exactly at the end."""
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]
+def tile_spans(start: int, end: int, tile: int, overlap: int, divisor: int) -> list[tuple[int, int]]:
+    """(offset, size) of the tiles covering ``[start, end)`` along one axis.
+
+    Neighbours share ``overlap`` pixels. Sizes are multiples of ``divisor``; the last tile ends exactly
+    at ``end`` and is only as large as it needs to be, but at least half a tile, so it keeps some
+    context and little work is repeated. A span shorter than a tile gets one tile, padded.
+    """
+    if end - start <= tile:
+        return [(start, padded_size(end - start, divisor))]
+    stride = tile - overlap
+    spans = [(o, tile) for o in range(start, end - tile + 1, stride)]
+    last = spans[-1][0] + tile
+    if last < end:
+        size = min(tile, padded_size(max(end - last + overlap, tile // 2), divisor))
+        spans.append((end - size, size))
+    return spans
 
 
 def ramp(height: int, width: int, overlap: int) -> np.ndarray:
@@ -448,6 +462,12 @@ class _Overviews:
             data = np.concatenate([data, np.full((b, 1, data.shape[2]), self.nodata, data.dtype)], axis=1)
         if self.categorical:
             return data[:, ::2, ::2]
+        if not (data == self.nodata).any():  # the usual case, several times faster
+            quarter = data[:, ::2, ::2] + data[:, ::2, 1::2]
+            quarter += data[:, 1::2, ::2]
+            quarter += data[:, 1::2, 1::2]
+            quarter *= 0.25
+            return quarter.astype(data.dtype, copy=False)
         blocks = data.reshape(b, data.shape[1] // 2, 2, data.shape[2] // 2, 2).astype(np.float32)
         valid = blocks != self.nodata
         count = valid.sum(axis=(2, 4))
@@ -536,20 +556,28 @@ def predict(
     mask = _Mask(opts.mask, grid) if opts.mask else None
     wx, wy, W, H = win
 
-    if spec.task == "classification":  # one prediction per patch-sized cell, cells on a fixed grid
-        tile = overlap = None
-        th = tw = spec.patch_size
-        ys, xs = list(range(0, H, th)), list(range(0, W, tw))
-        cell = spec.patch_size
+    if opts.chunk < 256 or opts.chunk % 256:
+        raise RasterError(f"chunk width {opts.chunk} must be a positive multiple of 256")
+    if spec.task == "classification":  # one prediction per patch-sized cell, cells on a fixed grid, one chunk
+        overlap, cell = 0, spec.patch_size
+        ys = [(y, cell) for y in range(0, H, cell)]
+        bounds = [0, W]
+        spans = [[(x, cell) for x in range(0, W, cell)]]
     else:
         tile = padded_size(opts.tile or max(256, spec.patch_size), divisor)
         overlap = opts.overlap if opts.overlap is not None else tile // 8
         if not 0 <= overlap <= tile // 2:
             raise RasterError(f"overlap {overlap} must be between 0 and half the tile size ({tile // 2})")
-        th, tw = min(tile, padded_size(H, divisor)), min(tile, padded_size(W, divisor))
-        ys, xs = tile_starts(H, th, th - overlap), tile_starts(W, tw, tw - overlap)
         cell = 1
-    weights = ramp(th, tw, overlap or 0)
+        ys = tile_spans(0, H, tile, overlap, divisor)
+        # Column chunks start at multiples of the chunk width (so overview blocks line up); each is tiled
+        # on its own up to `overlap` px into the next one, and that shared strip is blended through
+        # `seam`. A remainder narrower than a tile joins the chunk before it.
+        chunk = -(-max(opts.chunk, tile) // 256) * 256
+        bounds = [b for b in range(0, W, chunk) if b == 0 or W - b >= tile] + [W]
+        spans = [tile_spans(lo, min(W, hi + overlap), tile, overlap, divisor) for lo, hi in zip(bounds, bounds[1:])]
+    th = ys[0][1]
+    span = max(min(W, s[-1][0] + s[-1][1]) - s[0][0] for s in spans)
     sens = "sensitivity" in wanted
     need_aux = any(k.startswith(("aux_", "recon_error_")) for k in wanted) or "error_score" in wanted
     layout = _Layout(
@@ -557,65 +585,120 @@ def predict(
         aux={m.name: len(m.bands) for m in spec.aux} if need_aux else {},
         sensitivity={n: spec.in_channels for n in ["main"] + [m.name for m in spec.aux]} if sens else {},
     )
-    if opts.chunk < 256 or opts.chunk % 256:
-        raise RasterError(f"chunk width {opts.chunk} must be a positive multiple of 256")
-    # Column chunks, each with the tiles that touch it (one chunk for patch classification, whose
-    # cells must stay on one grid). A chunk's accumulators span its tiles: chunk + about one tile.
-    chunk_width = W if spec.task == "classification" else opts.chunk
-    chunks = []
-    for c0 in range(0, W, chunk_width):
-        c1 = min(c0 + chunk_width, W)
-        cxs = [x for x in xs if x < c1 and x + tw > c0]
-        chunks.append((c0, c1, cxs, cxs[0]))
-    span = max(min(W, cxs[-1] + tw) - ax0 for _, _, cxs, ax0 in chunks)
     acc = np.zeros((layout.channels, th, span), dtype=np.float32)
     wsum = np.zeros((th, span), dtype=np.float32)
+    strip = np.empty_like(acc)  # the blended values of the rows being written
     valid_buf = np.zeros((th, span), dtype=bool)
+    # What a chunk's last tiles put into the next chunk's first `overlap` columns, for every row.
+    seam_width = overlap if len(spans) > 1 else 0
+    seam = np.zeros((layout.channels, H, seam_width), dtype=np.float32)
+    seam_w = np.zeros((H, seam_width), dtype=np.float32)
+    seam_valid = np.zeros((H, seam_width), dtype=bool)
+    weights: dict[tuple[int, int], np.ndarray] = {}
     bands = spec.input_bands
-    batches = [(c, k, cxs[i:i + opts.batch_size]) for c, (_, _, cxs, _) in enumerate(chunks)
-               for k in range(len(ys)) for i in range(0, len(cxs), opts.batch_size)]
+    batches = []  # (chunk, row of tiles, tiles of one size)
+    for c, row in enumerate(spans):
+        for k in range(len(ys)):
+            for size in dict.fromkeys(w for _, w in row):
+                same = [t for t in row if t[1] == size]
+                batches += [(c, k, same[i:i + opts.batch_size]) for i in range(0, len(same), opts.batch_size)]
 
-    def read_batch(_: int, k: int, batch_x: list[int]) -> tuple[np.ndarray | None, list[np.ndarray]]:
+    def read_batch(_: int, k: int, tiles: list[tuple[int, int]]) -> tuple[np.ndarray | None, list[np.ndarray]]:
         """Read, mask and normalise one batch of tiles (runs in the reader thread)."""
-        tiles, valids = [], []
-        for x in batch_x:
-            w = (wx + x, wy + ys[k], min(tw, W - x), min(th, H - ys[k]))
-            data, valid = read_window(ds, mapping, w)
+        y, h = ys[k]
+        data_tiles, valids = [], []
+        for x, w in tiles:
+            window = (wx + x, wy + y, min(w, W - x), min(h, H - y))
+            data, valid = read_window(ds, mapping, window)
             if spec.input_nodata is not None:
                 valid &= (data != spec.input_nodata).all(axis=0)
             if mask is not None:
-                valid &= mask.read(w)
-            pad = np.zeros((len(bands), th, tw), dtype=np.float32)
-            pad[:, :w[3], :w[2]] = normalise(data, valid, bands)
-            tiles.append(pad)
+                valid &= mask.read(window)
+            pad = np.zeros((len(bands), h, w), dtype=np.float32)
+            pad[:, :window[3], :window[2]] = normalise(data, valid, bands)
+            data_tiles.append(pad)
             valids.append(valid)
         keep = [i for i, v in enumerate(valids) if v.any()]
-        x = np.stack([tiles[i] for i in keep]) if keep else None
+        x = np.stack([data_tiles[i] for i in keep]) if keep else None
         return x, valids
 
-    def forward(x: np.ndarray) -> np.ndarray:
-        """All blended channels of a batch: main, reconstructions, sensitivities."""
+    def run(x: np.ndarray) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        """The forward passes of a batch (main thread): the tiles as they are, then, for sensitivity, with
+        each input band in turn replaced by its training mean (0 in normalised units)."""
+        outs = [runner(x)]
+        for b in range(spec.in_channels if sens else 0):
+            xb = x.copy()
+            xb[:, b] = 0.0
+            outs.append(runner(xb))
+        return outs
+
+    def channels(outs: list[tuple[np.ndarray, dict[str, np.ndarray]]], shape: tuple[int, int]) -> np.ndarray:
+        """All blended channels of a batch from its forward passes: main, reconstructions, sensitivities."""
 
         def main_of(raw: np.ndarray) -> np.ndarray:
             if spec.task == "classification":
-                raw = np.broadcast_to(raw[:, :, None, None], raw.shape + (th, tw))
+                raw = np.broadcast_to(raw[:, :, None, None], raw.shape + shape)
             return _softmax(raw) if spec.task != "regression" else raw
 
-        raw, aux = runner(x)
+        (raw, aux), perturbed = outs[0], outs[1:]
         main = main_of(raw)
         parts = [main] + [aux[n] for n in layout.aux]
-        if sens:
+        if perturbed:
             sens_main, sens_aux = [], {m.name: [] for m in spec.aux}
-            for b in range(spec.in_channels):
-                xb = x.copy()
-                xb[:, b] = 0.0  # the band's training mean, in normalised units
-                raw_b, aux_b = runner(xb)
+            for raw_b, aux_b in perturbed:
                 delta = np.abs(main_of(raw_b) - main)
                 sens_main.append(delta.sum(1, keepdims=True) / 2 if spec.task != "regression" else delta)
                 for name in sens_aux:
                     sens_aux[name].append(np.abs(aux_b[name] - aux[name]).mean(1, keepdims=True))
             parts += [np.concatenate(sens_main, 1)] + [np.concatenate(v, 1) for v in sens_aux.values()]
-        return np.concatenate(parts, 1)
+        return np.concatenate(parts, 1) if len(parts) > 1 else main
+
+    base = 0  # first raster row held in the accumulators; changed by the writer thread only
+
+    def blend(b: int, valids: list[np.ndarray], outs: list | None) -> None:
+        """Blend a batch into the accumulators and, once its row of tiles is complete, turn the rows no
+        later tile touches into products and write them (writer thread, batch after batch)."""
+        nonlocal base
+        c, k, tiles = batches[b]
+        lo, hi = bounds[c], bounds[c + 1]
+        if outs is not None:
+            keep = [i for i, v in enumerate(valids) if v.any()]
+            stacked = channels(outs, (ys[k][1], tiles[0][1]))
+            weight = weights.get(stacked.shape[2:])
+            if weight is None:
+                weight = weights[stacked.shape[2:]] = ramp(*stacked.shape[2:], overlap)
+            stacked *= weight
+            r = ys[k][0] - base
+            for j, i in enumerate(keep):
+                h, w = valids[i].shape
+                xi = tiles[i][0] - lo
+                acc[:, r:r + h, xi:xi + w] += stacked[j, :, :h, :w]
+                wsum[r:r + h, xi:xi + w] += weight[:h, :w]
+                valid_buf[r:r + h, xi:xi + w] |= valids[i]
+        if b + 1 < len(batches) and batches[b + 1][:2] == (c, k):
+            return  # the row of tiles of this chunk goes on
+        end = ys[k + 1][0] if k + 1 < len(ys) else H
+        n = end - base
+        if c > 0 and seam_width:  # add what the chunk before put into this one's first columns
+            acc[:, :n, :seam_width] += seam[:, base:end]
+            wsum[:n, :seam_width] += seam_w[base:end]
+            valid_buf[:n, :seam_width] |= seam_valid[base:end]
+        if c + 1 < len(spans) and seam_width:
+            cols = slice(hi - lo, hi - lo + seam_width)
+            seam[:, base:end], seam_w[base:end], seam_valid[base:end] = (
+                acc[:, :n, cols], wsum[:n, cols], valid_buf[:n, cols])
+        rows = np.divide(acc[:, :n, :hi - lo], np.maximum(wsum[:n, :hi - lo], 1e-12), out=strip[:, :n, :hi - lo])
+        _finish_rows(outputs, truth, spec, layout, rows, valid_buf[:n, :hi - lo],
+                     (wx + lo, wy + base, hi - lo, n), base, lo, cell)
+        if end == H:  # chunk done: start the next one from empty buffers
+            for buf in (acc, wsum, valid_buf):
+                buf[...] = 0
+            base = 0
+        else:
+            for buf in (acc, wsum, valid_buf):  # shift the unfinished rows to the top
+                buf[..., :th - n, :] = buf[..., n:, :]
+                buf[..., th - n:, :] = 0
+            base = end
 
     result = PredictResult(device=runner.device, grid=out_grid, tiles=sum(len(b[2]) for b in batches))
     bar = tqdm(total=result.tiles, unit="tile", desc="predict", disable=progress is not True)
@@ -625,51 +708,27 @@ def predict(
         outputs = _Outputs(spec, out_grid, cell_grid, out_dir, Path(raster_path).stem, wanted, opts.cog, stack)
         reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mtl-read"))
         writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mtl-write"))
-        pending: Future | None = None
+        # The main thread only runs the model: reading happens one batch ahead, blending and writing
+        # behind it, at most two batches behind (memory stays bounded; a writer error surfaces here).
+        behind: deque[Future] = deque()
         ahead = reader.submit(read_batch, *batches[0])
-        base = 0
-        for b, (c, k, batch_x) in enumerate(batches):
-            c0, c1, _, ax0 = chunks[c]
+        for b, (_, _, tiles) in enumerate(batches):
             if cancelled is not None and cancelled():
                 raise CancelledError("prediction cancelled; no output was written")
             x, valids = ahead.result()
             if b + 1 < len(batches):
                 ahead = reader.submit(read_batch, *batches[b + 1])
-            keep = [i for i, v in enumerate(valids) if v.any()]
-            result.skipped_tiles += len(valids) - len(keep)
-            if x is not None:
-                stacked = forward(x) * weights
-                r = ys[k] - base
-                for j, i in enumerate(keep):
-                    h, w_ = valids[i].shape
-                    xi = batch_x[i] - ax0
-                    acc[:, r:r + h, xi:xi + w_] += stacked[j, :, :h, :w_]
-                    wsum[r:r + h, xi:xi + w_] += weights[:h, :w_]
-                    valid_buf[r:r + h, xi:xi + w_] |= valids[i]
-            done += len(batch_x)
-            bar.update(len(batch_x))
+            result.skipped_tiles += sum(not v.any() for v in valids)
+            outs = run(x) if x is not None else None
+            while len(behind) >= 2:
+                behind.popleft().result()
+            behind.append(writer.submit(blend, b, valids, outs))
+            done += len(tiles)
+            bar.update(len(tiles))
             if callable(progress):
                 progress(done / result.tiles)
-            if b + 1 == len(batches) or batches[b + 1][:2] != (c, k):  # row of tiles of this chunk complete
-                end = ys[k + 1] if k + 1 < len(ys) else H
-                n = end - base
-                cols = slice(c0 - ax0, c1 - ax0)  # the chunk's own columns; the rest belong to its neighbours
-                rows = acc[:, :n, cols] / np.maximum(wsum[:n, cols], 1e-12)
-                if pending is not None:  # at most one strip waits for the writer: memory stays bounded
-                    pending.result()  # (and a writer error surfaces here, not at the end)
-                pending = writer.submit(_finish_rows, outputs, truth, spec, layout, rows, valid_buf[:n, cols].copy(),
-                                        (wx + c0, wy + base, c1 - c0, n), base, c0, cell)
-                if end == H:  # chunk done: start the next one from empty buffers
-                    for buf in (acc, wsum, valid_buf):
-                        buf[...] = 0
-                    base = 0
-                else:
-                    for buf in (acc, wsum, valid_buf):  # shift the unfinished rows to the top
-                        buf[..., :th - n, :] = buf[..., n:, :]
-                        buf[..., th - n:, :] = 0
-                    base = end
-        if pending is not None:
-            pending.result()
+        while behind:
+            behind.popleft().result()
         result.outputs = outputs.finish()
     bar.close()
     result.seconds = time.perf_counter() - start
@@ -693,13 +752,14 @@ def _finish_rows(outputs: _Outputs, truth: _Truth, spec: ModelSpec, layout: _Lay
 
     pred_idx = None
     if spec.task != "regression":
-        pred_idx = main.argmax(0)
-        values = np.array([c.value for c in spec.classes])
-        classes = values[pred_idx].astype(np.uint16)
-        conf = main.max(0).astype(np.float32)
+        pred_idx, conf = _argmax(main)
+        classes = np.array([c.value for c in spec.classes], dtype=np.uint16)[pred_idx]
         ent = np.zeros(main.shape[1:], dtype=np.float32)
+        term = np.empty_like(ent)
         for p in main:  # class by class: no temporary as large as all the probabilities
-            ent -= p * np.log(np.maximum(p, 1e-12))
+            np.log(np.maximum(p, 1e-12, out=term), out=term)
+            term *= p
+            ent -= term
         if spec.task == "classification":  # one value per cell: sample the cells' top-left pixels
             cells = lambda a: a[..., ::cell, ::cell].copy()  # noqa: E731
             cell_invalid = ~_any_cells(valid, cell)
@@ -769,10 +829,24 @@ def _finish_rows(outputs: _Outputs, truth: _Truth, spec: ModelSpec, layout: _Lay
         put(key, parts[f"sens_{name}"].astype(np.float32))
 
 
+def _argmax(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index and value of the largest of ``p`` along axis 0 (the first on ties), class by class:
+    several times faster than ``argmax`` along the outer axis of a (C, H, W) array."""
+    idx = np.zeros(p.shape[1:], dtype=np.uint8 if len(p) < 256 else np.uint16)
+    best = p[0].copy()
+    for i in range(1, len(p)):
+        higher = p[i] > best
+        idx[higher] = i
+        np.maximum(best, p[i], out=best)
+    return idx, best
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     """Softmax over axis 1 of (B, C, H, W) logits."""
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    e = logits - logits.max(axis=1, keepdims=True)
+    np.exp(e, out=e)
+    e /= e.sum(axis=1, keepdims=True)
+    return e
 
 
 def _any_cells(valid: np.ndarray, cell: int) -> np.ndarray:
