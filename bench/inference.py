@@ -102,9 +102,10 @@ def child(job: dict) -> dict:
 
     from mtl_core.backends import open_runner
     from mtl_core.inference import PredictOptions, predict
-    from mtl_core.raster import bound_gdal_cache
+    from mtl_core.raster import bound_gdal_cache, share_malloc_arena
 
     bound_gdal_cache()  # as the mtl command does
+    share_malloc_arena()
     if job["backend"] == "torch":  # time the engine, not Python importing PyTorch
         import segmentation_models_pytorch  # noqa: F401
         import torch  # noqa: F401
@@ -208,6 +209,10 @@ def main() -> None:
             print(f"[{backend}]   + {product:<14} {s_per_mp:7.3f} s/MP in all, {s_per_mp - previous:+7.3f} s/MP "
                   "for this product")
             previous = s_per_mp
+            if chosen == default:
+                middle = r["peak_rss_mib"]
+        print(f"[{backend}] peak RSS {args.small}^2 / {args.products_size}^2 / {args.size}^2: "
+              f"{small['peak_rss_mib']:.0f} / {middle:.0f} / {large['peak_rss_mib']:.0f} MiB (the same products)")
 
 
 if __name__ == "__main__":

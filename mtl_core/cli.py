@@ -291,9 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .raster import bound_gdal_cache
+    from .raster import bound_gdal_cache, share_malloc_arena
 
     bound_gdal_cache()
+    share_malloc_arena()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
     try:
         return args.func(args)

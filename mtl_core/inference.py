@@ -587,7 +587,6 @@ def predict(
     )
     acc = np.zeros((layout.channels, th, span), dtype=np.float32)
     wsum = np.zeros((th, span), dtype=np.float32)
-    strip = np.empty_like(acc)  # the blended values of the rows being written
     valid_buf = np.zeros((th, span), dtype=bool)
     # What a chunk's last tiles put into the next chunk's first `overlap` columns, for every row.
     seam_width = overlap if len(spans) > 1 else 0
@@ -687,9 +686,14 @@ def predict(
             cols = slice(hi - lo, hi - lo + seam_width)
             seam[:, base:end], seam_w[base:end], seam_valid[base:end] = (
                 acc[:, :n, cols], wsum[:n, cols], valid_buf[:n, cols])
-        rows = np.divide(acc[:, :n, :hi - lo], np.maximum(wsum[:n, :hi - lo], 1e-12), out=strip[:, :n, :hi - lo])
-        _finish_rows(outputs, truth, spec, layout, rows, valid_buf[:n, :hi - lo],
-                     (wx + lo, wy + base, hi - lo, n), base, lo, cell)
+        rows = acc[:, :n, :hi - lo]  # final: divided in place, then written, then shifted out
+        rows /= np.maximum(wsum[:n, :hi - lo], 1e-12)
+        # in pieces 512 px wide (a multiple of the overview blocks): the products' temporaries stay small
+        piece = hi - lo if spec.task == "classification" else 512
+        for p0 in range(0, hi - lo, piece):
+            p1 = min(p0 + piece, hi - lo)
+            _finish_rows(outputs, truth, spec, layout, rows[:, :, p0:p1], valid_buf[:n, p0:p1],
+                         (wx + lo + p0, wy + base, p1 - p0, n), base, lo + p0, cell)
         if end == H:  # chunk done: start the next one from empty buffers
             for buf in (acc, wsum, valid_buf):
                 buf[...] = 0
