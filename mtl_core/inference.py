@@ -6,12 +6,14 @@ regression values, sensitivities) are blended with a linear ramp over the overla
 Each chunk is tiled on its own, reaching ``overlap`` pixels into the next one; what its last tiles put
 there is kept (``overlap`` columns for every row) and blended in when the next chunk gets there, as
 between any two tiles, so no tile is computed twice. The last tile of a row or column is only as
-large as it needs to be (at least half a tile). Once a row of tiles is done, the pixel rows no later
-tile touches are final and are handed to a writer thread; memory depends on the chunk and tile sizes
-(plus the kept columns, ``overlap`` x 4 bytes per channel and raster row), not on the raster's width. A reader thread
-prepares the next batch of tiles while the model runs, so I/O overlaps compute. Every product comes
-from the same forward pass. Outputs are written under temporary names and renamed only when the
-whole run succeeded: a failed or cancelled run leaves nothing behind.
+large as it needs to be (at least half a tile).
+
+The main thread only runs the model. A reader thread prepares the next batch of tiles; a writer
+thread blends each batch into the accumulators and, once a row of tiles is done, turns the pixel rows
+no later tile touches into products and writes them. Memory depends on the chunk and tile sizes (plus
+the kept columns: ``overlap`` x 4 bytes per channel and raster row), not on the raster's width. Every
+product comes from the same forward pass. Outputs are written under temporary names and renamed only
+when the whole run succeeded: a failed or cancelled run leaves nothing behind.
 
 Products (keys of :attr:`PredictResult.outputs`):
 
