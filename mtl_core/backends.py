@@ -213,9 +213,9 @@ def calibration_tiles(
         RasterError: the raster cannot feed the model, is smaller than ``divisor`` or has no wholly
             valid tile.
     """
-    from .inference import check_input
+    from .inference import check_input, read_input
     from .norm import normalise
-    from .raster import open_raster, padded_size, read_window
+    from .raster import open_raster, padded_size
 
     ds = open_raster(raster, "calibration raster")
     try:
@@ -231,9 +231,7 @@ def calibration_tiles(
     tiles, tries = [], 20 * count
     for _ in range(tries):
         x, y = int(rng.integers(width - tile + 1)), int(rng.integers(height - tile + 1))
-        data, valid = read_window(ds, mapping, (x, y, tile, tile))
-        if spec.input_nodata is not None:
-            valid &= (data != spec.input_nodata).all(axis=0)
+        data, valid = read_input(ds, spec, mapping, (x, y, tile, tile))
         if valid.all():
             tiles.append(normalise(data, valid, spec.input_bands))
             if len(tiles) == count:

@@ -165,6 +165,15 @@ def check_input(spec: ModelSpec, ds: gdal.Dataset, bands: list[int] | None = Non
     return mapping
 
 
+def read_input(ds: gdal.Dataset, spec: ModelSpec, mapping: list[int], window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """The model's input bands of a window, in the model's order, and where they are valid: not nodata
+    (the raster's or the model's input nodata value) and finite."""
+    data, valid = read_window(ds, mapping, window)
+    if spec.input_nodata is not None:
+        valid &= (data != spec.input_nodata).all(axis=0)
+    return data, valid
+
+
 def extent_window(grid: Grid, extent: tuple[float, float, float, float] | None) -> Window:
     """Pixel window of an extent (in the raster's CRS), clipped to the raster; whole raster if None."""
     if extent is None:
@@ -610,9 +619,7 @@ def predict(
         data_tiles, valids = [], []
         for x, w in tiles:
             window = (wx + x, wy + y, min(w, W - x), min(h, H - y))
-            data, valid = read_window(ds, mapping, window)
-            if spec.input_nodata is not None:
-                valid &= (data != spec.input_nodata).all(axis=0)
+            data, valid = read_input(ds, spec, mapping, window)
             if mask is not None:
                 valid &= mask.read(window)
             pad = np.zeros((len(bands), h, w), dtype=np.float32)
