@@ -613,8 +613,9 @@ def predict(
                 same = [t for t in row if t[1] == size]
                 batches += [(c, k, same[i:i + opts.batch_size]) for i in range(0, len(same), opts.batch_size)]
 
-    def read_batch(_: int, k: int, tiles: list[tuple[int, int]]) -> tuple[np.ndarray | None, list[np.ndarray]]:
-        """Read, mask and normalise one batch of tiles (runs in the reader thread)."""
+    def read_batch(_: int, k: int, tiles: list[tuple[int, int]]) -> tuple[np.ndarray | None, list, list[int]]:
+        """Read, mask and normalise one batch of tiles (runs in the reader thread): the stacked tiles that
+        hold valid pixels (None if none does), every tile's validity, and which tiles were stacked."""
         y, h = ys[k]
         data_tiles, valids = [], []
         for x, w in tiles:
@@ -628,7 +629,7 @@ def predict(
             valids.append(valid)
         keep = [i for i, v in enumerate(valids) if v.any()]
         x = np.stack([data_tiles[i] for i in keep]) if keep else None
-        return x, valids
+        return x, valids, keep
 
     def run(x: np.ndarray) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
         """The forward passes of a batch (main thread): the tiles as they are, then, for sensitivity, with
@@ -663,14 +664,13 @@ def predict(
 
     base = 0  # first raster row held in the accumulators; changed by the writer thread only
 
-    def blend(b: int, valids: list[np.ndarray], outs: list | None) -> None:
+    def blend(b: int, valids: list[np.ndarray], keep: list[int], outs: list | None) -> None:
         """Blend a batch into the accumulators and, once its row of tiles is complete, turn the rows no
         later tile touches into products and write them (writer thread, batch after batch)."""
         nonlocal base
         c, k, tiles = batches[b]
         lo, hi = bounds[c], bounds[c + 1]
         if outs is not None:
-            keep = [i for i, v in enumerate(valids) if v.any()]
             stacked = channels(outs, (ys[k][1], tiles[0][1]))
             weight = weights.get(stacked.shape[2:])
             if weight is None:
@@ -728,14 +728,14 @@ def predict(
         for b, (_, _, tiles) in enumerate(batches):
             if cancelled is not None and cancelled():
                 raise CancelledError("prediction cancelled; no output was written")
-            x, valids = ahead.result()
+            x, valids, keep = ahead.result()
             if b + 1 < len(batches):
                 ahead = reader.submit(read_batch, *batches[b + 1])
-            result.skipped_tiles += sum(not v.any() for v in valids)
+            result.skipped_tiles += len(valids) - len(keep)
             outs = run(x) if x is not None else None
             while len(behind) >= 2:
                 behind.popleft().result()
-            behind.append(writer.submit(blend, b, valids, outs))
+            behind.append(writer.submit(blend, b, valids, keep, outs))
             done += len(tiles)
             bar.update(len(tiles))
             if callable(progress):
