@@ -30,6 +30,21 @@ def _prepare(plugin, layer: QgsRasterLayer, model: Path, out: Path):
     return dock
 
 
+def _run_and_cancel_midway(plugin, dock) -> set[str]:
+    """Run with small tiles and cancel from the worker thread at the first progress report, so the run is
+    surely mid-way; wait for the task to end. Returns the project's layer ids from before the run."""
+    dock.tile_spin.setValue(32)
+    dock.overlap_spin.setValue(0)
+    dock.batch_spin.setValue(1)
+    layers_before = set(QgsProject.instance().mapLayers())
+    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    task = plugin.task
+    assert task is not None
+    task.progressChanged.connect(lambda _p: task.cancel(), Qt.DirectConnection)
+    wait_for(lambda: plugin.task is None)
+    return layers_before
+
+
 def test_run_adds_styled_layers(loaded_plugin, crop_dir, tiny_model, tmp_path):
     from mtl_core.modelfile import read_spec
 
@@ -70,17 +85,7 @@ def test_cancel_leaves_no_layers_and_no_files(loaded_plugin, crop_dir, tiny_mode
     layer = QgsRasterLayer(str(crop_dir / "raleigh_vnir.tif"), "vnir crop")
     out = tmp_path / "out"
     dock = _prepare(loaded_plugin, layer, tiny_model, out)
-    dock.tile_spin.setValue(32)
-    dock.overlap_spin.setValue(0)
-    dock.batch_spin.setValue(1)
-    layers_before = set(QgsProject.instance().mapLayers())
-
-    QTest.mouseClick(dock.run_button, Qt.LeftButton)
-    task = loaded_plugin.task
-    assert task is not None
-    # Cancel from the worker thread at the first progress report, so the run is surely mid-way.
-    task.progressChanged.connect(lambda _p: task.cancel(), Qt.DirectConnection)
-    wait_for(lambda: loaded_plugin.task is None)
+    layers_before = _run_and_cancel_midway(loaded_plugin, dock)
 
     assert set(QgsProject.instance().mapLayers()) == layers_before
     assert run_groups() == []
@@ -340,14 +345,7 @@ def test_cancel_with_ground_truth_leaves_nothing(loaded_plugin, crop_dir, tiny_m
     dock.truth_box.setChecked(True)
     dock.truth_combos["swir"].setLayer(swir)
     dock.product_checks["sensitivity"].setChecked(False)
-    dock.tile_spin.setValue(32)
-    dock.overlap_spin.setValue(0)
-    dock.batch_spin.setValue(1)
-    layers_before = set(QgsProject.instance().mapLayers())
-    QTest.mouseClick(dock.run_button, Qt.LeftButton)
-    task = loaded_plugin.task
-    task.progressChanged.connect(lambda _p: task.cancel(), Qt.DirectConnection)
-    wait_for(lambda: loaded_plugin.task is None)
+    layers_before = _run_and_cancel_midway(loaded_plugin, dock)
     assert set(QgsProject.instance().mapLayers()) == layers_before
     assert run_groups() == [] and _files(out) == []
     assert "Cancelled" in dock.status_label.text()
