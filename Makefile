@@ -65,7 +65,7 @@ clean:
 PLUGIN_VERSION := $(shell sed -n 's/^version=//p' metadata.txt)
 PLUGIN_ZIP := dist/mtl_explain-$(PLUGIN_VERSION).zip
 QGIS_PROFILE ?= $(HOME)/.local/share/QGIS/QGIS3/profiles/default
-DEFAULT_MODEL := resources/default_model.mtl.safetensors
+DEFAULT_MODEL := resources/default_model.mtl.onnx
 
 .PHONY: default-model styles package check-package deploy qgis demo-project
 

@@ -1,4 +1,4 @@
-"""The ``mtl`` command line: train, evaluate, predict, info and sample-data."""
+"""The ``mtl`` command line: sample-data, train, evaluate, predict, explain, export, info and worker."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import MtlError
+from .jobs import Job
 
 log = logging.getLogger("mtl_core")
 
@@ -93,15 +94,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from .inference import PredictOptions, predict
+def _engine_job(kind: str, args: argparse.Namespace, **extra) -> Job:
+    """The predict or explain job of the command line's options."""
+    return Job(kind=kind, model=args.model, raster=args.raster, out=args.out, bands=args.bands,
+               extent=list(args.extent) if args.extent else None, mask=args.mask, tile=args.tile,
+               overlap=args.overlap, chunk=args.chunk, batch_size=args.batch, device=args.device,
+               backend=args.backend, threads=args.threads, products=list(args.products), cog=args.cog, **extra)
 
-    opts = PredictOptions(tile=args.tile, overlap=args.overlap, chunk=args.chunk, batch_size=args.batch,
-                          device=args.device,
-                          backend=args.backend, threads=args.threads,
-                          extent=tuple(args.extent) if args.extent else None,
-                          mask=args.mask, bands=args.bands, products=tuple(args.products), cog=args.cog)
-    result = predict(args.model, args.raster, args.out, opts, progress=not args.quiet)
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import predict
+
+    job = _engine_job("predict", args)
+    result = predict(job.model, job.raster, job.out, job.predict_options(), progress=not args.quiet)
     print(f"Device: {result.device}; {result.tiles} tiles ({result.skipped_tiles} skipped) in {result.seconds:.1f} s")
     for product, path in result.outputs.items():
         print(f"  {product:<16} {path}")
@@ -132,7 +137,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from .explain import ExplainOptions, explain
+    from .explain import explain
 
     aux = {}
     for item in args.aux or []:
@@ -140,16 +145,46 @@ def cmd_explain(args: argparse.Namespace) -> int:
         if not name or not path:
             raise MtlError(f"--aux {item!r} must look like NAME=PATH, e.g. swir=swir.tif")
         aux[name] = path
-    opts = ExplainOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch, device=args.device,
-                          threads=args.threads, extent=tuple(args.extent) if args.extent else None,
-                          sensitivity=not args.no_sensitivity)
-    result = explain(args.model, args.raster, args.out, aux, args.labels, opts, progress=not args.quiet)
+    if not args.no_sensitivity and "sensitivity" not in args.products:
+        args.products = list(args.products) + ["sensitivity"]
+    job = _engine_job("explain", args, aux_truth=aux, labels=args.labels)
+    result = explain(job.model, job.raster, job.out, job.predict_options(), progress=not args.quiet)
     print(f"Device: {result.device}")
     for key, path in {**result.outputs, **{f"report {k}": v for k, v in result.report.items()}}.items():
         print(f"  {key:<22} {path}")
     for name, d in result.stats.get("detectors", {}).items():
         print(f"  AUROC {name:<30} {d['auroc']:.3f}")
     return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from .worker import main as worker_main
+
+    return worker_main([args.job] if args.job else [])
+
+
+def _engine_arguments(r: argparse.ArgumentParser, products: list[str]) -> None:
+    """Options predict and explain share: area, bands, tiling, runtime, products and output format."""
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--extent", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                   help="sub-rectangle in the raster's CRS (default: whole raster)")
+    r.add_argument("--mask", help="polygon layer or raster (non-zero inside): predict only inside it")
+    r.add_argument("--bands", type=int, nargs="+", metavar="N",
+                   help="raster band for each model input band, in the model's order (default: by band "
+                        "description, else 1..N)")
+    r.add_argument("--tile", type=int, help="tile size in pixels (default: max(256, the model's patch size))")
+    r.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles, blended (default: tile/8)")
+    r.add_argument("--chunk", type=int, default=2048,
+                   help="width of the column chunks processed one after the other, a multiple of 256; memory grows "
+                        "with it, not with the raster (default: 2048)")
+    r.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default: 4)")
+    r.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    r.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
+                   help="auto: ONNX Runtime for .onnx models or when PyTorch is missing, else torch (default: auto)")
+    r.add_argument("--threads", type=int, help="CPU threads for the backend (default: the backend's choice)")
+    r.add_argument("--products", nargs="+", default=["main", "confidence", "entropy", "aux"],
+                   choices=products, help="products to write (default: main confidence entropy aux)")
+    r.add_argument("--cog", action="store_true", help="write Cloud Optimized GeoTIFFs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,27 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "GeoTIFFs with the input's CRS and geotransform.")
     r.add_argument("model", help="model file")
     r.add_argument("raster", help="input raster holding the model's input bands")
-    r.add_argument("--out", required=True, help="output folder")
-    r.add_argument("--extent", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
-                   help="sub-rectangle in the raster's CRS (default: whole raster)")
-    r.add_argument("--mask", help="polygon layer or raster (non-zero inside): predict only inside it")
-    r.add_argument("--bands", type=int, nargs="+", metavar="N",
-                   help="raster band for each model input band, in the model's order (default: by band "
-                        "description, else 1..N)")
-    r.add_argument("--tile", type=int, help="tile size in pixels (default: max(256, the model's patch size))")
-    r.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles, blended (default: tile/8)")
-    r.add_argument("--chunk", type=int, default=2048,
-                   help="width of the column chunks processed one after the other, a multiple of 256; memory grows "
-                        "with it, not with the raster (default: 2048)")
-    r.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default: 4)")
-    r.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    r.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
-                   help="auto: ONNX Runtime for .onnx models or when PyTorch is missing, else torch (default: auto)")
-    r.add_argument("--threads", type=int, help="CPU threads for the backend (default: the backend's choice)")
-    r.add_argument("--products", nargs="+", default=["main", "confidence", "entropy", "aux"],
-                   choices=["main", "confidence", "entropy", "probabilities", "aux", "sensitivity"],
-                   help="products to write (default: main confidence entropy aux)")
-    r.add_argument("--cog", action="store_true", help="write Cloud Optimized GeoTIFFs")
+    _engine_arguments(r, ["main", "confidence", "entropy", "probabilities", "aux", "sensitivity"])
     r.set_defaults(func=cmd_predict)
 
     x = sub.add_parser("export", help="export a model file to ONNX, optionally int8-quantised",
@@ -275,17 +290,20 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--aux", action="append", metavar="NAME=PATH",
                     help="real raster of an auxiliary modality, on the input grid (repeatable), e.g. swir=swir.tif")
     ex.add_argument("--labels", help="reference label raster, on the input grid")
-    ex.add_argument("--out", required=True, help="output folder")
-    ex.add_argument("--extent", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
-                    help="sub-rectangle in the raster's CRS (default: whole raster)")
-    ex.add_argument("--tile", type=int, help="tile size in pixels (default: from the model)")
-    ex.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default: tile/8)")
-    ex.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default: 4)")
-    ex.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    ex.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    _engine_arguments(ex, ["main", "confidence", "entropy", "probabilities", "aux", "sensitivity"])
     ex.add_argument("--no-sensitivity", action="store_true",
                     help="skip the sensitivity layers (they cost one extra forward pass per input band)")
     ex.set_defaults(func=cmd_explain)
+
+    w = sub.add_parser("worker", help="run one job (JSON) and report JSON lines: the QGIS plugin's torch process",
+                       description="Run one job — predict, explain, train or export, as JSON (see mtl_core/jobs.py) — "
+                                   "read from the file JOB or from standard input, and report on standard output one "
+                                   "JSON object a line: started, progress (fraction, phase), log, then result or "
+                                   "error (message and exit status). SIGTERM cancels the job: its partial outputs are "
+                                   "removed and the exit status is 143. The QGIS plugin runs everything that needs "
+                                   "PyTorch this way, outside QGIS's own process.")
+    w.add_argument("job", nargs="?", help="job file (default: read the job from standard input)")
+    w.set_defaults(func=cmd_worker)
     return p
 
 

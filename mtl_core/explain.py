@@ -21,6 +21,7 @@ window by window to compute statistics (:mod:`mtl_core.stats`) and writes the re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     import torch
 
     from .data import SampleReader
+    from .inference import PredictOptions
     from .model import MultiTaskModel
     from .raster import Window
     from .spec import ModelSpec
@@ -344,38 +346,6 @@ def fit_on_blocks(
 
 # --- mtl explain: run the engine with ground truth, stream its outputs into statistics, write the report ---------
 
-#: Output keys of the engine that the report describes, in the order it shows them.
-LAYERS = ["main", "confidence", "entropy", "aux", "recon_error", "main_error", "error_score", "agreement",
-          "sensitivity"]
-
-
-@dataclass
-class ExplainOptions:
-    """How to run ``mtl explain``: tiling and device (as for prediction) and what to compute.
-
-    Attributes:
-        tile, overlap, batch_size, device, backend, threads, extent, bands: passed to the prediction engine.
-        sensitivity: also compute the per-band sensitivity layers (one extra forward pass per input band).
-        sample_pixels: most pixels kept (uniform random sample) for rank statistics; the confusion
-            matrix, agreement counts and sensitivity totals use every pixel.
-        window_rows: rows of output read at a time when computing statistics.
-        seed: seed of the pixel sample.
-    """
-
-    tile: int | None = None
-    overlap: int | None = None
-    batch_size: int = 4
-    device: str = "auto"
-    backend: str = "auto"
-    threads: int | None = None
-    extent: tuple[float, float, float, float] | None = None
-    bands: list[int] | None = None
-    sensitivity: bool = True
-    sample_pixels: int = 1_000_000
-    window_rows: int = 256
-    seed: int = 0
-
-
 @dataclass
 class ExplainResult:
     """What ``mtl explain`` wrote: the layers (engine output keys -> paths), the report files and the numbers."""
@@ -384,6 +354,7 @@ class ExplainResult:
     report: dict[str, Path] = field(default_factory=dict)
     stats: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
+    spec: ModelSpec | None = None
 
 
 def _offset(inner: gdal.Dataset, outer: gdal.Dataset) -> tuple[int, int]:
@@ -392,8 +363,13 @@ def _offset(inner: gdal.Dataset, outer: gdal.Dataset) -> tuple[int, int]:
     return int(round((a[0] - b[0]) / b[1])), int(round((a[3] - b[3]) / b[5]))
 
 
-def _stream_stats(spec: ModelSpec, outputs: dict[str, Path], labels: str | None, opts: ExplainOptions) -> dict:
-    """Read the engine's output rasters window by window and accumulate every statistic of the report."""
+def _stream_stats(spec: ModelSpec, outputs: dict[str, Path], labels: str | None, sample_pixels: int = 1_000_000,
+                  seed: int = 0, window_rows: int = 256) -> dict:
+    """Read the engine's output rasters window by window and accumulate every statistic of the report.
+
+    Entropy and confidence are scored as detectors only when they were written (they are products the
+    user may leave out).
+    """
     from .inference import ERROR_NODATA
     from .metrics import ConfusionMatrix
     from .raster import read_window
@@ -410,15 +386,17 @@ def _stream_stats(spec: ModelSpec, outputs: dict[str, Path], labels: str | None,
     band_cols = [f"recon_error_{m.name}/{b.name}" for m in spec.aux for b in m.bands
                  if f"recon_error_{m.name}" in outputs]
     cols = ["wrong", "reference"]
-    if seg:
-        cols += ["entropy", "one_minus_confidence"]
+    if seg and "entropy" in outputs:
+        cols.append("entropy")
+    if seg and "confidence" in outputs:
+        cols.append("one_minus_confidence")
     if recon_keys:
         cols += ["recon_error_mean"] + band_cols
     if "error_score" in outputs:
         cols.append("error_score")
-    if detector is not None and "error_score" in outputs and seg:
+    if detector is not None and {"error_score", "entropy", "one_minus_confidence", "recon_error_mean"} <= set(cols):
         cols.append("combined")
-    sample = PixelSample(cols, opts.sample_pixels, opts.seed)
+    sample = PixelSample(cols, sample_pixels, seed)
     confusion = ConfusionMatrix(len(spec.classes)) if seg else None
     agree_counts = np.zeros(len(AGREEMENT_CLASSES) + 1, dtype=np.int64)
     sens = {k: (np.zeros(ds[k].RasterCount), np.zeros(ds[k].RasterCount))
@@ -431,8 +409,8 @@ def _stream_stats(spec: ModelSpec, outputs: dict[str, Path], labels: str | None,
     def one(key: str, w: tuple[int, int, int, int]) -> np.ndarray:
         return ds[key].GetRasterBand(1).ReadAsArray(*w).astype(np.float64)
 
-    for y in range(0, height, opts.window_rows):
-        w = (0, y, width, min(opts.window_rows, height - y))
+    for y in range(0, height, window_rows):
+        w = (0, y, width, min(window_rows, height - y))
         for key, (total, count) in sens.items():
             arr, valid = read_window(ds[key], list(range(1, ds[key].RasterCount + 1)), w)
             total += np.where(valid, arr, 0.0).sum(axis=(1, 2))
@@ -452,8 +430,10 @@ def _stream_stats(spec: ModelSpec, outputs: dict[str, Path], labels: str | None,
             keep &= ref >= 0
             confusion.update(np.where(keep, ref, -1).astype(np.int64), pred)
             cols_now["reference"] = ref
-            cols_now["entropy"] = one("entropy", w)
-            cols_now["one_minus_confidence"] = 1.0 - one("confidence", w)
+            if "entropy" in cols:
+                cols_now["entropy"] = one("entropy", w)
+            if "one_minus_confidence" in cols:
+                cols_now["one_minus_confidence"] = 1.0 - one("confidence", w)
         else:
             cols_now["reference"] = ref_raw.astype(np.float64)
         if recon_keys:
@@ -513,11 +493,11 @@ def explain(
     model_path: str | os.PathLike,
     raster_path: str | os.PathLike,
     out_dir: str | os.PathLike,
-    aux_truth: dict[str, str | os.PathLike] | None = None,
-    labels: str | os.PathLike | None = None,
-    opts: ExplainOptions | None = None,
+    opts: PredictOptions,
     progress: bool | Callable[[float], None] = False,
     cancelled: Callable[[], bool] | None = None,
+    sample_pixels: int = 1_000_000,
+    seed: int = 0,
 ) -> ExplainResult:
     """Write every explanation layer of a model on a raster, the statistics and a self-contained HTML report.
 
@@ -525,11 +505,15 @@ def explain(
         model_path: model file (``mtl`` variant for reconstruction layers; baselines give entropy only).
         raster_path: raster with the model's input bands.
         out_dir: existing, writable folder for the layers and the report.
-        aux_truth: modality name -> raster of the real auxiliary bands, on the input raster's grid.
-        labels: reference raster of the main task, on the input raster's grid.
-        opts: tiling, device and statistics options.
+        opts: the engine's options, ground truth included (``aux_truth``: modality name -> raster of
+            the real auxiliary bands; ``labels``: reference raster), both on the input raster's grid.
+            Every option is honoured (extent, mask, products, COG …); ``main`` is always written,
+            since the statistics score it.
         progress: True for a progress bar, or a callback receiving the fraction of prediction done.
         cancelled: polled between batches of tiles; when it returns True the run stops, writing nothing.
+        sample_pixels: most pixels kept (uniform random sample) for rank statistics; the confusion
+            matrix, agreement counts and sensitivity totals use every pixel.
+        seed: seed of the pixel sample.
 
     Returns:
         The layers, the report files (``html``, ``json``, ``detectors_csv``, ``per_class_csv``) and the statistics.
@@ -539,31 +523,26 @@ def explain(
         CancelledError: the run was cancelled (no output file is left behind).
     """
     from .backends import read_spec
-    from .inference import PredictOptions, predict
+    from .inference import predict
     from .report import write_report
 
-    opts = opts or ExplainOptions()
     spec = read_spec(model_path)
-    aux_truth = {k: str(v) for k, v in (aux_truth or {}).items()}
+    aux_truth = {k: str(v) for k, v in (opts.aux_truth or {}).items()}
+    labels = str(opts.labels) if opts.labels else None
     if not Path(out_dir).is_dir():
         raise OutputError(f"output folder {str(out_dir)!r} does not exist; create it or choose another")
-    products = ["main", "confidence", "entropy", "aux", "recon_error", "main_error", "error_score", "agreement"]
-    if opts.sensitivity:
-        products.append("sensitivity")
-    popts = PredictOptions(tile=opts.tile, overlap=opts.overlap, batch_size=opts.batch_size, device=opts.device,
-                           backend=opts.backend, threads=opts.threads, extent=opts.extent, bands=opts.bands,
-                           products=tuple(products),
-                           aux_truth=aux_truth or None, labels=str(labels) if labels else None)
+    products = tuple(dict.fromkeys(("main",) + tuple(opts.products)))
+    popts = dataclasses.replace(opts, products=products, aux_truth=aux_truth or None, labels=labels)
     result = predict(model_path, raster_path, out_dir, popts, progress=progress, cancelled=cancelled)
     if aux_truth and "error_score" not in result.outputs and spec.task == "segmentation":
         log.warning("the model file holds no error model (trained before explanation layers existed?): "
                     "no error score or agreement layer; retrain it with 'mtl train' to get them")
-    stats = _stream_stats(spec, result.outputs, str(labels) if labels else None, opts)
+    stats = _stream_stats(spec, result.outputs, labels, sample_pixels, seed)
     stats["inputs"] = {"model": str(model_path), "raster": str(raster_path), "aux_truth": aux_truth,
-                       "labels": str(labels) if labels else None, "device": result.device}
+                       "labels": labels, "device": result.device}
     report = write_report(spec, stats, result.outputs, Path(out_dir), Path(raster_path).stem)
     log.info("explanation report written to %s", report["html"])
-    return ExplainResult(outputs=result.outputs, report=report, stats=stats, device=result.device)
+    return ExplainResult(outputs=result.outputs, report=report, stats=stats, device=result.device, spec=spec)
 
 
 def save_json(stats: dict, path: str | os.PathLike) -> None:

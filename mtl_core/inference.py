@@ -122,6 +122,7 @@ class PredictResult:
     seconds: float = 0.0
     tiles: int = 0
     skipped_tiles: int = 0
+    spec: ModelSpec | None = None
 
 
 def band_mapping(spec: ModelSpec, ds: gdal.Dataset, bands: list[int] | None = None) -> list[int]:
@@ -713,7 +714,7 @@ def predict(
                 buf[..., th - n:, :] = 0
             base = end
 
-    result = PredictResult(device=runner.device, grid=out_grid, tiles=sum(len(b[2]) for b in batches))
+    result = PredictResult(device=runner.device, grid=out_grid, tiles=sum(len(b[2]) for b in batches), spec=spec)
     bar = tqdm(total=result.tiles, unit="tile", desc="predict", disable=progress is not True)
     done = 0
     with ExitStack() as stack:

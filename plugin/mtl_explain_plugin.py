@@ -74,7 +74,7 @@ class MtlExplainPlugin:
         self.iface.addRasterToolBarIcon(panel)
 
         status = deps.check()
-        if not status.ok:
+        if not status.onnx_ok:
             self.log.warning(status.message())
             self.iface.messageBar().pushWarning(PLUGIN_NAME, status.message())
 
@@ -106,16 +106,16 @@ class MtlExplainPlugin:
         remove_handlers()
 
     # ---- runs -----------------------------------------------------------------------------------------------------
-    def start_run(self, params) -> PredictTask | None:
-        """Start a background prediction for the panel's parameters; returns the task."""
+    def start_run(self, job) -> PredictTask | None:
+        """Start a background run of the panel's job (``mtl_core.jobs.Job``); returns the task."""
         if self.task is not None:
             self.iface.messageBar().pushWarning(PLUGIN_NAME, self.tr("A run is already going; wait or cancel it."))
             return None
-        self.task = PredictTask(params, self._run_finished)
+        self.task = PredictTask(job, self._run_finished)
         # The dock is a QObject of the main thread: progress emitted by the worker arrives queued.
         self.task.progressChanged.connect(self.dock.set_progress)
         self.dock.set_running(True)
-        self.log.info("run started: model %s on %s", params.model_path, params.raster_path)
+        self.log.info("%s started: model %s on %s", job.kind, job.model, job.raster)
         QgsApplication.taskManager().addTask(self.task)
         return self.task
 
@@ -133,7 +133,7 @@ class MtlExplainPlugin:
             self.dock.set_running(False)
         bar = self.iface.messageBar()
         if result.ok:
-            group = add_run_layers(result.outcome, result.params.input_name)
+            group = add_run_layers(result.outcome, result.job.name)
             message = self.tr("{} layers added to group '{}' ({:.0f} s on {}).").format(
                 len(group.findLayers()), group.name(), result.outcome.seconds, result.outcome.device)
             bar.pushMessage(PLUGIN_NAME, message, Qgis.Success, 8)
@@ -178,10 +178,14 @@ class MtlExplainPlugin:
         self.export_task = ExportTask(sources, folder, cog, report, done)
         QgsApplication.taskManager().addTask(self.export_task)
 
-    def install_dependencies(self, kind: str = "full") -> None:
-        """Install the missing packages of the ``full`` or ``light`` set into the profile's private folder."""
-        status = deps.check()
-        names = [deps.LIGHT[m] for m in status.missing_light] if kind == "light" else status.pip_names
+    def install_dependencies(self, kind: str = "qgis") -> None:
+        """Install into the profile's private folder what QGIS's Python lacks (``qgis``: ONNX Runtime) or
+        what the worker lacks (``worker``: PyTorch …; used when the worker runs QGIS's own Python)."""
+        status = deps.check(worker=kind == "worker")
+        if kind == "worker":
+            names = [deps.WORKER[m] for m in status.worker.missing]
+        else:
+            names = [deps.IN_QGIS[m] for m in status.missing_qgis]
         if not names:
             return
 
@@ -193,7 +197,7 @@ class MtlExplainPlugin:
             else:
                 self.iface.messageBar().pushCritical(
                     PLUGIN_NAME, self.tr("Installation failed (details in the log panel). Install by hand: {}")
-                    .format(status.install_command(kind)))
+                    .format(status.worker.install_command() if kind == "worker" else status.install_command()))
             if self.dock is not None:
                 self.dock.refresh_dependencies()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from osgeo import gdal
+from osgeo import gdal, ogr, osr
 
 from mtl_core.sample_data import prepare_sample
 from mtl_core.spec import Architecture, Band, ClassInfo, Modality, ModelSpec, Target
@@ -73,3 +73,21 @@ def make_spec(task: str = "segmentation", variant: str = "mtl", encoder: str = "
         architecture=Architecture(encoder=encoder, encoder_depth=3),
         patch_size=32,
     )
+
+
+def write_polygon(path: Path, raster: Path, corners: list[tuple[int, int]]) -> Path:
+    """A GeoPackage holding one polygon whose corners are (column, row) pixel positions of ``raster``."""
+    ds = gdal.Open(str(raster))
+    x0, dx, _, y0, _, dy = ds.GetGeoTransform()
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = source.CreateLayer("aoi", osr.SpatialReference(ds.GetProjection()), ogr.wkbPolygon)
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for cx, cy in [*corners, corners[0]]:
+        ring.AddPoint(x0 + cx * dx, y0 + cy * dy)
+    poly = ogr.Geometry(ogr.wkbPolygon)
+    poly.AddGeometry(ring)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    feature.SetGeometry(poly)
+    layer.CreateFeature(feature)
+    source = None
+    return path

@@ -11,12 +11,20 @@ from osgeo import gdal
 from mtl_core.cli import main
 from mtl_core.config import load_config
 from mtl_core.errors import MtlError, RasterError
-from mtl_core.explain import AGREEMENT_CLASSES, ExplainOptions, agreement, error_score, explain, fit_error_model
+from mtl_core.explain import AGREEMENT_CLASSES, agreement, error_score, explain, fit_error_model
+from mtl_core.inference import DEFAULT_PRODUCTS, PredictOptions
 from mtl_core.modelfile import read_spec, save_model
 from mtl_core.spec import Architecture
 from mtl_core.train import TrainOptions, train
 
 SMALL = Architecture(encoder="resnet18", encoder_depth=3)
+
+
+def truth(aux: dict | None = None, labels=None, sensitivity: bool = True, **kw) -> PredictOptions:
+    """Engine options of an explain run with this ground truth (sensitivity layers included by default)."""
+    products = DEFAULT_PRODUCTS + (("sensitivity",) if sensitivity else ())
+    return PredictOptions(aux_truth={k: str(v) for k, v in (aux or {}).items()},
+                          labels=str(labels) if labels else None, products=products, **kw)
 
 
 def test_agreement_categories_on_a_constructed_case():
@@ -105,8 +113,8 @@ def test_training_stores_the_error_model_in_the_model_file(trained):
 
 @pytest.mark.slow
 def test_explain_writes_every_layer_and_a_report_that_names_them(trained, crop_dir, tmp_path):
-    result = explain(trained, crop_dir / "raleigh_vnir.tif", tmp_path, {"swir": crop_dir / "raleigh_swir.tif"},
-                     crop_dir / "raleigh_landcover.tif")
+    result = explain(trained, crop_dir / "raleigh_vnir.tif", tmp_path,
+                     truth({"swir": crop_dir / "raleigh_swir.tif"}, crop_dir / "raleigh_landcover.tif"))
     expected = {"main", "confidence", "entropy", "aux_swir", "recon_error_swir", "main_error", "error_score",
                 "agreement", "sensitivity", "sensitivity_swir"}
     assert expected <= set(result.outputs)
@@ -139,8 +147,9 @@ def test_statistics_of_a_sub_extent_read_the_labels_at_the_right_place(trained, 
     gt = gdal.Open(str(crop_dir / "raleigh_vnir.tif")).GetGeoTransform()
     x0, y0 = gt[0] + 37 * gt[1], gt[3] + 101 * gt[5]  # a sub-rectangle off the tile grid
     extent = (x0, y0 + 50 * gt[5], x0 + 90 * gt[1], y0)
-    result = explain(trained, crop_dir / "raleigh_vnir.tif", tmp_path, {"swir": crop_dir / "raleigh_swir.tif"},
-                     crop_dir / "raleigh_landcover.tif", ExplainOptions(extent=extent, sensitivity=False))
+    result = explain(trained, crop_dir / "raleigh_vnir.tif", tmp_path,
+                     truth({"swir": crop_dir / "raleigh_swir.tif"}, crop_dir / "raleigh_landcover.tif",
+                           sensitivity=False, extent=extent))
     main_error = gdal.Open(str(result.outputs["main_error"])).ReadAsArray()
     assert main_error.shape == (50, 90)
     labelled = main_error != 255
@@ -159,7 +168,7 @@ def test_sensitivity_of_a_band_the_model_ignores_is_zero(trained, crop_dir, tmp_
     save_model(blind, spec, model.state_dict())
     out = tmp_path / "out"
     out.mkdir()
-    result = explain(blind, crop_dir / "raleigh_vnir.tif", out, {"swir": crop_dir / "raleigh_swir.tif"}, None)
+    result = explain(blind, crop_dir / "raleigh_vnir.tif", out, truth({"swir": crop_dir / "raleigh_swir.tif"}))
     for key in ("sensitivity", "sensitivity_swir"):
         sens = result.stats["sensitivity"][key]
         assert sens["optical/red"] == 0.0, key
@@ -169,9 +178,9 @@ def test_sensitivity_of_a_band_the_model_ignores_is_zero(trained, crop_dir, tmp_
 @pytest.mark.slow
 def test_auxiliary_raster_with_the_wrong_band_count_is_refused(trained, crop_dir, tmp_path):
     with pytest.raises(RasterError, match=r"has 4 band\(s\) but the model's 'swir' modality has 2 \(swir1, swir2\)"):
-        explain(trained, crop_dir / "raleigh_vnir.tif", tmp_path, {"swir": crop_dir / "raleigh_vnir.tif"}, None)
+        explain(trained, crop_dir / "raleigh_vnir.tif", tmp_path, truth({"swir": crop_dir / "raleigh_vnir.tif"}))
     with pytest.raises(RasterError, match=r"no modality 'sar'.*--aux swir=PATH"):
-        explain(trained, crop_dir / "raleigh_vnir.tif", tmp_path, {"sar": crop_dir / "raleigh_swir.tif"}, None)
+        explain(trained, crop_dir / "raleigh_vnir.tif", tmp_path, truth({"sar": crop_dir / "raleigh_swir.tif"}))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -182,7 +191,8 @@ def test_auxiliary_raster_on_another_grid_is_refused(trained, crop_dir, tmp_path
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(RasterError, match="not on the input raster's grid"):
-        explain(trained, crop_dir / "raleigh_vnir.tif", out, {"swir": shifted}, crop_dir / "raleigh_landcover.tif")
+        explain(trained, crop_dir / "raleigh_vnir.tif", out,
+                truth({"swir": shifted}, crop_dir / "raleigh_landcover.tif"))
     assert list(out.iterdir()) == []
 
 

@@ -3,12 +3,14 @@
 import numpy as np
 import pytest
 import torch
-from osgeo import gdal, ogr, osr
+from osgeo import gdal, osr
 
 from mtl_core.errors import CancelledError, RasterError
 from mtl_core.inference import PredictOptions, _argmax, extent_window, predict, tile_spans
 from mtl_core.modelfile import load_model, save_model
 from mtl_core.raster import Grid
+
+from .conftest import write_polygon
 
 pytestmark = pytest.mark.slow
 
@@ -154,21 +156,7 @@ def test_progress_reaches_one(model, square, tmp_path):
 
 
 def test_polygon_mask_skips_tiles_and_blanks_outside(model, square, tmp_path):
-    ds = gdal.Open(str(square))
-    x0, dx, _, y0, _, dy = ds.GetGeoTransform()
-    shp = tmp_path / "aoi.gpkg"
-    drv = ogr.GetDriverByName("GPKG").CreateDataSource(str(shp))
-    srs = osr.SpatialReference(ds.GetProjection())
-    layer = drv.CreateLayer("aoi", srs, ogr.wkbPolygon)
-    ring = ogr.Geometry(ogr.wkbLinearRing)
-    for cx, cy in [(0, 0), (60, 0), (60, 50), (0, 50), (0, 0)]:
-        ring.AddPoint(x0 + cx * dx, y0 + cy * dy)
-    poly = ogr.Geometry(ogr.wkbPolygon)
-    poly.AddGeometry(ring)
-    f = ogr.Feature(layer.GetLayerDefn())
-    f.SetGeometry(poly)
-    layer.CreateFeature(f)
-    drv = None
+    shp = write_polygon(tmp_path / "aoi.gpkg", square, [(0, 0), (60, 0), (60, 50), (0, 50)])
     out = tmp_path / "out"
     out.mkdir()
     r = predict(model, square, out, PredictOptions(tile=64, overlap=0, mask=str(shp)))

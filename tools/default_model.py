@@ -1,8 +1,10 @@
 """Train the plugin's bundled default model on the real sample scene, reproducibly.
 
 Run by ``make default-model``. It prepares the Raleigh sample (``mtl sample-data``), trains the
-``mtl`` variant with a shallow encoder on the CPU with a fixed seed, and writes the weights in
-float16 so the file stays a few MB: ``resources/default_model.mtl.safetensors``.
+``mtl`` variant with a shallow encoder on the CPU with a fixed seed, stores the weights in float16
+and exports them to ONNX with the full spec: ``resources/default_model.mtl.onnx`` (QGIS runs models on
+ONNX Runtime only, so the bundled model is an ``.onnx`` file). ``--keep-safetensors`` also keeps the
+PyTorch model file beside it.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from pathlib import Path
 
 import torch
 
+from mtl_core.backends import export_onnx
 from mtl_core.config import load_config
 from mtl_core.modelfile import save_model
 from mtl_core.sample_data import prepare_sample
 from mtl_core.spec import Architecture
 from mtl_core.train import TrainOptions, train
 
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "resources" / "default_model.mtl.safetensors"
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "resources" / "default_model.mtl.onnx"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"model file to write (default: {DEFAULT_OUT})")
     p.add_argument("--steps", type=int, default=300, help="optimiser steps (default: 300)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default: 2)")
+    p.add_argument("--keep-safetensors", action="store_true", help="also keep the .safetensors model file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -38,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
                         architecture=Architecture(encoder_depth=3))
     result = train(cfg, opts, progress=False)
     result.spec.name = "Default model: Raleigh land cover, VNIR in, SWIR reconstructed"
-    save_model(args.out, result.spec, result.state_dict, half=True)
+    weights = args.out.with_name(args.out.name.replace(".onnx", "") + ".safetensors")
+    save_model(weights, result.spec, result.state_dict, half=True)
+    export_onnx(weights, args.out)
+    if not args.keep_safetensors:
+        weights.unlink()
     metrics = {k: round(v, 3) for k, v in result.spec.training["metrics"].items()}
     logging.info("wrote %s (%.1f MB); held-out test metrics %s", args.out, args.out.stat().st_size / 1e6, metrics)
     return 0

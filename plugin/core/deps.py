@@ -1,35 +1,42 @@
-"""Dependency check: which heavy Python packages the model needs, which are missing, and how to install them.
+"""Dependency check: what QGIS's own Python needs (ONNX Runtime) and what the worker's Python needs (PyTorch).
 
-torch and segmentation-models-pytorch are never imported here (``importlib.util.find_spec`` only looks),
-so QGIS loads the plugin even when they are absent and the panel can say exactly what to install.
-Packages can also go into a private folder of the QGIS profile, which the plugin puts on ``sys.path``.
+Nothing heavy is imported here. Inside QGIS, ``importlib.util.find_spec`` only looks for ONNX Runtime
+and the small packages the engine uses; PyTorch is looked for *in the worker's interpreter* by running
+it (:func:`check_worker`), never by importing it in QGIS — importing torch's stack inside a QGIS that has
+loaded Mesa crashes it. Packages can also go into a private folder of the QGIS profile, which the plugin
+puts on ``sys.path`` and on the worker's ``PYTHONPATH``.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 import shutil
-import subprocess  # nosec B404: runs pip with a fixed argument list, never a shell
+import subprocess  # nosec B404: runs pip or a fixed Python snippet with a fixed argument list, never a shell
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: import name -> pip name, for everything mtl_core needs beyond QGIS's own Python (numpy, GDAL, PyYAML):
-#: the full install runs every model file and trains.
-REQUIRED: dict[str, str] = {
+#: import name -> pip name: what QGIS's Python needs to predict and explain in-process (ONNX Runtime).
+IN_QGIS: dict[str, str] = {"onnxruntime": "onnxruntime", "tqdm": "tqdm", "yaml": "pyyaml"}
+#: import name -> pip name: what the worker's Python needs to train, export to ONNX and run on PyTorch.
+WORKER: dict[str, str] = {
     "torch": "torch",
     "segmentation_models_pytorch": "segmentation-models-pytorch",
     "safetensors": "safetensors",
+    "onnx": "onnx",
     "tqdm": "tqdm",
     "yaml": "pyyaml",
 }
-#: The light install (tens of MB instead of GBs) runs exported ``.onnx`` model files, where the engine has
-#: an ONNX Runtime backend (``mtl_core.backends``); it cannot train.
-LIGHT: dict[str, str] = {"onnxruntime": "onnxruntime", "tqdm": "tqdm", "yaml": "pyyaml"}
-SIZES = {"full": "about 1-3 GB", "light": "about 20-50 MB"}
+SIZES = {"worker": "about 1-3 GB", "qgis": "about 20-50 MB"}
 PRIVATE_FOLDER = "mtl_explain_packages"
+SETTING_WORKER_PYTHON = "mtl_explain/worker_python"
+#: Looks for the worker's packages without importing them (find_spec only), prints JSON.
+_PROBE = ("import importlib.util, json, sys; "
+          "print(json.dumps({'python': sys.executable, 'version': sys.version.split()[0], "
+          "'found': {m: importlib.util.find_spec(m) is not None for m in sys.argv[1:]}}))")
 
 
 def _found(module: str) -> bool:
@@ -40,52 +47,76 @@ def _found(module: str) -> bool:
 
 
 @dataclass
-class DependencyStatus:
-    """Result of :func:`check`: what is missing for the full and the light install, and how to install it."""
+class WorkerStatus:
+    """What the worker's interpreter has: ``missing`` packages, or ``error`` when it cannot be run at all."""
 
-    missing: list[str]
-    missing_light: list[str] = field(default_factory=list)
-    onnx_engine: bool = False
+    python: str
+    missing: list[str] = field(default_factory=list)
+    error: str = ""
 
     @property
     def ok(self) -> bool:
-        """Everything for the full install is there (any model file, training)."""
-        return not self.missing
+        return not self.error and not self.missing
+
+    def install_command(self) -> str:
+        names = " ".join(WORKER[m] for m in self.missing) or " ".join(WORKER.values())
+        return f"{self.python} -m pip install {names}"
+
+    def message(self) -> str:
+        if self.error:
+            return (f"The worker's Python {self.python!r} cannot be used ({self.error}). Choose a Python 3 "
+                    "interpreter that has PyTorch under 'Worker Python' in the MTL Explain panel.")
+        if self.missing:
+            names = ", ".join(WORKER[m] for m in self.missing)
+            return (f"Training, .safetensors models and PyTorch/CUDA runs need {names} in the worker's Python "
+                    f"({self.python}). Install them ({SIZES['worker']}) with: "
+                    f"{self.install_command()} — or choose another Python under 'Worker Python'.")
+        return f"Worker Python {self.python}: PyTorch found (training, .safetensors models and CUDA runs work)."
+
+
+@dataclass
+class DependencyStatus:
+    """Result of :func:`check`: what QGIS's own Python lacks, and the worker's status when it was checked."""
+
+    missing_qgis: list[str]
+    worker: WorkerStatus | None = None
 
     @property
-    def light_ok(self) -> bool:
-        """ONNX Runtime and an engine that uses it are there (``.onnx`` model files only, no training)."""
-        return self.onnx_engine and not self.missing_light
+    def onnx_ok(self) -> bool:
+        """Predict and explain with ``.onnx`` models can run inside QGIS."""
+        return not self.missing_qgis
+
+    @property
+    def worker_ok(self) -> bool:
+        return self.worker is not None and self.worker.ok
+
+    @property
+    def ok(self) -> bool:
+        return self.onnx_ok and self.worker_ok
 
     def can_run(self, model_path: str | None = None) -> bool:
-        """Whether a prediction with this model file can run."""
-        return self.ok or (self.light_ok and bool(model_path) and str(model_path).lower().endswith(".onnx"))
+        """Whether prediction with this model file can run: ``.onnx`` in QGIS, ``.safetensors`` after the
+        worker exported it."""
+        if not self.onnx_ok:
+            return False
+        return bool(model_path) and (str(model_path).lower().endswith(".onnx") or self.worker_ok)
 
-    @property
-    def pip_names(self) -> list[str]:
-        return [REQUIRED[m] for m in self.missing]
-
-    def install_command(self, kind: str = "full") -> str:
-        """The shell command that installs what is missing for ``kind`` (``full`` or ``light``)."""
-        table, missing = (LIGHT, self.missing_light) if kind == "light" else (REQUIRED, self.missing)
-        names = " ".join(table[m] for m in missing) or " ".join(table.values())
+    def install_command(self) -> str:
+        """The command that installs what QGIS's own Python lacks."""
+        names = " ".join(IN_QGIS[m] for m in self.missing_qgis) or " ".join(IN_QGIS.values())
         return f"{python_executable()} -m pip install --user {names}"
 
     def message(self) -> str:
         """One paragraph for the message bar and the panel."""
-        if self.ok:
-            return "All Python packages MTL Explain needs are installed."
-        text = (
-            f"MTL Explain needs Python package(s) QGIS cannot import: {', '.join(self.pip_names)}. "
-            f"Install them ({SIZES['full']}) with: {self.install_command()}  (or use 'Install into a private "
-            "folder' in the MTL Explain panel), then restart QGIS."
-        )
-        if self.light_ok:
-            text += " ONNX Runtime is installed: .onnx model files run now; training needs the full install."
-        elif self.onnx_engine:
-            text += (f" Light alternative for .onnx model files only ({SIZES['light']}): "
-                     f"{self.install_command('light')}")
-        return text
+        parts = []
+        if self.missing_qgis:
+            parts.append(
+                f"MTL Explain runs models inside QGIS with ONNX Runtime; QGIS's Python lacks "
+                f"{', '.join(IN_QGIS[m] for m in self.missing_qgis)}. Install it ({SIZES['qgis']}) with: "
+                f"{self.install_command()}  (or 'Install into a private folder' in the panel), then restart QGIS.")
+        if self.worker is not None and not self.worker.ok:
+            parts.append(self.worker.message())
+        return " ".join(parts) or "All Python packages MTL Explain needs are installed."
 
 
 def python_executable() -> str:
@@ -100,11 +131,33 @@ def python_executable() -> str:
     return shutil.which("python3") or "python3"
 
 
+def worker_python() -> str:
+    """The worker's interpreter: the plugin setting (``make deploy`` sets the project's ``.venv``), else QGIS's."""
+    from qgis.core import QgsSettings
+
+    chosen = QgsSettings().value(SETTING_WORKER_PYTHON, "", type=str)
+    return chosen or python_executable()
+
+
+def set_worker_python(path: str) -> None:
+    """Remember the worker's interpreter ("" returns to QGIS's own Python)."""
+    from qgis.core import QgsSettings
+
+    QgsSettings().setValue(SETTING_WORKER_PYTHON, path)
+    _worker_cache.clear()
+
+
 def private_folder() -> Path:
     """The folder inside the QGIS profile where 'Install into a private folder' puts packages."""
     from qgis.core import QgsApplication
 
     return Path(QgsApplication.qgisSettingsDirPath()) / "python" / PRIVATE_FOLDER
+
+
+def private_paths() -> list[str]:
+    """The private folder, when it exists, for the worker's PYTHONPATH."""
+    folder = private_folder()
+    return [str(folder)] if folder.is_dir() else []
 
 
 def add_private_folder_to_path() -> Path | None:
@@ -117,20 +170,48 @@ def add_private_folder_to_path() -> Path | None:
     return None
 
 
-def check() -> DependencyStatus:
-    """Look for every required package without importing it."""
-    return DependencyStatus(
-        missing=[m for m in REQUIRED if not _found(m)],
-        missing_light=[m for m in LIGHT if not _found(m)],
-        onnx_engine=_found("mtl_core.backends"),
-    )
+_worker_cache: dict[str, WorkerStatus] = {}
+
+
+def check_worker(python: str | None = None, refresh: bool = False) -> WorkerStatus:
+    """Run the worker's interpreter to see which of its packages are there (cached per interpreter).
+
+    The interpreter runs a short snippet (``find_spec`` only, nothing imported) with the same
+    PYTHONPATH the worker gets, so what it reports is what the worker will find.
+    """
+    from .worker import worker_environment
+
+    python = python or worker_python()
+    if python in _worker_cache and not refresh:
+        return _worker_cache[python]
+    status = WorkerStatus(python)
+    try:
+        done = subprocess.run([python, "-c", _PROBE, *WORKER], capture_output=True, text=True, timeout=60,  # nosec B603
+                              env=worker_environment(private_paths()), check=False)
+        if done.returncode != 0:
+            status.error = f"it exited with status {done.returncode}: {done.stderr.strip()[-300:]}"
+        else:
+            found = json.loads(done.stdout.strip().splitlines()[-1])["found"]
+            status.missing = [m for m in WORKER if not found.get(m)]
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        status.error = str(getattr(exc, "strerror", None) or exc)
+    except (ValueError, KeyError, IndexError):
+        status.error = "it is not a Python 3 interpreter (its answer was not understood)"
+    _worker_cache[python] = status
+    return status
+
+
+def check(worker: bool = False) -> DependencyStatus:
+    """What QGIS's Python lacks (without importing anything); with ``worker``, also the worker's status."""
+    return DependencyStatus(missing_qgis=[m for m in IN_QGIS if not _found(m)],
+                            worker=check_worker() if worker else None)
 
 
 def install_private(packages: list[str], target: Path | None = None) -> subprocess.CompletedProcess:
     """Install packages into the private folder with pip (blocking: call it from a QgsTask).
 
     Args:
-        packages: pip names, e.g. ``["torch", "segmentation-models-pytorch"]``.
+        packages: pip names, e.g. ``["onnxruntime"]``.
         target: destination folder (default :func:`private_folder`).
 
     Returns:
@@ -168,6 +249,7 @@ class InstallTask:
             def finished(self, ok: bool) -> None:
                 if ok:
                     add_private_folder_to_path()
+                    _worker_cache.clear()
                 if on_finished is not None:
                     on_finished(ok, self.output)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 PLUGIN_DIR = Path(__file__).resolve().parent.parent
 PLUGIN_NAME = "MTL Explain"
-DEFAULT_MODEL_NAME = "default_model.mtl.safetensors"
+DEFAULT_MODEL_NAME = "default_model.mtl.onnx"
 
 
 def _first_existing(*candidates: Path) -> Path:

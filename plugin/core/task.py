@@ -1,8 +1,9 @@
-"""The QgsTask that runs a prediction in the background and hands its outcome back on the main thread.
+"""The QgsTask that runs a prediction or explanation in the background and hands its outcome back on the main thread.
 
-``run()`` (worker thread) only calls :func:`.runner.run` with plain parameters: the raster is opened by
-path with GDAL inside ``mtl_core``, and no layer, project or widget is touched. ``finished()`` (main
-thread) passes the outcome to a callback, which adds and styles the layers.
+``run()`` (task thread) only calls :func:`.runner.run` with a :class:`mtl_core.jobs.Job` of plain
+values: the raster is opened by path with GDAL inside ``mtl_core`` (or by the worker process), and no
+layer, project or widget is touched. ``finished()`` (main thread) passes the outcome to a callback,
+which adds and styles the layers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataclasses import dataclass
 from qgis.core import QgsTask
 
 from .logger import get_logger
-from .params import RunParameters
+from mtl_core.jobs import Job
+
 from .runner import RunOutcome
 
 log = get_logger()
@@ -25,7 +27,7 @@ log = get_logger()
 class TaskResult:
     """How the task ended: ``outcome`` on success, else ``error`` (and ``cancelled``)."""
 
-    params: RunParameters
+    job: Job
     outcome: RunOutcome | None = None
     error: str | None = None
     details: str | None = None
@@ -39,18 +41,17 @@ class TaskResult:
 class PredictTask(QgsTask):
     """Run one prediction (or explanation) as a cancellable background task."""
 
-    def __init__(self, params: RunParameters, on_finished: Callable[[TaskResult], None] | None = None) -> None:
+    def __init__(self, job: Job, on_finished: Callable[[TaskResult], None] | None = None) -> None:
         """Create the task.
 
         Args:
-            params: the run's parameters.
+            job: the run (a predict or explain job; ``out`` is the parent of the run's folder).
             on_finished: called on the main thread with the :class:`TaskResult`, whatever the ending.
         """
-        name = params.input_name or "raster"
-        super().__init__(f"MTL Explain: predict {name}", QgsTask.CanCancel)
-        self.params = params
+        super().__init__(f"MTL Explain: {job.kind} {job.name or 'raster'}", QgsTask.CanCancel)
+        self.job = job
         self.on_finished = on_finished
-        self.result = TaskResult(params)
+        self.result = TaskResult(job)
 
     def run(self) -> bool:
         """Worker thread: run the engine, keep the outcome or the error; never raise."""
@@ -60,11 +61,11 @@ class PredictTask(QgsTask):
         from .runner import run
 
         status = check()
-        if not status.can_run(self.params.model_path):
+        if not status.onnx_ok:
             self.result.error = status.message()
             return False
         try:
-            outcome = run(self.params, progress=self._progress, cancelled=self.isCanceled)
+            outcome = run(self.job, progress=self._progress, cancelled=self.isCanceled)
             if self.isCanceled():  # cancelled after the engine's last check: drop what it wrote
                 shutil.rmtree(outcome.run_dir, ignore_errors=True)
                 raise CancelledError("cancelled")
@@ -72,11 +73,11 @@ class PredictTask(QgsTask):
             return True
         except CancelledError:
             self.result.cancelled = True
-            self.result.error = "Prediction cancelled; no output was written."
+            self.result.error = "Run cancelled; no output was written."
         except MtlError as exc:
             self.result.error = str(exc)
         except ImportError as exc:
-            self.result.error = f"a Python package is missing ({exc}). {status.message()}"
+            self.result.error = f"a Python package is missing in QGIS ({exc}). {status.message()}"
         except MemoryError:
             self.result.error = "out of memory; use a smaller tile size or batch size, or a smaller extent"
         except Exception as exc:  # noqa: BLE001 — report any failure instead of crashing QGIS
@@ -97,7 +98,7 @@ class PredictTask(QgsTask):
         if r.ok:
             log.info("run finished on %s in %.1f s: %s", r.outcome.device, r.outcome.seconds, r.outcome.run_dir)
         elif r.cancelled:
-            log.info("run cancelled: %s", self.params.raster_path)
+            log.info("run cancelled: %s", self.job.raster)
         else:
             log.error("run failed: %s", r.error)
             if r.details:

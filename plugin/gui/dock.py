@@ -1,6 +1,6 @@
 """The MTL Explain panel: pick a raster and a model, check the band mapping, set options, run, export.
 
-The panel only gathers values: it packs them into a :class:`~..core.params.RunParameters` and emits
+The panel only gathers values: it packs them into a :class:`mtl_core.jobs.Job` and emits
 ``runRequested``; the plugin starts the background task and calls :meth:`MtlExplainDock.set_running`
 and :meth:`MtlExplainDock.show_result`.
 """
@@ -39,7 +39,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..core import deps
 from ..core.model_info import BandMapping, default_mapping, raster_band_names, read_spec, summary_html, validate
-from ..core.params import PRODUCT_LABELS, RunParameters, ogr_mask_path
+from ..core.params import PRODUCT_LABELS, ogr_mask_path
 from ..core.paths import default_model
 
 SETTINGS_RECENT = "mtl_explain/recent_models"
@@ -52,10 +52,10 @@ WARNING_STYLE = "color: #8a5a00;"
 class MtlExplainDock(QgsDockWidget):
     """Dock widget of the plugin (object name ``MtlExplainDock``)."""
 
-    runRequested = pyqtSignal(object)  # RunParameters
+    runRequested = pyqtSignal(object)  # mtl_core.jobs.Job
     cancelRequested = pyqtSignal()
     exportRequested = pyqtSignal()
-    installRequested = pyqtSignal(str)  # "full" or "light"
+    installRequested = pyqtSignal(str)  # "qgis" (ONNX Runtime) or "worker" (PyTorch for the worker)
 
     def __init__(self, iface, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -82,19 +82,20 @@ class MtlExplainDock(QgsDockWidget):
         self.deps_label.setWordWrap(True)
         self.deps_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.copy_command_button = QPushButton(self.tr("Copy install command"))
-        self.install_button = QPushButton(self.tr("Install into a private folder"))
-        self.install_button.setToolTip(self.tr("Full install: torch and segmentation-models-pytorch (GBs); runs "
-                                               "every model file and trains"))
-        self.install_light_button = QPushButton(self.tr("Light install (ONNX Runtime)"))
-        self.install_light_button.setToolTip(self.tr("onnxruntime only (tens of MB): runs .onnx model files, "
-                                                     "cannot train"))
+        self.install_button = QPushButton(self.tr("Install ONNX Runtime into a private folder"))
+        self.install_button.setToolTip(self.tr("onnxruntime (tens of MB) for QGIS's own Python: runs every "
+                                               "prediction and explanation inside QGIS"))
+        self.install_worker_button = QPushButton(self.tr("Install PyTorch for the worker"))
+        self.install_worker_button.setToolTip(self.tr("torch and segmentation-models-pytorch (GBs) into a private "
+                                                      "folder the worker process uses: training, .safetensors "
+                                                      "models and CUDA runs; QGIS itself never imports them"))
         self.deps_box = QGroupBox(self.tr("Missing Python packages"))
         box = QVBoxLayout(self.deps_box)
         box.addWidget(self.deps_label)
         row = QHBoxLayout()
         row.addWidget(self.copy_command_button)
         row.addWidget(self.install_button)
-        row.addWidget(self.install_light_button)
+        row.addWidget(self.install_worker_button)
         box.addLayout(row)
         layout.addWidget(self.deps_box)
 
@@ -170,9 +171,22 @@ class MtlExplainDock(QgsDockWidget):
         self.device_combo = QComboBox()
         for d in ("auto", "cpu", "cuda"):
             self.device_combo.addItem(d, d)
+        self.device_combo.setToolTip(self.tr("auto and cpu run the model inside QGIS on ONNX Runtime; cuda runs it "
+                                             "with PyTorch in the worker process (needs a CUDA GPU there)"))
         ol.addRow(self.tr("Device"), self.device_combo)
         self.device_label = QLabel(self.tr("Device used: not run yet"))
         ol.addRow("", self.device_label)
+        self.worker_python = QgsFileWidget()
+        self.worker_python.setDialogTitle(self.tr("Python interpreter with PyTorch"))
+        self.worker_python.setFilePath(deps.worker_python())
+        self.worker_python.setToolTip(self.tr("The Python that runs training, exports .safetensors models to ONNX "
+                                              "and runs on CUDA, in a separate process (QGIS itself never "
+                                              "imports PyTorch). Default: QGIS's own Python."))
+        ol.addRow(self.tr("Worker Python"), self.worker_python)
+        self.worker_label = QLabel()
+        self.worker_label.setWordWrap(True)
+        self.check_worker_button = QPushButton(self.tr("Check worker"))
+        ol.addRow(self.check_worker_button, self.worker_label)
         self.out_dir = QgsFileWidget()
         self.out_dir.setStorageMode(QgsFileWidget.GetDirectory)
         self.out_dir.setFilePath(self.default_output_folder())
@@ -217,10 +231,11 @@ class MtlExplainDock(QgsDockWidget):
         self.run_button.clicked.connect(self._on_run_clicked)
         self.cancel_button.clicked.connect(self.cancelRequested)
         self.export_button.clicked.connect(self.exportRequested)
-        self.install_button.clicked.connect(lambda: self.installRequested.emit("full"))
-        self.install_light_button.clicked.connect(lambda: self.installRequested.emit("light"))
-        self.copy_command_button.clicked.connect(
-            lambda: QApplication.clipboard().setText(deps.check().install_command()))
+        self.install_button.clicked.connect(lambda: self.installRequested.emit("qgis"))
+        self.install_worker_button.clicked.connect(lambda: self.installRequested.emit("worker"))
+        self.copy_command_button.clicked.connect(self._copy_install_command)
+        self.worker_python.fileChanged.connect(self._on_worker_python_changed)
+        self.check_worker_button.clicked.connect(lambda: self.refresh_dependencies(check_worker=True))
         if self.iface is not None and hasattr(self.iface, "currentLayerChanged"):
             try:
                 self.iface.currentLayerChanged.connect(self.follow_layer)
@@ -236,14 +251,35 @@ class MtlExplainDock(QgsDockWidget):
                 pass
 
     # ---- state ----------------------------------------------------------------------------------------------------
-    def refresh_dependencies(self) -> None:
-        """Show or hide the missing-packages box."""
-        status = deps.check()
+    def refresh_dependencies(self, check_worker: bool = False) -> None:
+        """Show or hide the missing-packages box.
+
+        QGIS's own Python is checked by looking only; the worker's Python is checked by running it (a
+        fraction of a second), only when asked or when the chosen model is a ``.safetensors`` file,
+        which the worker must export first.
+        """
+        model = self.model_file.filePath() if hasattr(self, "model_file") else ""
+        worker = check_worker or (bool(model) and not model.lower().endswith(".onnx"))
+        status = deps.check(worker=worker)
         self.deps_status = status
-        self.deps_box.setVisible(not status.ok)
-        self.install_light_button.setVisible(status.onnx_engine and bool(status.missing_light))
+        needs_worker = status.worker is not None and not status.worker.ok
+        self.deps_box.setVisible(not status.onnx_ok or needs_worker)
+        self.install_button.setVisible(not status.onnx_ok)
+        self.install_worker_button.setVisible(needs_worker and not status.worker.error)
         self.deps_label.setText(status.message())
+        if status.worker is not None:
+            self.worker_label.setStyleSheet("" if status.worker.ok else WARNING_STYLE)
+            self.worker_label.setText(status.worker.message())
         self._update_run_enabled()
+
+    def _copy_install_command(self) -> None:
+        status = self.deps_status
+        command = status.install_command() if not status.onnx_ok else status.worker.install_command()
+        QApplication.clipboard().setText(command)
+
+    def _on_worker_python_changed(self, path: str) -> None:
+        deps.set_worker_python(path if path != deps.python_executable() else "")
+        self.refresh_dependencies(check_worker=True)
 
     def follow_layer(self, layer) -> None:
         """Select the active layer when it is a raster."""
@@ -299,6 +335,7 @@ class MtlExplainDock(QgsDockWidget):
                 self.summary_label.setText(f"<span style='{ERROR_STYLE}'>{exc}</span>")
         self._rebuild_truth()
         self._rebuild_mapping()
+        self.refresh_dependencies()
 
     def _on_layer_changed(self, _layer=None) -> None:
         if self.spec is None and self.model_file.filePath():
@@ -378,8 +415,11 @@ class MtlExplainDock(QgsDockWidget):
         self.run_button.setEnabled(bool(ready))
 
     # ---- running --------------------------------------------------------------------------------------------------
-    def parameters(self) -> RunParameters:
-        """Pack the panel's values; raises ValueError with a message for the user when something is missing."""
+    def parameters(self):
+        """Pack the panel's values into a predict job (explain with ground truth); raises ValueError with a
+        message for the user when something is missing."""
+        from mtl_core.jobs import Job
+
         layer = self.layer_combo.currentLayer()
         if layer is None:
             raise ValueError(self.tr("Choose a raster layer."))
@@ -405,18 +445,20 @@ class MtlExplainDock(QgsDockWidget):
         if self.extent_combo.currentData() == "aoi" and self.aoi_combo.currentLayer() is not None:
             aoi = self.aoi_combo.currentLayer()
             mask = ogr_mask_path(aoi.source(), aoi.providerType(), aoi.subsetString(), aoi.selectedFeatureCount())
-        return RunParameters(
-            model_path=self.model_file.filePath(),
-            raster_path=layer.source(),
-            out_dir=out_dir,
-            input_name=layer.name(),
-            band_map=list(self.mapping.mapping),
-            extent=self.extent_in_layer_crs(layer),
+        extent = self.extent_in_layer_crs(layer)
+        return Job(
+            kind="explain" if aux_truth or labels else "predict",
+            model=self.model_file.filePath(),
+            raster=layer.source(),
+            out=out_dir,
+            name=layer.name(),
+            bands=list(self.mapping.mapping),
+            extent=list(extent) if extent else None,
             tile=self.tile_spin.value() or None,
             overlap=None if self.overlap_spin.value() < 0 else self.overlap_spin.value(),
             batch_size=self.batch_spin.value(),
             device=self.device_combo.currentData(),
-            products=tuple(k for k, c in self.product_checks.items() if c.isChecked()),
+            products=[k for k, c in self.product_checks.items() if c.isChecked()],
             aux_truth=aux_truth,
             labels=labels,
             mask=mask,
@@ -450,7 +492,7 @@ class MtlExplainDock(QgsDockWidget):
         except ValueError as exc:
             self.show_error(str(exc))
             return
-        self.remember_model(params.model_path)
+        self.remember_model(params.model)
         self.runRequested.emit(params)
 
     def set_running(self, running: bool) -> None:

@@ -1,12 +1,13 @@
 """Processing algorithms Predict, Explain and Train: thin wrappers over the same core code as the panel.
 
 Layers are read on the main thread in ``prepareAlgorithm`` (their file path, CRS and extent become
-plain values); ``processAlgorithm`` runs in a worker thread and only passes paths to ``mtl_core``.
+plain values in a :class:`mtl_core.jobs.Job`); ``processAlgorithm`` runs in a background thread and
+only passes the job on: Predict and Explain to :func:`..core.runner.run` (ONNX Runtime in QGIS), Train
+to the worker process (PyTorch never runs inside QGIS).
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import shutil
 import tempfile
@@ -37,7 +38,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..core import deps
 from ..core.paths import default_model, icon_path
-from ..core.params import PRODUCT_LABELS, RunParameters
+from ..core.params import PRODUCT_LABELS
 from ..core.styling import apply_style, title
 
 DEVICES = ["auto", "cpu", "cuda"]
@@ -81,9 +82,12 @@ class _Base(QgsProcessingAlgorithm):
         return ""
 
     def _check_dependencies(self, model_path: str | None = None) -> None:
-        """Raise with the install command when the packages for this model (or for training) are missing."""
-        status = deps.check()
-        if not (status.can_run(model_path) if model_path else status.ok):
+        """Raise with the install command when the packages for this model (or, without one, for training
+        in the worker) are missing."""
+        needs_worker = not model_path or not str(model_path).lower().endswith(".onnx")
+        status = deps.check(worker=needs_worker)
+        ok = status.can_run(model_path) if model_path else status.worker_ok
+        if not ok:
             raise QgsProcessingException(status.message())
 
 
@@ -97,7 +101,7 @@ class PredictAlgorithm(_Base):
 
     def __init__(self) -> None:
         super().__init__()
-        self._params: RunParameters | None = None
+        self._job = None
         self._post: list[StylePostProcessor] = []
 
     def createInstance(self):  # noqa: N802 (QGIS name)
@@ -148,7 +152,7 @@ class PredictAlgorithm(_Base):
     def _extra_parameters(self) -> None:
         """Hook for subclasses (Explain adds ground truth)."""
 
-    def _extra_values(self, parameters, context, params: RunParameters) -> None:
+    def _extra_values(self, parameters, context, job) -> None:
         """Hook for subclasses, on the main thread."""
 
     def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802 (QGIS name)
@@ -157,7 +161,7 @@ class PredictAlgorithm(_Base):
         raster = _raster_path(layer, self.tr("Input raster"))
         model = self.parameterAsFile(parameters, self.MODEL, context)
         if not model:
-            raise QgsProcessingException(self.tr("Choose a model file (*.mtl.safetensors)."))
+            raise QgsProcessingException(self.tr("Choose a model file (*.onnx or *.mtl.safetensors)."))
         bands_text = self.parameterAsString(parameters, self.BANDS, context).strip()
         band_map = None
         if bands_text:
@@ -176,25 +180,27 @@ class PredictAlgorithm(_Base):
         overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
         chosen = self.parameterAsEnums(parameters, self.PRODUCTS, context)
         out = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context) or tempfile.mkdtemp(prefix="mtl_")
-        self._params = RunParameters(
-            model_path=model, raster_path=raster, out_dir=out, input_name=layer.name(), band_map=band_map,
-            extent=extent, tile=tile or None, overlap=None if overlap < 0 else overlap,
+        from mtl_core.jobs import Job
+
+        self._job = Job(
+            kind="predict", model=model, raster=raster, out=out, name=layer.name(), bands=band_map,
+            extent=list(extent) if extent else None, tile=tile or None, overlap=None if overlap < 0 else overlap,
             batch_size=self.parameterAsInt(parameters, self.BATCH, context),
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            products=tuple(PRODUCTS[i] for i in chosen) or ("main",),
+            products=[PRODUCTS[i] for i in chosen] or ["main"],
         )
-        self._extra_values(parameters, context, self._params)
+        self._extra_values(parameters, context, self._job)
         return True
 
     def processAlgorithm(self, parameters, context: QgsProcessingContext, feedback):  # noqa: N802 (QGIS name)
         """Worker thread: run the engine on paths; register the outputs for loading with their styles."""
-        self._check_dependencies(self._params.model_path)
+        self._check_dependencies(self._job.model)
         from mtl_core.errors import CancelledError, MtlError
 
         from ..core.runner import run
 
         try:
-            outcome = run(self._params, progress=lambda f: feedback.setProgress(100.0 * f),
+            outcome = run(self._job, progress=lambda f: feedback.setProgress(100.0 * f),
                           cancelled=feedback.isCanceled)
         except CancelledError as exc:
             raise QgsProcessingException(str(exc)) from exc
@@ -204,12 +210,12 @@ class PredictAlgorithm(_Base):
             shutil.rmtree(outcome.run_dir, ignore_errors=True)
             raise QgsProcessingException(self.tr("Cancelled; no output was written."))
         feedback.pushInfo(self.tr("Device used: {}").format(outcome.device))
-        results = {self.RUN_FOLDER: outcome.run_dir, self.OUTPUT_FOLDER: self._params.out_dir,
+        results = {self.RUN_FOLDER: outcome.run_dir, self.OUTPUT_FOLDER: self._job.out,
                    self.DEVICE_USED: outcome.device}
         for key, path in outcome.outputs.items():
             results[key.upper()] = path
             details = QgsProcessingContext.LayerDetails(
-                f"{self._params.input_name} — {title(key)}", context.project(), key.upper())
+                f"{self._job.name} — {title(key)}", context.project(), key.upper())
             post = StylePostProcessor(key, outcome.spec)
             self._post.append(post)
             details.setPostProcessor(post)
@@ -245,31 +251,22 @@ class ExplainAlgorithm(PredictAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(self.LABELS, self.tr("Reference labels"), optional=True))
         self.addParameter(QgsProcessingParameterBoolean("SENSITIVITY", self.tr("Sensitivity maps"), True))
 
-    def _extra_values(self, parameters, context, params: RunParameters) -> None:
+    def _extra_values(self, parameters, context, job) -> None:
         from ..core.model_info import read_spec
 
-        spec = read_spec(params.model_path)
+        spec = read_spec(job.model)
         truths = self.parameterAsLayerList(parameters, self.AUX_TRUTH, context)
         if len(truths) > len(spec.aux):
             raise QgsProcessingException(self.tr("{} true auxiliary rasters given but the model reconstructs {} "
                                                  "modality(ies): {}").format(len(truths), len(spec.aux),
                                                                              ", ".join(m.name for m in spec.aux)))
-        params.aux_truth = {m.name: _raster_path(t, m.name) for m, t in zip(spec.aux, truths)}
+        job.aux_truth = {m.name: _raster_path(t, m.name) for m, t in zip(spec.aux, truths)}
         labels = self.parameterAsRasterLayer(parameters, self.LABELS, context)
-        params.labels = _raster_path(labels, self.tr("Reference labels")) if labels else None
-        if self.parameterAsBool(parameters, "SENSITIVITY", context) and "sensitivity" not in params.products:
-            params.products = params.products + ("sensitivity",)
-
-
-class _LogToFeedback(logging.Handler):
-    """Shows mtl_core's log lines (validation scores, alignment warnings) in the Processing log."""
-
-    def __init__(self, feedback) -> None:
-        super().__init__()
-        self.feedback = feedback
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.feedback.pushInfo(record.getMessage())
+        job.labels = _raster_path(labels, self.tr("Reference labels")) if labels else None
+        if job.has_ground_truth:
+            job.kind = "explain"
+        if self.parameterAsBool(parameters, "SENSITIVITY", context) and "sensitivity" not in job.products:
+            job.products = job.products + ["sensitivity"]
 
 
 class TrainAlgorithm(_Base):
@@ -291,8 +288,9 @@ class TrainAlgorithm(_Base):
         return self.tr(
             "Trains a model (mtl: reconstructs the auxiliary modalities; unimodal and multimodal baselines) on the "
             "training blocks of a dataset configuration (YAML or TOML, see the docs), keeps the best checkpoint by "
-            "validation score, reports held-out test metrics and writes a model file. Training cannot be "
-            "interrupted before the end.")
+            "validation score, reports held-out test metrics and writes a model file. Training runs with PyTorch "
+            "in a separate worker process (the Python set under 'Worker Python' in the MTL Explain panel), never "
+            "inside QGIS; cancelling stops it and writes no model file.")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 (QGIS name)
         self.addParameter(QgsProcessingParameterFile(
@@ -312,37 +310,35 @@ class TrainAlgorithm(_Base):
             self.OUTPUT, self.tr("Model file"), fileFilter="MTL Explain model (*.mtl.safetensors)"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS name)
-        """Worker thread: train with mtl_core and write the model file."""
+        """Background thread: train in the worker process (PyTorch never runs in QGIS) and write the model file."""
         self._check_dependencies()
-        from mtl_core.config import load_config
         from mtl_core.errors import MtlError
-        from mtl_core.modelfile import save_model
-        from mtl_core.spec import Architecture
-        from mtl_core.train import TrainOptions, train
+        from mtl_core.jobs import Job
+
+        from ..core.runner import worker_client
 
         out = Path(self.parameterAsFileOutput(parameters, self.OUTPUT, context))
         if not out.name.endswith(".safetensors"):
             out = out.with_name(out.name + ".mtl.safetensors")
         steps = self.parameterAsInt(parameters, self.STEPS, context)
-        opts = TrainOptions(
-            variant=VARIANTS[self.parameterAsEnum(parameters, self.VARIANT, context)], steps=steps,
-            batch_size=self.parameterAsInt(parameters, self.BATCH, context),
-            eval_every=max(1, min(100, steps)), device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            seed=self.parameterAsInt(parameters, self.SEED, context),
-            architecture=Architecture(encoder_depth=self.parameterAsInt(parameters, self.DEPTH, context)))
-        handler = _LogToFeedback(feedback)
-        core_log = logging.getLogger("mtl_core")
-        core_log.addHandler(handler)
+        job = Job(
+            kind="train", config=self.parameterAsFile(parameters, self.CONFIG, context), out=str(out),
+            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            half=self.parameterAsBool(parameters, self.HALF, context),
+            train={"variant": VARIANTS[self.parameterAsEnum(parameters, self.VARIANT, context)], "steps": steps,
+                   "batch_size": self.parameterAsInt(parameters, self.BATCH, context),
+                   "eval_every": max(1, min(100, steps)), "seed": self.parameterAsInt(parameters, self.SEED, context),
+                   "architecture": {"encoder_depth": self.parameterAsInt(parameters, self.DEPTH, context)}})
+        client = worker_client()
+        client.on_log = lambda level, message: feedback.pushInfo(message)
         try:
-            cfg = load_config(self.parameterAsFile(parameters, self.CONFIG, context))
             out.parent.mkdir(parents=True, exist_ok=True)
-            result = train(cfg, opts, progress=lambda f: feedback.setProgress(100.0 * f),
-                           cancelled=feedback.isCanceled)
-            save_model(out, result.spec, result.state_dict, half=self.parameterAsBool(parameters, self.HALF, context))
-        except MtlError as exc:  # CancelledError included: nothing was written
+            result = client.run(job, progress=lambda f: feedback.setProgress(100.0 * f), cancelled=feedback.isCanceled)
+        except MtlError as exc:  # CancelledError included: the worker wrote nothing (its writes are atomic)
             raise QgsProcessingException(str(exc)) from exc
-        finally:
-            core_log.removeHandler(handler)
-        for k, v in result.spec.training.get("metrics", {}).items():
+        except OSError as exc:
+            raise QgsProcessingException(self.tr("cannot create the folder of {} ({}); choose another")
+                                         .format(out, exc.strerror)) from exc
+        for k, v in result.metrics.items():
             feedback.pushInfo(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
         return {self.OUTPUT: str(out)}

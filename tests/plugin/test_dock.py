@@ -132,7 +132,7 @@ def test_band_mapping_can_be_edited(loaded_plugin, crop_dir, tiny_model, tmp_pat
     assert not dock.run_button.isEnabled()
     dock.band_combos[0].setCurrentIndex(dock.band_combos[0].findData(2))
     assert dock.mapping.ok and "same layer band" in dock.mapping_label.text()
-    assert dock.parameters().band_map == [2, 2, 3, 4]
+    assert dock.parameters().bands == [2, 2, 3, 4]
 
 
 def test_run_with_ground_truth_adds_explanation_layers(loaded_plugin, crop_dir, tiny_model, tmp_path):
@@ -272,7 +272,7 @@ def test_bundled_default_model_is_preselected_and_runs_on_the_real_sample(loaded
     from plugin.core.paths import default_model
 
     model = default_model()
-    assert model is not None, "resources/default_model.mtl.safetensors is missing; run make default-model"
+    assert model is not None, "resources/default_model.mtl.onnx is missing; run make default-model"
     dock = loaded_plugin.dock
     assert dock.model_file.filePath() == str(model)
     assert dock.recent_combo.itemData(0) == str(model)

@@ -48,23 +48,18 @@ def test_load_unload_twice_leaves_qgis_clean(qgis_iface, qgis_new_project):
     assert sorted(p.id() for p in registry.providers()) == providers_before
 
 
-def test_plugin_loads_without_torch_and_says_what_is_missing(qgis_iface, qgis_new_project, monkeypatch):
+def test_plugin_says_what_qgis_lacks_and_how_to_install_it(qgis_iface, qgis_new_project, monkeypatch):
     import importlib.util
 
     import plugin
     from plugin.core import deps
 
     real = importlib.util.find_spec
-
-    def fake_find_spec(name, *args, **kwargs):
-        if name in ("torch", "segmentation_models_pytorch"):
-            return None
-        return real(name, *args, **kwargs)
-
-    monkeypatch.setattr(importlib.util, "find_spec", fake_find_spec)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **kw: None if name == "onnxruntime" else real(name, *a, **kw))
     status = deps.check()
-    assert status.missing == ["torch", "segmentation_models_pytorch"]
-    assert "pip install --user torch segmentation-models-pytorch" in status.install_command()
+    assert status.missing_qgis == ["onnxruntime"] and not status.onnx_ok
+    assert status.install_command().endswith("-m pip install --user onnxruntime")
 
     bar = qgis_iface.messageBar()
     bar.clear_messages()
@@ -72,97 +67,132 @@ def test_plugin_loads_without_torch_and_says_what_is_missing(qgis_iface, qgis_ne
     instance.initGui()
     try:
         warnings = " ".join(bar.get_messages(1))  # Qgis.Warning
-        assert "torch" in warnings and "pip install" in warnings
+        assert "ONNX Runtime" in warnings and "pip install --user onnxruntime" in warnings
         dock = instance.dock
-        assert not dock.deps_box.isHidden()
-        assert "segmentation-models-pytorch" in dock.deps_label.text()
+        assert not dock.deps_box.isHidden() and not dock.install_button.isHidden()
+        assert "onnxruntime" in dock.deps_label.text()
         assert not dock.run_button.isEnabled()
     finally:
         instance.unload()
         flush_deletions()
 
 
-#: Start of a script: a QGIS whose Python cannot import torch or segmentation-models-pytorch.
-QGIS_WITHOUT_TORCH = r'''
-import importlib.abc, sys
+def test_the_worker_interpreter_is_checked_by_running_it(tmp_path):
+    import subprocess
+    import sys
+
+    from plugin.core import deps
+
+    bare = tmp_path / "bare"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    python = str(bare / "bin" / "python")
+    status = deps.check_worker(python, refresh=True)
+    assert not status.ok and "torch" in status.missing and "segmentation_models_pytorch" in status.missing
+    assert status.install_command().startswith(f"{python} -m pip install torch segmentation-models-pytorch")
+    assert "Worker Python" in status.message() and status.install_command() in status.message()
+
+    missing = deps.check_worker(str(tmp_path / "no-such-python"), refresh=True)
+    assert not missing.ok and "cannot be used" in missing.message() and "Worker Python" in missing.message()
+    not_python = deps.check_worker("/bin/true", refresh=True)
+    assert not not_python.ok and "not a Python 3 interpreter" in not_python.error
+
+    assert deps.check_worker(sys.executable, refresh=True).ok  # the test environment has torch
+
+
+#: A QGIS whose own Python cannot import torch's stack: any import of it fails the script at once.
+NO_TORCH_IN_QGIS = r'''
+import importlib.abc, json, sys, time
+BLOCKED = ("torch", "segmentation_models_pytorch", "timm", "torchvision", "triton")
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "segmentation_models_pytorch"):
-            raise ImportError(f"No module named {name!r} (blocked by the test)")
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name!r} imported inside QGIS (blocked by the test)")
         return None
 sys.meta_path.insert(0, Block())
-from qgis.core import QgsApplication
-app = QgsApplication([], False)
-app.initQgis()
-'''
-
-BLOCKED_IMPORT = QGIS_WITHOUT_TORCH + r'''
+sys.path.append("/usr/share/qgis/python/plugins")
 from unittest.mock import MagicMock
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtWidgets import QMainWindow
+app = QgsApplication([], True)
+app.initQgis()
+from processing.core.Processing import Processing
+Processing.initialize()
+import processing
 import plugin
+from plugin.core.export import ExportTask
+from plugin.core.layers import run_groups
+from plugin.core.paths import default_model
+safetensors_model, crop, out = sys.argv[1:4]
 iface = MagicMock()
 iface.mainWindow.return_value = QMainWindow()
 instance = plugin.classFactory(iface)
 instance.initGui()
-from plugin.core import deps
-status = deps.check()
-assert status.missing == ["torch", "segmentation_models_pytorch"], status.missing
-assert "torch" not in sys.modules
-alg = QgsApplication.processingRegistry().algorithmById("mtl_explain:predict")
-assert alg is not None
-warning = iface.messageBar().pushWarning.call_args[0][1]
-assert "pip install" in warning and "torch" in warning, warning
+dock, report = instance.dock, {}
+
+def wait(condition):
+    deadline = time.monotonic() + 300
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        QCoreApplication.processEvents()
+        time.sleep(0.02)
+
+layer = QgsRasterLayer(f"{crop}/raleigh_vnir.tif", "vnir")
+QgsProject.instance().addMapLayer(layer)
+dock.layer_combo.setLayer(layer)
+dock.out_dir.setFilePath(f"{out}/panel")
+assert dock.model_file.filePath() == str(default_model()) and str(default_model()).endswith(".onnx")
+outcomes = []
+instance._run_finished = (lambda real: lambda result: (outcomes.append(result), real(result)))(instance._run_finished)
+for model in (str(default_model()), safetensors_model, safetensors_model):  # ONNX; export by the worker; cached
+    dock.model_file.setFilePath(model)
+    assert dock.run_button.isEnabled(), dock.status_label.text() + dock.deps_label.text()
+    dock.run_button.click()
+    wait(lambda: instance.task is None)
+    assert outcomes[-1].ok, outcomes[-1].error
+report["panel"] = [(o.outcome.where, o.outcome.export, round(o.outcome.seconds, 2)) for o in outcomes]
+report["groups"] = len(run_groups())
+common = {"INPUT": f"{crop}/raleigh_vnir.tif", "MODEL": str(default_model()), "DEVICE": 1}
+r = processing.run("mtl_explain:predict", {**common, "OUTPUT_FOLDER": f"{out}/predict"})
+report["predict"] = sorted(k for k in r if k.isupper())
+r = processing.run("mtl_explain:explain", {**common, "AUX_TRUTH": [f"{crop}/raleigh_swir.tif"],
+                   "LABELS": f"{crop}/raleigh_landcover.tif", "SENSITIVITY": False, "OUTPUT_FOLDER": f"{out}/explain"})
+report["explain"] = sorted(k for k in r if k.isupper())
+r = processing.run("mtl_explain:train", {"CONFIG": f"{crop}/crop.yaml", "STEPS": 2, "ENCODER_DEPTH": 3,
+                   "BATCH_SIZE": 2, "DEVICE": 1, "OUTPUT": f"{out}/trained.mtl.safetensors"})
+report["train"] = r["OUTPUT"]
+done = []
+task = ExportTask({"main": outcomes[0].outcome.outputs["main"]}, f"{out}/export", False, None,
+                  lambda ok, t: done.append(ok))
+QgsApplication.taskManager().addTask(task)
+wait(lambda: done)
+report["export"] = done[0]
+report["heavy_modules"] = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 instance.unload()
-sys.stdout.write("OK " + warning)
+sys.stdout.write("REPORT " + json.dumps(report) + "\n")
 '''
 
 
-def test_plugin_loads_when_torch_cannot_be_imported(tmp_path):
+def test_nothing_inside_qgis_imports_torch(tiny_model, crop_dir, tmp_path):
+    """Panel (ONNX default model, a .safetensors model exported by the worker, then from the cache), every
+    Processing algorithm and the export action, in a QGIS where importing torch's stack fails."""
+    import json
     import os
     import subprocess
     import sys
 
     from .conftest import ROOT
 
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(tmp_path))
-    done = subprocess.run([sys.executable, "-c", BLOCKED_IMPORT], cwd=ROOT, env=env, capture_output=True, text=True,
-                          check=False, timeout=300)
-    assert done.returncode == 0 and done.stdout.startswith("OK "), done.stdout + done.stderr[-3000:]
-
-
-ONNX_ONLY = QGIS_WITHOUT_TORCH + r'''
-from plugin.core import deps
-from plugin.core.params import RunParameters
-from plugin.core.task import PredictTask
-onnx_model, safetensors_model, raster, out = sys.argv[1:5]
-status = deps.check()
-assert status.light_ok and status.can_run(onnx_model) and not status.can_run(safetensors_model), status
-assert "Train" not in status.message() or "training needs the full install" in status.message()
-task = PredictTask(RunParameters(model_path=onnx_model, raster_path=raster, out_dir=out, input_name="crop",
-                                 device="cpu"))
-assert task.run(), task.result.error
-refused = PredictTask(RunParameters(model_path=safetensors_model, raster_path=raster, out_dir=out, input_name="x"))
-assert not refused.run() and "pip install" in refused.result.error
-assert "torch" not in sys.modules
-sys.stdout.write("OK " + " ".join(sorted(task.result.outcome.outputs)))
-'''
-
-
-def test_predict_runs_with_only_onnxruntime(tiny_model, crop_dir, tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    import pytest
-
-    from .conftest import ROOT
-
-    backends = pytest.importorskip("mtl_core.backends", reason="the engine has no ONNX backend yet")
-    pytest.importorskip("onnxruntime")
-    onnx_model = backends.export_onnx(tiny_model, tmp_path / "tiny.onnx")
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "cfg"))
-    done = subprocess.run([sys.executable, "-c", ONNX_ONLY, str(onnx_model), str(tiny_model),
-                           str(crop_dir / "raleigh_vnir.tif"), str(tmp_path / "out")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=300)
-    assert done.returncode == 0 and done.stdout.startswith("OK "), done.stdout + done.stderr[-3000:]
-    assert {"main", "confidence", "entropy", "aux_swir"} <= set(done.stdout.split()[1:])
+    done = subprocess.run([sys.executable, "-c", NO_TORCH_IN_QGIS, str(tiny_model), str(crop_dir), str(tmp_path)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=600)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("REPORT ")]
+    assert done.returncode == 0 and lines, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads(lines[0][len("REPORT "):])
+    assert report["heavy_modules"] == []
+    assert [(where, export) for where, export, _ in report["panel"]] == [
+        ("qgis", ""), ("qgis", "exported"), ("qgis", "cached")]
+    assert report["groups"] == 3
+    assert {"MAIN", "CONFIDENCE", "ENTROPY", "AUX_SWIR"} <= set(report["predict"])
+    assert {"MAIN_ERROR", "RECON_ERROR_SWIR", "AGREEMENT", "REPORT"} <= set(report["explain"])
+    assert os.path.isfile(report["train"]) and report["export"] is True

@@ -25,8 +25,8 @@ QGIS_PROCESS = "/usr/bin/qgis_process.bin"
 @pytest.fixture(scope="module")
 def plugin_zip(tmp_path_factory) -> Path:
     """The zip written by ``make package`` (into a temporary folder)."""
-    if not (ROOT / "resources" / "default_model.mtl.safetensors").exists():
-        pytest.fail("resources/default_model.mtl.safetensors is missing; run make default-model")
+    if not (ROOT / "resources" / "default_model.mtl.onnx").exists():
+        pytest.fail("resources/default_model.mtl.onnx is missing; run make default-model")
     out = tmp_path_factory.mktemp("dist") / "mtl_explain.zip"
     done = subprocess.run(["make", "-s", "package", f"PLUGIN_ZIP={out}"], cwd=ROOT, capture_output=True, text=True,
                           check=False)
@@ -40,7 +40,7 @@ def test_zip_holds_the_plugin_and_nothing_else(plugin_zip):
     assert all(n.startswith("mtl_explain/") for n in names)
     for required in ("__init__.py", "mtl_explain_plugin.py", "metadata.txt", "LICENSE", "mtl_core/inference.py",
                      "core/task.py", "gui/dock.py", "processing/provider.py", "resources/icon.svg",
-                     "resources/styles/agreement.qml", "resources/default_model.mtl.safetensors"):
+                     "resources/styles/agreement.qml", "resources/default_model.mtl.onnx"):
         assert f"mtl_explain/{required}" in names, required
     assert not [n for n in names if "/tests/" in n or "__pycache__" in n or n.endswith(".pyc")]
     assert not [n for n in names if "/." in n]

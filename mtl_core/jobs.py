@@ -1,0 +1,266 @@
+"""Jobs: one plain, JSON-serialisable description of a predict, explain, train or export run, and running it.
+
+The CLI, the QGIS panel, the Processing algorithms and the worker process (:mod:`mtl_core.worker`) all
+describe work as a :class:`Job` and run it with :func:`run_job`, so an option one of them sets is never
+dropped on the way to the engine. A job holds only strings, numbers, lists and dicts: it travels as
+JSON to the worker process and back into logs unchanged.
+
+Kinds and the fields they read:
+
+* ``predict`` — ``model``, ``raster``, ``out`` (output folder) and the engine fields (``bands``,
+  ``extent``, ``mask``, ``tile``, ``overlap``, ``chunk``, ``batch_size``, ``device``, ``backend``,
+  ``threads``, ``products``, ``cog``);
+* ``explain`` — as ``predict``, plus ``aux_truth`` and/or ``labels``; the explanation products are
+  added to ``products``;
+* ``train`` — ``config`` (dataset configuration), ``out`` (model file), ``train`` (options of
+  :class:`~mtl_core.train.TrainOptions`; ``architecture`` as a dict) and ``half``;
+* ``export`` — ``model`` (safetensors), ``out`` (``.onnx`` file), ``opset``, and for an int8 export
+  ``int8`` with ``raster`` as the calibration raster and ``bands``.
+
+Only ``train`` and ``export`` (and the torch backend) import PyTorch; ``predict`` and ``explain`` with
+the ONNX backend run on numpy, GDAL and ONNX Runtime alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+JobKind = Literal["predict", "explain", "train", "export"]
+KINDS = ("predict", "explain", "train", "export")
+#: Products an explain job always writes on top of the chosen ones: what its statistics and report need.
+EXPLAIN_PRODUCTS = ("main", "recon_error", "main_error", "error_score", "agreement")
+DEFAULT_PRODUCTS = ("main", "confidence", "entropy", "aux")
+
+
+@dataclass
+class Job:
+    """One unit of work (see the module docstring for which fields each kind reads).
+
+    Attributes:
+        kind: ``predict``, ``explain``, ``train`` or ``export``.
+        model: model file read by predict, explain and export.
+        raster: input raster (predict, explain) or calibration raster (int8 export).
+        out: output folder (predict, explain) or file (train: model file; export: ``.onnx``).
+        bands: 1-based raster band feeding each model input band; None: by description, else 1..N.
+        extent: (xmin, ymin, xmax, ymax) in the raster's CRS; None: the whole raster.
+        mask: polygon layer or raster (non-zero inside) restricting the run.
+        tile, overlap, chunk, batch_size, device, backend, threads: tiling and runtime (as ``mtl predict``).
+        products: products to write (``mtl predict --products``).
+        cog: write Cloud Optimized GeoTIFFs.
+        aux_truth: modality name -> raster of the real auxiliary bands (explain).
+        labels: reference label raster (explain).
+        config: dataset configuration (train).
+        train: :class:`~mtl_core.train.TrainOptions` fields (train).
+        half: store trained weights as float16 (train).
+        int8, opset: export settings.
+        name: display name of the input (used by the plugin for run folders and layer groups).
+    """
+
+    kind: JobKind
+    model: str = ""
+    raster: str = ""
+    out: str = ""
+    bands: list[int] | None = None
+    extent: list[float] | None = None
+    mask: str | None = None
+    tile: int | None = None
+    overlap: int | None = None
+    chunk: int = 2048
+    batch_size: int = 4
+    device: str = "auto"
+    backend: str = "auto"
+    threads: int | None = None
+    products: list[str] = field(default_factory=lambda: list(DEFAULT_PRODUCTS))
+    cog: bool = False
+    aux_truth: dict[str, str] = field(default_factory=dict)
+    labels: str | None = None
+    config: str = ""
+    train: dict[str, Any] = field(default_factory=dict)
+    half: bool = False
+    int8: bool = False
+    opset: int = 17
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"unknown job kind {self.kind!r}; choose one of {', '.join(KINDS)}")
+        self.products = list(self.products)
+        self.extent = list(self.extent) if self.extent is not None else None
+        self.bands = list(self.bands) if self.bands is not None else None
+        self.aux_truth = {str(k): str(v) for k, v in (self.aux_truth or {}).items()}
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return bool(self.aux_truth) or bool(self.labels)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Job:
+        """A job from a dict; unknown keys are refused (a typo would otherwise be silently ignored)."""
+        if not isinstance(data, dict) or "kind" not in data:
+            raise ConfigError("a job must be a JSON object with at least a 'kind' key "
+                              "(predict, explain, train or export)")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown job key(s) {unknown}; known keys: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Job:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"the job is not valid JSON ({exc})") from exc
+        return cls.from_dict(data)
+
+    def predict_options(self):
+        """The engine's :class:`~mtl_core.inference.PredictOptions` for a predict or explain job."""
+        from .inference import PredictOptions
+
+        products = list(self.products)
+        if self.kind == "explain":
+            products += [p for p in EXPLAIN_PRODUCTS if p not in products]
+        return PredictOptions(
+            tile=self.tile, overlap=self.overlap, chunk=self.chunk, batch_size=self.batch_size, device=self.device,
+            backend=self.backend, threads=self.threads, extent=tuple(self.extent) if self.extent else None,
+            mask=self.mask, bands=list(self.bands) if self.bands else None, products=tuple(products),
+            aux_truth=dict(self.aux_truth) or None, labels=self.labels or None, cog=self.cog,
+        )
+
+
+@dataclass
+class JobResult:
+    """What a job produced, as plain values.
+
+    Attributes:
+        outputs: product key (or ``model``) -> file written.
+        report: the HTML report of an explain job, or None.
+        device: where the model ran (``cpu``, ``cuda:0`` …).
+        seconds: wall-clock time of the job.
+        metrics: held-out metrics of a trained model, AUROC of the explanation detectors, or empty.
+        spec: the model's spec as a dict (the trained or exported model's for train and export).
+    """
+
+    outputs: dict[str, str] = field(default_factory=dict)
+    report: str | None = None
+    device: str = ""
+    seconds: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobResult:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+Progress = Callable[[float], None]
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Scalar metrics only, NaN as None, so the result is valid JSON."""
+    import math
+
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()
+            if isinstance(v, (int, float, str)) or v is None}
+
+
+def _train(job: Job, progress: Progress | bool, cancelled: Callable[[], bool] | None) -> JobResult:
+    from .config import load_config
+    from .modelfile import save_model
+    from .spec import Architecture
+    from .train import TrainOptions, train
+
+    if not job.config or not job.out:
+        raise ConfigError("a train job needs 'config' (dataset configuration) and 'out' (model file to write)")
+    opts = dict(job.train)
+    known = {f.name for f in dataclasses.fields(TrainOptions)}
+    unknown = sorted(set(opts) - known)
+    if unknown:
+        raise ConfigError(f"unknown training option(s) {unknown}; known: {', '.join(sorted(known))}")
+    if isinstance(opts.get("architecture"), dict):
+        opts["architecture"] = Architecture(**opts["architecture"])
+    opts.setdefault("device", job.device)
+    out = Path(job.out)
+    if not out.parent.is_dir():
+        raise ConfigError(f"folder {str(out.parent)!r} for the model file does not exist; create it first")
+    cfg = load_config(job.config)
+    result = train(cfg, TrainOptions(**opts), progress=progress, cancelled=cancelled)
+    if not result.test:  # not rank 0 under torchrun: nothing to write
+        return JobResult(device=str(opts["device"]))
+    save_model(out, result.spec, result.state_dict, half=job.half)
+    return JobResult(outputs={"model": str(out)}, device=str(result.spec.training.get("device", opts["device"])),
+                     metrics=_finite(result.test), spec=result.spec.to_dict())
+
+
+def _export(job: Job) -> JobResult:
+    from .backends import export_onnx, read_spec
+
+    if not job.model or not job.out:
+        raise ConfigError("an export job needs 'model' (safetensors model file) and 'out' (.onnx file to write)")
+    if job.int8 and not job.raster:
+        raise ConfigError("an int8 export needs a calibration raster: a raster holding the model's input bands, "
+                          "whose tiles set the int8 ranges (e.g. the training input raster)")
+    out = export_onnx(job.model, job.out, opset=job.opset, calibration=job.raster if job.int8 else None,
+                      bands=job.bands if job.int8 else None)
+    return JobResult(outputs={"model": str(out)}, device="cpu", spec=read_spec(out).to_dict())
+
+
+def run_job(job: Job, progress: Progress | bool = False, cancelled: Callable[[], bool] | None = None) -> JobResult:
+    """Run a job to the end and return what it wrote.
+
+    Args:
+        job: the job.
+        progress: True for a progress bar, or a callback receiving the fraction done (0..1).
+        cancelled: polled between tile batches / training steps; when it returns True the job stops with
+            :class:`~mtl_core.errors.CancelledError`, leaving no output behind.
+
+    Raises:
+        mtl_core.errors.MtlError: anything the job refuses, with the reason and the fix.
+    """
+    start = time.perf_counter()
+    if job.kind == "train":
+        result = _train(job, progress, cancelled)
+    elif job.kind == "export":
+        result = _export(job)
+    else:
+        if not job.model or not job.raster or not job.out:
+            raise ConfigError(f"a {job.kind} job needs 'model', 'raster' and 'out' (output folder)")
+        if job.kind == "explain":
+            from .explain import explain
+
+            if not job.has_ground_truth:
+                raise ConfigError("an explain job needs ground truth: the real auxiliary rasters ('aux_truth') "
+                                  "and/or reference labels ('labels'); without them run a predict job")
+            done = explain(job.model, job.raster, job.out, job.predict_options(), progress=progress,
+                           cancelled=cancelled)
+            metrics = {f"auroc {k}": d.get("auroc") for k, d in done.stats.get("detectors", {}).items()}
+            result = JobResult(outputs={k: str(v) for k, v in done.outputs.items()},
+                               report=str(done.report["html"]) if done.report.get("html") else None,
+                               device=done.device, metrics=_finite(metrics), spec=done.spec.to_dict())
+        else:
+            from .inference import predict
+
+            done = predict(job.model, job.raster, job.out, job.predict_options(), progress=progress,
+                           cancelled=cancelled)
+            result = JobResult(outputs={k: str(v) for k, v in done.outputs.items()}, device=done.device,
+                               spec=done.spec.to_dict() if done.spec else {})
+    result.seconds = time.perf_counter() - start
+    return result
