@@ -83,11 +83,13 @@ check-package: package
 	$(PY) tools/check_package.py $(PLUGIN_ZIP)
 
 deploy: package
-	$(PY) tools/deploy.py $(PLUGIN_ZIP) --profile $(QGIS_PROFILE)
+	$(PY) tools/deploy.py $(PLUGIN_ZIP) --profile $(QGIS_PROFILE) --worker-python $(abspath $(PY))
 
 demo-project: setup
 	$(PY) tools/demo_project.py $(DEMO)/model.mtl.safetensors $(dir $(SAMPLE_CONFIG))raleigh_vnir.tif $(DEMO)
 
 qgis: deploy
 	@test -f $(DEMO)/demo.qgz || $(MAKE) demo
-	env -u QT_QPA_PLATFORM qgis --profile $(notdir $(QGIS_PROFILE)) $(DEMO)/demo.qgz
+	# QGIS's own Python gets ONNX Runtime from .venv; the plugin never imports torch there (its worker does).
+	env -u QT_QPA_PLATFORM PYTHONPATH=$$($(PY) -c 'import site; print(site.getsitepackages()[0])') \
+	  qgis --profile $(notdir $(QGIS_PROFILE)) $(DEMO)/demo.qgz

@@ -11,8 +11,14 @@ from pathlib import Path
 DEFAULT_PROFILE = Path.home() / ".local" / "share" / "QGIS" / "QGIS3" / "profiles" / "default"
 
 
-def deploy(zip_path: Path, profile: Path) -> Path:
+def deploy(zip_path: Path, profile: Path, worker_python: str | None = None) -> Path:
     """Unzip the plugin into ``profile/python/plugins`` (replacing an older copy) and enable it.
+
+    Args:
+        zip_path: the plugin zip.
+        profile: the QGIS profile folder.
+        worker_python: interpreter with PyTorch for the plugin's worker process (training, export of
+            ``.safetensors`` models, CUDA runs); written into the profile's settings.
 
     Returns:
         The installed plugin folder.
@@ -27,6 +33,8 @@ def deploy(zip_path: Path, profile: Path) -> Path:
 
     settings = QSettings(str(profile / "QGIS" / "QGIS3.ini"), QSettings.IniFormat)
     settings.setValue(f"PythonPlugins/{top}", True)
+    if worker_python:
+        settings.setValue("mtl_explain/worker_python", worker_python)
     settings.sync()
     return plugins / top
 
@@ -36,9 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("zip", type=Path, help="plugin zip (make package)")
     p.add_argument("--profile", type=Path, default=DEFAULT_PROFILE, help=f"QGIS profile (default: {DEFAULT_PROFILE})")
+    p.add_argument("--worker-python", help="Python with PyTorch for the plugin's worker process (default: QGIS's own)")
     args = p.parse_args(argv)
-    folder = deploy(args.zip, args.profile)
+    folder = deploy(args.zip, args.profile, args.worker_python)
     sys.stdout.write(f"MTL Explain installed in {folder} and enabled; restart QGIS to load it.\n")
+    if args.worker_python:
+        sys.stdout.write(f"Its worker process (training, .safetensors export, CUDA) runs {args.worker_python}.\n")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,3 +58,15 @@ def loaded_plugin(qgis_iface, qgis_new_project):
     yield instance
     instance.unload()
     flush_deletions()
+
+
+@pytest.fixture(scope="session")
+def plugin_zip(tmp_path_factory) -> Path:
+    """The zip written by ``make package`` (into a temporary folder)."""
+    if not (ROOT / "resources" / "default_model.mtl.onnx").exists():
+        pytest.fail("resources/default_model.mtl.onnx is missing; run make default-model")
+    out = tmp_path_factory.mktemp("dist") / "mtl_explain.zip"
+    done = subprocess.run(["make", "-s", "package", f"PLUGIN_ZIP={out}"], cwd=ROOT, capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out

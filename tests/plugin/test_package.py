@@ -22,18 +22,6 @@ import deploy  # noqa: E402
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
 
 
-@pytest.fixture(scope="module")
-def plugin_zip(tmp_path_factory) -> Path:
-    """The zip written by ``make package`` (into a temporary folder)."""
-    if not (ROOT / "resources" / "default_model.mtl.onnx").exists():
-        pytest.fail("resources/default_model.mtl.onnx is missing; run make default-model")
-    out = tmp_path_factory.mktemp("dist") / "mtl_explain.zip"
-    done = subprocess.run(["make", "-s", "package", f"PLUGIN_ZIP={out}"], cwd=ROOT, capture_output=True, text=True,
-                          check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return out
-
-
 def test_zip_holds_the_plugin_and_nothing_else(plugin_zip):
     with zipfile.ZipFile(plugin_zip) as zf:
         names = zf.namelist()

@@ -1,0 +1,165 @@
+"""Run by the real QGIS desktop (``qgis.bin --code``) under Xvfb: what a user does, recorded as JSON.
+
+Not a test module (pytest does not collect it): ``test_desktop.py`` starts QGIS with it. Steps, each
+started by a timer so QGIS's event loop runs between them as it does for a user:
+
+1. load the raster, open the MTL Explain panel from its action, press Run with the defaults, wait for
+   the task; record the layers that arrived and a screenshot;
+2. run Processing > MTL Explain > Train as the toolbox does (a background ``QgsProcessingAlgRunnerTask``),
+   a few steps; record the progress it reported and the model file;
+3. start a long Train the same way, cancel it once it reports progress, record what is left (files,
+   worker processes);
+4. record whether torch's stack was ever imported in this process, write the JSON and quit.
+
+Inputs come from environment variables (``MTL_DESKTOP_*``): QGIS passes no arguments to the script.
+"""
+
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingAlgRunnerTask,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProject,
+)
+from qgis.PyQt.QtCore import QTimer
+from qgis.utils import iface, plugins
+
+RASTER = os.environ["MTL_DESKTOP_RASTER"]
+CONFIG = os.environ["MTL_DESKTOP_CONFIG"]
+OUT = Path(os.environ["MTL_DESKTOP_OUT"])
+HEAVY = ("torch", "segmentation_models_pytorch", "timm", "torchvision", "triton")
+report: dict = {"steps": []}
+keep: list = []  # Python references the task manager does not hold
+
+
+def worker_processes() -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"mtl_core.worker" in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            pass
+    return pids
+
+
+def finish(error: str | None = None) -> None:
+    report["error"] = error
+    report["heavy_modules"] = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
+    (OUT / "desktop.json").write_text(json.dumps(report, indent=2))
+    QgsApplication.instance().exit(0)
+
+
+def guarded(step):
+    def run(*args):
+        try:
+            step(*args)
+        except Exception:  # noqa: BLE001 — any failure ends the session with its traceback in the report
+            finish(traceback.format_exc())
+    return run
+
+
+def wait(condition, then, timeout: float = 300.0, started: float | None = None) -> None:
+    started = started or time.monotonic()
+    if condition():
+        QTimer.singleShot(0, then)
+    elif time.monotonic() - started > timeout:
+        finish(f"timed out waiting in {then.__name__}")
+    else:
+        QTimer.singleShot(200, lambda: wait(condition, then, timeout, started))
+
+
+@guarded
+def panel_run() -> None:
+    plugin = plugins["mtl_explain"]
+    layer = iface.addRasterLayer(RASTER, "raleigh_vnir")
+    iface.setActiveLayer(layer)
+    dock = plugin.dock
+    report["panel_visible_at_start"] = dock.isVisible()
+    if not dock.isVisible():
+        plugin.actions[0].trigger()  # the panel's toolbar / menu action, as a user clicks it
+    dock.out_dir.setFilePath(str(OUT / "panel"))
+    report["panel_visible"] = dock.isVisible()
+    report["default_model"] = dock.model_file.filePath()
+    report["run_enabled"] = dock.run_button.isEnabled()
+    report["started"] = time.monotonic()
+    dock.run_button.click()
+    report["steps"].append("run clicked")
+    wait(lambda: plugin.task is None, panel_done)
+
+
+@guarded
+def panel_done() -> None:
+    from mtl_explain.core.layers import KEY_PROPERTY, run_groups
+
+    plugin = plugins["mtl_explain"]
+    report["panel_seconds"] = round(time.monotonic() - report.pop("started"), 2)
+    report["status"] = plugin.dock.status_label.text()
+    groups = run_groups()
+    report["layers"] = {n.layer().customProperty(KEY_PROPERTY): n.layer().renderer().type()
+                        for g in groups for n in g.findLayers()}
+    iface.mainWindow().grab().save(str(OUT / "panel.png"))
+    report["steps"].append("panel done")
+    QTimer.singleShot(0, train_short)
+
+
+def start_train(steps: int, out: Path, on_progress):
+    alg = QgsApplication.processingRegistry().createAlgorithmById("mtl_explain:train")
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(on_progress)
+    params = {"CONFIG": CONFIG, "STEPS": steps, "ENCODER_DEPTH": 3, "BATCH_SIZE": 4, "DEVICE": 1, "OUTPUT": str(out)}
+    task = QgsProcessingAlgRunnerTask(alg, params, context, feedback)
+    ended: list[bool] = []
+    task.executed.connect(lambda ok, _results: ended.append(ok))
+    keep.extend([alg, context, feedback, task])
+    QgsApplication.taskManager().addTask(task)
+    return task, feedback, ended
+
+
+@guarded
+def train_short() -> None:
+    progress: list[float] = []
+    out = OUT / "short.mtl.safetensors"
+    _task, _feedback, ended = start_train(3, out, progress.append)
+
+    def done() -> None:
+        report["train"] = {"ok": ended[0], "max_progress": max(progress, default=0.0), "file": out.is_file()}
+        report["steps"].append("train done")
+        QTimer.singleShot(0, train_cancel)
+
+    wait(lambda: bool(ended), guarded(done))
+
+
+@guarded
+def train_cancel() -> None:
+    progress: list[float] = []
+    out = OUT / "cancelled.mtl.safetensors"
+    task, _feedback, ended = start_train(5000, out, progress.append)
+
+    def cancel() -> None:
+        report["workers_while_training"] = len(worker_processes())
+        task.cancel()
+
+    def done() -> None:
+        time.sleep(1.0)
+        report["cancel"] = {"ok": ended[0], "max_progress": max(progress, default=0.0),
+                            "left": sorted(p.name for p in OUT.iterdir() if p.name.startswith((".cancelled", "cancelled"))),
+                            "workers_after": worker_processes()}
+        report["steps"].append("cancel done")
+        finish()
+
+    wait(lambda: bool(progress) and progress[-1] > 0, guarded(cancel))
+    wait(lambda: bool(ended), guarded(done), timeout=600)
+
+
+iface.mainWindow().showMaximized()
+QTimer.singleShot(1000, panel_run)
