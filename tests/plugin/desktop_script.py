@@ -151,8 +151,8 @@ def train_cancel() -> None:
 
     def done() -> None:
         time.sleep(1.0)
-        report["cancel"] = {"ok": ended[0], "max_progress": max(progress, default=0.0),
-                            "left": sorted(p.name for p in OUT.iterdir() if p.name.startswith((".cancelled", "cancelled"))),
+        left = sorted(p.name for p in OUT.iterdir() if p.name.startswith((".cancelled", "cancelled")))
+        report["cancel"] = {"ok": ended[0], "max_progress": max(progress, default=0.0), "left": left,
                             "workers_after": worker_processes()}
         report["steps"].append("cancel done")
         finish()
