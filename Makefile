@@ -7,6 +7,7 @@ APT_PACKAGES := qgis python3-qgis qgis-providers python3-gdal gdal-bin xvfb
 STAMP := $(VENV)/.installed
 CACHE := $(or $(MTL_EXPLAIN_CACHE),$(HOME)/.cache/mtl-explain)
 SAMPLE_CONFIG := $(CACHE)/raleigh/raleigh.yaml
+SAMPLE := $(CACHE)/raleigh
 DEMO := outputs/demo
 DEMO_STEPS ?= 600
 export QT_QPA_PLATFORM ?= offscreen
@@ -15,7 +16,7 @@ export QT_QPA_PLATFORM ?= offscreen
 
 help:
 	@echo "make setup   install Debian packages (as root), .venv and pinned Python dependencies"
-	@echo "make demo    train the mtl model on the real sample scene, predict it, write $(DEMO)/"
+	@echo "make demo    train the mtl model on the real sample scene, explain it (real SWIR + labels), write $(DEMO)/"
 	@echo "make test    run the test suite (installs what it needs first)"
 	@echo "make package / check-package / deploy / qgis   build, scan, install and start the QGIS plugin"
 
@@ -47,9 +48,10 @@ demo: setup
 	$(MTL) -q sample-data
 	@mkdir -p $(DEMO)
 	$(MTL) train $(SAMPLE_CONFIG) --variant mtl --steps $(DEMO_STEPS) --out $(DEMO)/model.mtl.safetensors
-	$(MTL) predict $(DEMO)/model.mtl.safetensors $(dir $(SAMPLE_CONFIG))raleigh_vnir.tif --out $(DEMO)
+	$(MTL) -q explain $(DEMO)/model.mtl.safetensors $(SAMPLE)/raleigh_vnir.tif --aux swir=$(SAMPLE)/raleigh_swir.tif \
+	  --labels $(SAMPLE)/raleigh_landcover.tif --out $(DEMO)
 	$(PY) tools/demo_project.py $(DEMO)/model.mtl.safetensors $(dir $(SAMPLE_CONFIG))raleigh_vnir.tif $(DEMO)
-	@echo; echo "Demo outputs in $(DEMO)/; open $(DEMO)/demo.qgz in QGIS (or: make qgis) to see them styled."
+	@echo; echo "Demo outputs in $(DEMO)/ (report: $(DEMO)/raleigh_vnir_report.html); open $(DEMO)/demo.qgz in QGIS (or: make qgis) to see them styled."
 
 test: setup
 	$(PY) -m flake8 --max-line-length=120 mtl_core plugin tools tests bench

@@ -1,7 +1,8 @@
-"""Write the demo QGIS project: the input raster and every output of ``mtl predict``, styled by the plugin.
+"""Write the demo QGIS project: the input raster and every output of ``mtl explain``, styled by the plugin.
 
-Run by ``make demo`` after the prediction: ``demo_project.py MODEL RASTER FOLDER`` writes ``FOLDER/demo.qgz``
-with one group per run, styled with the plugin's own styling code (``plugin/core/styling.py``).
+Run by ``make demo`` after the explanation: ``demo_project.py MODEL RASTER FOLDER`` writes ``FOLDER/demo.qgz``
+with the run's layers in one styled group (the plugin's own styling code, ``plugin/core/styling.py``) above
+the input raster, and the scene's extent saved as the project's view, so it opens on the scene.
 """
 
 from __future__ import annotations
@@ -46,7 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-    from qgis.core import QgsApplication, QgsContrastEnhancement, QgsMultiBandColorRenderer, QgsProject, QgsRasterLayer
+    from qgis.core import (
+        QgsApplication,
+        QgsContrastEnhancement,
+        QgsMultiBandColorRenderer,
+        QgsProject,
+        QgsRasterLayer,
+        QgsReferencedRectangle,
+    )
 
     app = QgsApplication([], False)
     app.initQgis()
@@ -58,12 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     spec = read_spec(args.model)
     outputs = find_outputs(args.folder, args.raster.stem, spec)
     if not outputs:
-        sys.stderr.write(f"demo_project: no outputs of {args.raster.name} in {args.folder}; run mtl predict first\n")
+        sys.stderr.write(f"demo_project: no outputs of {args.raster.name} in {args.folder}; run mtl explain (or "
+                         "mtl predict) first\n")
         return 1
     project = QgsProject.instance()
     project.setFileName(str(args.folder / "demo.qgz"))
     project.setTitle(f"MTL Explain demo — {spec.name}")
-    outcome = RunOutcome(outputs=outputs, run_dir=str(args.folder), spec=spec.to_dict())
+    report = args.folder / f"{args.raster.stem}_report.html"
+    outcome = RunOutcome(outputs=outputs, run_dir=str(args.folder), spec=spec.to_dict(),
+                         report=str(report) if report.exists() else None)
     add_run_layers(outcome, args.raster.stem, project)
     source = QgsRasterLayer(str(args.raster.resolve()), f"{args.raster.stem} (input)", "gdal")
     if source.isValid() and source.bandCount() >= 3:
@@ -79,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
             ce.setMaximumValue(hi)
             setter(ce)
         source.setRenderer(renderer)
-    project.addMapLayer(source)
+    project.addMapLayer(source, False)
+    project.layerTreeRoot().addLayer(source)  # at the bottom: the outputs above it stay visible
     project.setCrs(source.crs())
+    project.viewSettings().setDefaultViewExtent(QgsReferencedRectangle(source.extent(), source.crs()))
     if not project.write():
         sys.stderr.write(f"demo_project: cannot write {project.fileName()}: {project.error()}\n")
         return 1

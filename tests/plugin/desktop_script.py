@@ -9,7 +9,9 @@ started by a timer so QGIS's event loop runs between them as it does for a user:
    a few steps; record the progress it reported and the model file;
 3. start a long Train the same way, cancel it once it reports progress, record what is left (files,
    worker processes);
-4. record whether torch's stack was ever imported in this process, write the JSON and quit.
+4. open the demo project (when ``MTL_DESKTOP_DEMO`` names one) and record the canvas's extent and the
+   layer tree, with a screenshot;
+5. record whether torch's stack was ever imported in this process, write the JSON and quit.
 
 Inputs come from environment variables (``MTL_DESKTOP_*``): QGIS passes no arguments to the script.
 """
@@ -54,6 +56,9 @@ def finish(error: str | None = None) -> None:
     report["error"] = error
     report["heavy_modules"] = sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)
     (OUT / "desktop.json").write_text(json.dumps(report, indent=2))
+    # Close the project first, as File > Exit does: QGIS 3.22 crashes in its teardown when the project
+    # still holds layers as the application object goes away.
+    QgsProject.instance().clear()
     QgsApplication.instance().exit(0)
 
 
@@ -155,10 +160,33 @@ def train_cancel() -> None:
         report["cancel"] = {"ok": ended[0], "max_progress": max(progress, default=0.0), "left": left,
                             "workers_after": worker_processes()}
         report["steps"].append("cancel done")
-        finish()
+        QTimer.singleShot(0, open_demo)
 
     wait(lambda: bool(progress) and progress[-1] > 0, guarded(cancel))
     wait(lambda: bool(ended), guarded(done), timeout=600)
+
+
+@guarded
+def open_demo() -> None:
+    """Open the demo project as a user does (Project > Open) and record what the canvas shows."""
+    demo = os.environ.get("MTL_DESKTOP_DEMO")
+    if not demo:
+        finish()
+        return
+    iface.addProject(demo)
+
+    def look() -> None:
+        canvas = iface.mapCanvas()
+        extent = canvas.extent()
+        tree = QgsProject.instance().layerTreeRoot().children()
+        report["demo"] = {"extent": [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()],
+                          "crs": canvas.mapSettings().destinationCrs().authid(),
+                          "top": tree[0].name(), "bottom": tree[-1].name(),
+                          "layers": len(QgsProject.instance().mapLayers())}
+        iface.mainWindow().grab().save(str(OUT / "demo.png"))
+        finish()
+
+    QTimer.singleShot(3000, guarded(look))
 
 
 iface.mainWindow().showMaximized()

@@ -28,6 +28,20 @@ pytestmark = pytest.mark.slow
 QGIS = "/usr/bin/qgis.bin"
 
 
+def _demo_project(crop_dir: Path, folder: Path) -> Path:
+    """``make demo``'s project, built the same way on the crop with the bundled model."""
+    from mtl_core.jobs import Job, run_job
+
+    folder.mkdir()
+    model = ROOT / "resources" / "default_model.mtl.onnx"
+    raster = crop_dir / "raleigh_vnir.tif"
+    run_job(Job(kind="explain", model=str(model), raster=str(raster), out=str(folder),
+                aux_truth={"swir": str(crop_dir / "raleigh_swir.tif")}, labels=str(crop_dir / "raleigh_landcover.tif")))
+    subprocess.run([sys.executable, str(ROOT / "tools" / "demo_project.py"), str(model), str(raster), str(folder)],
+                   check=True, capture_output=True)
+    return folder / "demo.qgz"
+
+
 @pytest.fixture(scope="module")
 def desktop(plugin_zip, sample_config, crop_dir, tmp_path_factory) -> dict:
     """Run the desktop session once; its report (``desktop.json``) plus QGIS's exit status and log."""
@@ -37,8 +51,9 @@ def desktop(plugin_zip, sample_config, crop_dir, tmp_path_factory) -> dict:
     profiles, out = base / "profiles", base / "out"
     out.mkdir()
     deploy.deploy(plugin_zip, profiles / "profiles" / "default", worker_python=sys.executable)
+    demo = _demo_project(crop_dir, base / "demo")
     env = dict(os.environ, MTL_DESKTOP_RASTER=str(sample_config.parent / "raleigh_vnir.tif"),
-               MTL_DESKTOP_CONFIG=str(crop_dir / "crop.yaml"), MTL_DESKTOP_OUT=str(out),
+               MTL_DESKTOP_CONFIG=str(crop_dir / "crop.yaml"), MTL_DESKTOP_OUT=str(out), MTL_DESKTOP_DEMO=str(demo),
                PYTHONPATH=os.pathsep.join(site.getsitepackages()))
     env.pop("QT_QPA_PLATFORM", None)  # the real, windowed platform, on the Xvfb display
     done = subprocess.run(
@@ -73,3 +88,18 @@ def test_cancelled_train_leaves_no_file_and_no_worker(desktop):
     assert desktop["workers_while_training"] == 1
     assert cancel["ok"] is False and 0 < cancel["max_progress"] < 100
     assert cancel["left"] == [] and cancel["workers_after"] == []
+
+
+def test_demo_project_opens_on_the_scene_with_the_input_at_the_bottom(desktop, crop_dir):
+    from osgeo import gdal
+
+    demo = desktop["demo"]
+    ds = gdal.Open(str(crop_dir / "raleigh_vnir.tif"))
+    x0, dx, _, y0, _, dy = ds.GetGeoTransform()
+    xmin, ymin, xmax, ymax = demo["extent"]
+    x1, y1 = x0 + dx * ds.RasterXSize, y0 + dy * ds.RasterYSize
+    assert demo["crs"] == "EPSG:3358"
+    # The canvas shows the whole scene and not much more (the window's aspect ratio pads one axis).
+    assert xmin <= x0 + dx and xmax >= x1 - dx and ymin <= y1 - dy and ymax >= y0 + dy, (demo, (x0, y1, x1, y0))
+    assert (xmax - xmin) * (ymax - ymin) < 4 * (x1 - x0) * (y0 - y1)
+    assert demo["bottom"].endswith("(input)") and "—" in demo["top"]

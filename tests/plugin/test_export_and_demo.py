@@ -46,20 +46,38 @@ def test_export_task_runs_in_the_background(qgis_app, crop_dir, tiny_model, tmp_
     assert ok and len(written) == len(outputs) and all(p.exists() for p in written)
 
 
-def test_demo_project_has_the_input_and_every_output_styled(crop_dir, tiny_model, tmp_path):
-    outputs = _predict(crop_dir, tiny_model, tmp_path / "demo")
+def test_demo_project_has_every_explanation_layer_the_input_below_and_a_saved_extent(crop_dir, tiny_model, tmp_path):
+    from mtl_core.jobs import Job, run_job
+
+    from plugin.core.layers import report_of, run_groups
+
     raster = crop_dir / "raleigh_vnir.tif"
+    out = tmp_path / "demo"
+    out.mkdir()
+    result = run_job(Job(kind="explain", model=str(tiny_model), raster=str(raster), out=str(out), device="cpu",
+                         products=["main", "confidence", "entropy", "aux", "sensitivity"],
+                         aux_truth={"swir": str(crop_dir / "raleigh_swir.tif")},
+                         labels=str(crop_dir / "raleigh_landcover.tif")))
     done = subprocess.run([sys.executable, str(ROOT / "tools" / "demo_project.py"), str(tiny_model), str(raster),
-                           str(tmp_path / "demo")], capture_output=True, text=True, check=False, timeout=300)
+                           str(out)], capture_output=True, text=True, check=False, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    qgz = tmp_path / "demo" / "demo.qgz"
+    qgz = out / "demo.qgz"
     assert zipfile.is_zipfile(qgz)
     project = QgsProject()
     assert project.read(str(qgz))
     layers = {lyr.source(): lyr for lyr in project.mapLayers().values()}
     assert str(raster) in layers and layers[str(raster)].renderer().type() == "multibandcolor"
-    for key, path in outputs.items():
-        assert str(path) in layers, key
-    main = layers[str(outputs["main"])].renderer()
+    assert {"recon_error_swir", "main_error", "error_score", "agreement", "sensitivity"} <= set(result.outputs)
+    for key, path in result.outputs.items():
+        assert path in layers, key
+    main = layers[result.outputs["main"]].renderer()
     assert main.type() == "paletted" and main.classes()[0].label == "developed"
-    assert layers[str(outputs["aux_swir"])].renderer().type() == "multibandcolor"
+    assert layers[result.outputs["aux_swir"]].renderer().type() == "multibandcolor"
+    assert layers[result.outputs["agreement"]].renderer().type() == "paletted"
+    root = project.layerTreeRoot()
+    assert root.children()[-1].layer().source() == str(raster)  # the input at the bottom
+    groups = run_groups(project)
+    assert len(groups) == 1 and report_of(groups[0]) == out / "raleigh_vnir_report.html"
+    extent = project.viewSettings().defaultViewExtent()
+    assert extent.crs() == layers[str(raster)].crs()
+    assert extent.contains(layers[str(raster)].extent()) and layers[str(raster)].extent().contains(extent)
