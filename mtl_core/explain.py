@@ -48,12 +48,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("mtl_core")
 
 #: The error-agreement layer: (value, label, colour). 0 is nodata.
+#: Classes of the agreement layer: (value, legend label, colour). The single source of its palette: the
+#: GeoTIFF colour table and category names, the QML style (tools/make_styles.py) and the report's legend.
+#: Unexplained errors (the model is wrong and nothing flags it) get the alarm colour.
 AGREEMENT_CLASSES: list[tuple[int, str, str]] = [
     (1, "correct, reconstruction good", "#1a9641"),
-    (2, "wrong, reconstruction bad (explained)", "#d7191c"),
-    (3, "wrong, reconstruction good (unexplained)", "#fdae61"),
-    (4, "correct, reconstruction bad", "#2b7bb9"),
+    (2, "wrong, reconstruction bad (explained)", "#fdae61"),
+    (3, "wrong, reconstruction good (unexplained)", "#d7191c"),
+    (4, "correct, reconstruction bad", "#abd9e9"),
 ]
+#: Classes of the main-task error layer of a classifier, the same way (its nodata value is 255).
+MAIN_ERROR_CLASSES: list[tuple[int, str, str]] = [(0, "correct", "#d9d9d9"), (1, "wrong", "#e31a1c")]
 AGREEMENT_NODATA = 0
 ERROR_MODEL_VERSION = 1
 #: Classes with fewer training pixels than this use the distribution of all classes together.

@@ -400,12 +400,12 @@ class _Outputs:
         for key, desc in descriptions.items():
             if key in ds:
                 ds[key].GetRasterBand(1).SetDescription(desc)
-        if "agreement" in ds:
-            from .explain import AGREEMENT_CLASSES
+        from .explain import AGREEMENT_CLASSES, MAIN_ERROR_CLASSES
 
+        if "agreement" in ds:
             set_classes(ds["agreement"].GetRasterBand(1), AGREEMENT_CLASSES)
         if "main_error" in ds and spec.task != "regression":
-            set_classes(ds["main_error"].GetRasterBand(1), [(1, "misclassified", "#d7191c")], "correct")
+            set_classes(ds["main_error"].GetRasterBand(1), MAIN_ERROR_CLASSES)
         for m in spec.aux:
             if f"aux_{m.name}" in ds:
                 rec = ds[f"aux_{m.name}"]

@@ -27,6 +27,8 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
+from mtl_core.explain import AGREEMENT_CLASSES, MAIN_ERROR_CLASSES
+
 OUT = Path(__file__).resolve().parent.parent / "resources" / "styles"
 
 #: name -> (colour ramp in QGIS's default style, inverted, min, max)
@@ -43,13 +45,9 @@ PSEUDO = {
 #: name -> [(value, colour, label)]
 PALETTED = {
     "classes": [(1, "#d7191c", "class 1"), (2, "#2b83ba", "class 2")],
-    "main_error": [(0, "#d9d9d9", "correct"), (1, "#e31a1c", "wrong")],
-    "agreement": [
-        (1, "#1a9641", "correct, reconstruction good"),
-        (2, "#fdae61", "wrong, reconstruction bad (explained)"),
-        (3, "#d7191c", "wrong, reconstruction good (unexplained)"),
-        (4, "#abd9e9", "correct, reconstruction bad"),
-    ],
+    # The explanation layers' palettes come from mtl_core, which also writes them into the GeoTIFFs.
+    "main_error": [(v, color, label) for v, label, color in MAIN_ERROR_CLASSES],
+    "agreement": [(v, color, label) for v, label, color in AGREEMENT_CLASSES],
 }
 
 

@@ -1,17 +1,17 @@
 <!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<qgis version="3.22.16-Białowieża" maxScale="0" hasScaleBasedVisibilityFlag="0" minScale="1e+08" styleCategories="Symbology|Rendering">
+<qgis version="3.22.16-Białowieża" minScale="1e+08" hasScaleBasedVisibilityFlag="0" styleCategories="Symbology|Rendering" maxScale="0">
   <pipe-data-defined-properties>
     <Option type="Map">
-      <Option name="name" value="" type="QString"/>
+      <Option type="QString" value="" name="name"/>
       <Option name="properties"/>
-      <Option name="type" value="collection" type="QString"/>
+      <Option type="QString" value="collection" name="type"/>
     </Option>
   </pipe-data-defined-properties>
   <pipe>
     <provider>
-      <resampling enabled="false" maxOversampling="2" zoomedInResamplingMethod="nearestNeighbour" zoomedOutResamplingMethod="nearestNeighbour"/>
+      <resampling enabled="false" zoomedOutResamplingMethod="nearestNeighbour" maxOversampling="2" zoomedInResamplingMethod="nearestNeighbour"/>
     </provider>
-    <rasterrenderer band="1" nodataColor="" alphaBand="-1" opacity="1" type="paletted">
+    <rasterrenderer type="paletted" nodataColor="" alphaBand="-1" band="1" opacity="1">
       <minMaxOrigin>
         <limits>None</limits>
         <extent>WholeRaster</extent>
@@ -21,14 +21,14 @@
         <stdDevFactor>2</stdDevFactor>
       </minMaxOrigin>
       <colorPalette>
-        <paletteEntry alpha="255" value="1" label="correct, reconstruction good" color="#1a9641"/>
-        <paletteEntry alpha="255" value="2" label="wrong, reconstruction bad (explained)" color="#fdae61"/>
-        <paletteEntry alpha="255" value="3" label="wrong, reconstruction good (unexplained)" color="#d7191c"/>
-        <paletteEntry alpha="255" value="4" label="correct, reconstruction bad" color="#abd9e9"/>
+        <paletteEntry value="1" alpha="255" color="#1a9641" label="correct, reconstruction good"/>
+        <paletteEntry value="2" alpha="255" color="#fdae61" label="wrong, reconstruction bad (explained)"/>
+        <paletteEntry value="3" alpha="255" color="#d7191c" label="wrong, reconstruction good (unexplained)"/>
+        <paletteEntry value="4" alpha="255" color="#abd9e9" label="correct, reconstruction bad"/>
       </colorPalette>
     </rasterrenderer>
-    <brightnesscontrast brightness="0" contrast="0" gamma="1"/>
-    <huesaturation colorizeBlue="128" saturation="0" colorizeRed="255" colorizeGreen="128" colorizeOn="0" invertColors="0" colorizeStrength="100" grayscaleMode="0"/>
+    <brightnesscontrast contrast="0" brightness="0" gamma="1"/>
+    <huesaturation colorizeGreen="128" grayscaleMode="0" colorizeOn="0" colorizeStrength="100" saturation="0" invertColors="0" colorizeRed="255" colorizeBlue="128"/>
     <rasterresampler maxOversampling="2"/>
     <resamplingStage>resamplingFilter</resamplingStage>
   </pipe>

@@ -21,6 +21,25 @@ def _predict(crop_dir, model, out):
     return predict(model, crop_dir / "raleigh_vnir.tif", out, PredictOptions(device="cpu")).outputs
 
 
+def _geotiff_palette(path: str) -> list[tuple[int, str, str]]:
+    ds = gdal.Open(path)  # kept: a band outlives no dataset
+    band = ds.GetRasterBand(1)
+    table, names = band.GetRasterColorTable(), band.GetCategoryNames()
+    return [(v, names[v], "#%02x%02x%02x" % table.GetColorEntry(v)[:3]) for v in range(len(names))
+            if table.GetColorEntry(v)[3] and names[v]]
+
+
+def _qml_palette(name: str) -> list[tuple[int, str, str]]:
+    import xml.etree.ElementTree as ET
+
+    entries = ET.parse(ROOT / "resources" / "styles" / f"{name}.qml").iter("paletteEntry")
+    return [(int(e.get("value")), e.get("label"), e.get("color")) for e in entries]
+
+
+def _layer_palette(layer) -> list[tuple[int, str, str]]:
+    return [(int(c.value), c.label, c.color.name()) for c in layer.renderer().classes()]
+
+
 def test_export_geotiff_and_cog(crop_dir, tiny_model, tmp_path):
     outputs = {k: str(v) for k, v in _predict(crop_dir, tiny_model, tmp_path / "run").items()}
     report = tmp_path / "run" / "report.html"
@@ -74,6 +93,9 @@ def test_demo_project_has_every_explanation_layer_the_input_below_and_a_saved_ex
     assert main.type() == "paletted" and main.classes()[0].label == "developed"
     assert layers[result.outputs["aux_swir"]].renderer().type() == "multibandcolor"
     assert layers[result.outputs["agreement"]].renderer().type() == "paletted"
+    for key in ("agreement", "main_error"):  # one palette: GeoTIFF colour table = QML style = layer in QGIS
+        assert _geotiff_palette(result.outputs[key]) == _qml_palette(key) == _layer_palette(
+            layers[result.outputs[key]]), key
     root = project.layerTreeRoot()
     assert root.children()[-1].layer().source() == str(raster)  # the input at the bottom
     groups = run_groups(project)
