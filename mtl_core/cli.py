@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
@@ -99,7 +101,8 @@ def _engine_job(kind: str, args: argparse.Namespace, **extra) -> Job:
     return Job(kind=kind, model=args.model, raster=args.raster, out=args.out, bands=args.bands,
                extent=list(args.extent) if args.extent else None, mask=args.mask, tile=args.tile,
                overlap=args.overlap, chunk=args.chunk, batch_size=args.batch, device=args.device,
-               backend=args.backend, threads=args.threads, products=list(args.products), cog=args.cog, **extra)
+               backend=args.backend, threads=args.threads, products=list(args.products), cog=args.cog,
+               overwrite=args.overwrite, **extra)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -185,6 +188,8 @@ def _engine_arguments(r: argparse.ArgumentParser, products: list[str]) -> None:
     r.add_argument("--products", nargs="+", default=["main", "confidence", "entropy", "aux"],
                    choices=products, help="products to write (default: main confidence entropy aux)")
     r.add_argument("--cog", action="store_true", help="write Cloud Optimized GeoTIFFs")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace outputs that already exist in the folder (the run's inputs are never replaced)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -307,8 +312,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C, so every temporary output is removed on the way out."""
+
+
+def _on_sigterm(_signum: int, _frame) -> None:
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     from .raster import bound_gdal_cache, share_malloc_arena
 
     bound_gdal_cache()
@@ -320,8 +335,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mtl {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"mtl {args.command}: interrupted", file=sys.stderr)
+        print(f"mtl {args.command}: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"mtl {args.command}: terminated (SIGTERM); nothing was written", file=sys.stderr)
+        return 143
 
 
 if __name__ == "__main__":

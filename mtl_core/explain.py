@@ -528,14 +528,17 @@ def explain(
         CancelledError: the run was cancelled (no output file is left behind).
     """
     from .backends import read_spec
+    from .fileio import check_outputs
     from .inference import predict
-    from .report import write_report
+    from .report import report_paths, write_report
 
     spec = read_spec(model_path)
     aux_truth = {k: str(v) for k, v in (opts.aux_truth or {}).items()}
     labels = str(opts.labels) if opts.labels else None
     if not Path(out_dir).is_dir():
         raise OutputError(f"output folder {str(out_dir)!r} does not exist; create it or choose another")
+    inputs = [str(raster_path), *aux_truth.values(), labels or "", opts.mask or ""]
+    check_outputs(report_paths(Path(out_dir), Path(raster_path).stem).values(), inputs, opts.overwrite)
     products = tuple(dict.fromkeys(("main",) + tuple(opts.products)))
     popts = dataclasses.replace(opts, products=products, aux_truth=aux_truth or None, labels=labels)
     result = predict(model_path, raster_path, out_dir, popts, progress=progress, cancelled=cancelled)

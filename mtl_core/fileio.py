@@ -1,10 +1,11 @@
-"""Writing files safely: a temporary name beside the destination, renamed only on success."""
+"""Writing files safely: a temporary name beside the destination, renamed only on success; never over an
+input or an existing file unasked; one run at a time per output set."""
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -43,3 +44,77 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         tmp_path.unlink(missing_ok=True)
         sidecar.unlink(missing_ok=True)
+
+
+def check_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike],
+                  overwrite: bool = False) -> None:
+    """Refuse, before any work, outputs that would replace one of the run's inputs or (without
+    ``overwrite``) a file that already exists.
+
+    Raises:
+        OutputError: naming the file and the fix.
+    """
+    def same(a: Path, b: Path) -> bool:
+        try:
+            return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+        except OSError:
+            return False
+
+    inputs = [Path(i) for i in inputs if i]
+    for out in map(Path, outputs):
+        for sidecar in (out, Path(str(out) + ".aux.xml")):
+            clash = next((i for i in inputs if same(sidecar, i)), None)
+            if clash is not None:
+                raise OutputError(f"the output {str(sidecar)!r} would replace the input {str(clash)!r}; choose "
+                                  "another output folder (--out)")
+        if out.exists() and not overwrite:
+            raise OutputError(f"{str(out)!r} already exists; choose another output folder (--out), or pass "
+                              "--overwrite to replace it")
+
+
+@contextmanager
+def run_lock(folder: str | os.PathLike, stem: str) -> Iterator[Path]:
+    """Hold ``folder/.<stem>.mtl-lock`` for the run, so two runs cannot write the same outputs at once.
+
+    A lock left by a process that no longer exists is taken over.
+
+    Raises:
+        OutputError: another live run holds the lock.
+    """
+    lock = Path(folder) / f".{stem}.mtl-lock"
+    if not Path(folder).is_dir():
+        raise OutputError(f"output folder {str(folder)!r} does not exist; create it or choose another")
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                raise OutputError(f"another run (process {pid}) is writing {stem!r} outputs into {str(folder)!r}; "
+                                  "wait for it to finish or choose another output folder (--out)") from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+        except OSError as exc:
+            raise OutputError(f"cannot write in output folder {str(folder)!r} ({exc.strerror}); "
+                              "choose another") from exc
+    else:
+        raise OutputError(f"cannot take the lock {str(lock)!r}; remove it if no run is going")
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from .backends import Backend, open_runner
 from .errors import CancelledError, RasterError
-from .fileio import atomic_path
+from .fileio import atomic_path, check_outputs, run_lock
 from .norm import class_indices, denormalise, normalise
 from .raster import (
     Grid,
@@ -96,6 +96,8 @@ class PredictOptions:
         aux_truth: modality name -> raster of the real auxiliary bands, on the input grid.
         labels: reference raster of the main task, on the input grid.
         cog: write Cloud Optimized GeoTIFFs instead of tiled GeoTIFFs.
+        overwrite: replace outputs that already exist in the folder (never the run's own inputs);
+            without it an existing output is refused before anything is computed.
     """
 
     tile: int | None = None
@@ -112,6 +114,7 @@ class PredictOptions:
     aux_truth: dict[str, str] | None = None
     labels: str | None = None
     cog: bool = False
+    overwrite: bool = False
 
 
 @dataclass
@@ -338,7 +341,8 @@ class _Outputs:
     """The output datasets, created under temporary names and renamed together at the end."""
 
     def __init__(self, spec: ModelSpec, grid: Grid, cell_grid: Grid, out_dir: Path, stem: str,
-                 wanted: set[str], cog: bool, stack: ExitStack) -> None:
+                 wanted: set[str], cog: bool, stack: ExitStack, inputs: list[str] = (),
+                 overwrite: bool = False) -> None:
         self.spec, self.datasets, self.final, self.temp, self.cog = spec, {}, {}, {}, cog
         self.overviews: dict[str, _Overviews] = {}
         self.cell_grid = cell_grid
@@ -366,9 +370,10 @@ class _Outputs:
                  ("sensitivity", "sensitivity", spec.in_channels, f32, FLOAT_NODATA, grid)]
         plan += [(f"sensitivity_{m.name}", f"sensitivity_{m.name}", spec.in_channels, f32, FLOAT_NODATA, grid)
                  for m in spec.aux]
+        plan = [item for item in plan if item[0] in wanted]
+        check_outputs([out_dir / f"{stem}_{name}.tif" for _, name, *_ in plan], inputs, overwrite)
+        stack.enter_context(run_lock(out_dir, stem))
         for key, name, bands, dtype, nodata, g in plan:
-            if key not in wanted:
-                continue
             final = out_dir / f"{stem}_{name}.tif"
             tmp = stack.enter_context(atomic_path(final))
             path = tmp
@@ -719,7 +724,9 @@ def predict(
     done = 0
     with ExitStack() as stack:
         cell_grid = sub_grid(grid, win, cell)
-        outputs = _Outputs(spec, out_grid, cell_grid, out_dir, Path(raster_path).stem, wanted, opts.cog, stack)
+        inputs = [str(raster_path), *(opts.aux_truth or {}).values(), opts.labels or "", opts.mask or ""]
+        outputs = _Outputs(spec, out_grid, cell_grid, out_dir, Path(raster_path).stem, wanted, opts.cog, stack,
+                           [i for i in inputs if i], opts.overwrite)
         reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mtl-read"))
         writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mtl-write"))
         # The main thread only runs the model: reading happens one batch ahead, blending and writing

@@ -55,6 +55,7 @@ class Job:
         tile, overlap, chunk, batch_size, device, backend, threads: tiling and runtime (as ``mtl predict``).
         products: products to write (``mtl predict --products``).
         cog: write Cloud Optimized GeoTIFFs.
+        overwrite: replace existing outputs (never the job's inputs); without it they are refused.
         aux_truth: modality name -> raster of the real auxiliary bands (explain).
         labels: reference label raster (explain).
         config: dataset configuration (train).
@@ -80,6 +81,7 @@ class Job:
     threads: int | None = None
     products: list[str] = field(default_factory=lambda: list(DEFAULT_PRODUCTS))
     cog: bool = False
+    overwrite: bool = False
     aux_truth: dict[str, str] = field(default_factory=dict)
     labels: str | None = None
     config: str = ""
@@ -139,6 +141,7 @@ class Job:
             backend=self.backend, threads=self.threads, extent=tuple(self.extent) if self.extent else None,
             mask=self.mask, bands=list(self.bands) if self.bands else None, products=tuple(products),
             aux_truth=dict(self.aux_truth) or None, labels=self.labels or None, cog=self.cog,
+            overwrite=self.overwrite,
         )
 
 

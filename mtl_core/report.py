@@ -169,6 +169,23 @@ def _confusion_figure(matrix: list[list[int]], names: list[str]) -> str:
     return _png(fig)
 
 
+def report_paths(out_dir: Path, stem: str) -> dict[str, Path]:
+    """The files :func:`write_report` writes: ``html``, ``json``, ``detectors_csv``, ``per_class_csv``."""
+    return {"html": out_dir / f"{stem}_report.html", "json": out_dir / f"{stem}_report.json",
+            "detectors_csv": out_dir / f"{stem}_detectors.csv", "per_class_csv": out_dir / f"{stem}_per_class.csv"}
+
+
+class _SafeWriter:
+    """A CSV writer whose text cells cannot start a spreadsheet formula (names come from the model file)."""
+
+    def __init__(self, f) -> None:
+        self.writer = csv.writer(f)
+
+    def writerow(self, row: list[Any]) -> None:
+        self.writer.writerow([f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
+                              for v in row])
+
+
 def _fmt(v: Any, digits: int = 3) -> str:
     if v is None or (isinstance(v, float) and not np.isfinite(v)):
         return "–"
@@ -248,14 +265,13 @@ def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path
     """
     from .explain import save_json
 
-    paths = {"html": out_dir / f"{stem}_report.html", "json": out_dir / f"{stem}_report.json",
-             "detectors_csv": out_dir / f"{stem}_detectors.csv", "per_class_csv": out_dir / f"{stem}_per_class.csv"}
+    paths = report_paths(out_dir, stem)
     with atomic_path(paths["json"]) as tmp:
         save_json(stats, tmp)
     class_names = [c.name for c in spec.classes]
     det = stats.get("detectors", {})
     with atomic_path(paths["detectors_csv"]) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
+        w = _SafeWriter(f)
         w.writerow(["detector", "auroc", "spearman", "point_biserial", "pixels", "wrong_pixels"]
                    + [f"auroc_{n}" for n in class_names])
         for col, d in det.items():
@@ -264,7 +280,7 @@ def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path
     metrics = stats.get("metrics", {})
     per_class = metrics.get("per_class", {})
     with atomic_path(paths["per_class_csv"]) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
+        w = _SafeWriter(f)
         cols = [c for c in ("error_score", "recon_error_mean", "entropy") if c in det]
         w.writerow(["class", "pixels", "iou", "f1"] + [f"{k}_{c}" for c in cols for k in ("auroc", "spearman")])
         for n in class_names:
@@ -318,7 +334,7 @@ def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path
         for key, values in stats["sensitivity"].items():
             what = "class probabilities (total variation)" if key == "sensitivity" else \
                 f"reconstruction of {key[len('sensitivity_'):]} (normalised units)"
-            parts.append(f"<div class='card'><img alt='{key}' src='data:image/png;base64,"
+            parts.append(f"<div class='card'><img alt='{html.escape(key)}' src='data:image/png;base64,"
                          f"{_bar_figure(values, key, what)}'></div>")
         parts.append("</div>")
     parts.append("<h2>Layers</h2><div class='grid'>")
