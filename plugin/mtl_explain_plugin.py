@@ -138,7 +138,7 @@ class MtlExplainPlugin:
                 len(group.findLayers()), group.name(), result.outcome.seconds, result.outcome.device)
             bar.pushMessage(PLUGIN_NAME, message, Qgis.Success, 8)
             if self.dock is not None:
-                self.dock.show_result(result.outcome.device, message)
+                self.dock.show_result(result.outcome.device, message, result.outcome.report)
         elif result.cancelled:
             bar.pushInfo(PLUGIN_NAME, self.tr("Run cancelled; nothing was written."))
             if self.dock is not None:

@@ -14,7 +14,8 @@ log = get_logger()
 
 def export_rasters(sources: dict[str, str], folder: str | Path, cog: bool = False,
                    report: str | Path | None = None) -> list[Path]:
-    """Copy product rasters into ``folder`` as GeoTIFF (or COG), with the report beside them.
+    """Copy product rasters into ``folder`` as GeoTIFF (or COG), each with its ``.qml`` style sidecar when the
+    run has one, and the report beside them.
 
     Args:
         sources: product key -> raster path.
@@ -43,6 +44,10 @@ def export_rasters(sources: dict[str, str], folder: str | Path, cog: bool = Fals
             gdal.Translate(str(dst), src, format="GTiff",
                            creationOptions=["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"])
         written.append(dst)
+        style = Path(src).with_suffix(".qml")
+        if style.exists():  # the run's style travels with the raster, so QGIS opens the copy styled
+            shutil.copyfile(style, dst.with_suffix(".qml"))
+            written.append(dst.with_suffix(".qml"))
         log.info("exported %s to %s", key, dst)
     if report and Path(report).exists():
         dst = folder / Path(report).name

@@ -8,7 +8,7 @@ from qgis.core import QgsLayerTreeGroup, QgsProject, QgsRasterLayer
 
 from .logger import get_logger
 from .runner import RunOutcome
-from .styling import apply_style, title
+from .styling import apply_style, save_sidecar, title
 
 log = get_logger()
 
@@ -35,7 +35,8 @@ def group_name(input_name: str, spec: dict) -> str:
 
 
 def add_run_layers(outcome: RunOutcome, input_name: str, project: QgsProject | None = None) -> QgsLayerTreeGroup:
-    """Load every output of a run, styled, into a new group at the top of the layer tree.
+    """Load every output of a run, styled, into a new group at the top of the layer tree; each raster gets
+    its style as a ``.qml`` sidecar too.
 
     Args:
         outcome: the finished run.
@@ -55,6 +56,7 @@ def add_run_layers(outcome: RunOutcome, input_name: str, project: QgsProject | N
             log.warning("output %s (%s) cannot be opened as a raster layer; skipped", key, path)
             continue
         apply_style(layer, key, outcome.spec)
+        save_sidecar(layer)
         layer.setCustomProperty(RUN_PROPERTY, outcome.run_dir)
         layer.setCustomProperty(KEY_PROPERTY, key)
         project.addMapLayer(layer, False)

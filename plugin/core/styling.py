@@ -118,6 +118,17 @@ def apply_style(layer: QgsRasterLayer, key: str, spec: dict | None = None) -> st
     return layer.renderer().type() if layer.renderer() else ""
 
 
+def save_sidecar(layer: QgsRasterLayer) -> Path | None:
+    """Write the layer's style next to its file (``<name>.qml``), which QGIS loads whenever the raster is
+    added by hand or exported; returns the file, or None when the folder is not writable."""
+    path = Path(layer.source()).with_suffix(".qml")
+    message, ok = layer.saveNamedStyle(str(path))
+    if not ok:
+        log.warning("style sidecar %s not written (%s)", path, message)
+        return None
+    return path
+
+
 def _fit_classes(layer: QgsRasterLayer, spec: dict | None) -> None:
     """Paletted renderer with the model's classes; falls back to the raster's own colour table."""
     classes = (spec or {}).get("classes") or []

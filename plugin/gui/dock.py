@@ -18,7 +18,7 @@ from qgis.core import (
     QgsRectangle,
     QgsSettings,
 )
-from qgis.gui import QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
+from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal, pyqtSlot
 from qgis.PyQt.QtWidgets import (
     QApplication,
@@ -117,7 +117,7 @@ class MtlExplainDock(QgsDockWidget):
         self.summary_label.setTextFormat(Qt.RichText)
         layout.addWidget(self.summary_label)
 
-        bands_box = QGroupBox(self.tr("Band mapping (model band ← layer band)"))
+        bands_box = QgsCollapsibleGroupBox(self.tr("Band mapping (model band ← layer band)"))
         bl = QVBoxLayout(bands_box)
         self.band_table = QTableWidget(0, 2)
         self.band_table.setHorizontalHeaderLabels([self.tr("Model band"), self.tr("Layer band")])
@@ -129,7 +129,7 @@ class MtlExplainDock(QgsDockWidget):
         bl.addWidget(self.mapping_label)
         layout.addWidget(bands_box)
 
-        extent_box = QGroupBox(self.tr("Extent"))
+        extent_box = QgsCollapsibleGroupBox(self.tr("Extent"))
         el = QFormLayout(extent_box)
         self.extent_combo = QComboBox()
         for key, label in EXTENT_MODES:
@@ -141,7 +141,7 @@ class MtlExplainDock(QgsDockWidget):
         el.addRow(self.tr("Polygon layer"), self.aoi_combo)
         layout.addWidget(extent_box)
 
-        self.truth_box = QGroupBox(self.tr("Ground truth for explanations (optional)"))
+        self.truth_box = QgsCollapsibleGroupBox(self.tr("Ground truth for explanations (optional)"))
         self.truth_box.setCheckable(True)
         self.truth_box.setChecked(False)
         self.truth_form = QFormLayout(self.truth_box)
@@ -152,7 +152,8 @@ class MtlExplainDock(QgsDockWidget):
         self.truth_form.addRow(self.tr("Reference labels"), self.labels_combo)
         layout.addWidget(self.truth_box)
 
-        opts = QGroupBox(self.tr("Options"))
+        opts = QgsCollapsibleGroupBox(self.tr("Options"))
+        opts.setCollapsed(True)
         ol = QFormLayout(opts)
         self.tile_spin = QSpinBox()
         self.tile_spin.setRange(0, 8192)
@@ -190,6 +191,9 @@ class MtlExplainDock(QgsDockWidget):
         self.out_dir = QgsFileWidget()
         self.out_dir.setStorageMode(QgsFileWidget.GetDirectory)
         self.out_dir.setFilePath(self.default_output_folder())
+        self.out_dir.setToolTip(self.tr("Each run writes into its own sub-folder here. Left as proposed, it follows "
+                                        "the project: next to the saved project file at run time."))
+        self._proposed_out = self.out_dir.filePath()
         ol.addRow(self.tr("Output folder"), self.out_dir)
         self.product_checks: dict[str, QCheckBox] = {}
         for key, label in PRODUCT_LABELS.items():
@@ -199,28 +203,43 @@ class MtlExplainDock(QgsDockWidget):
             ol.addRow("", check)
         layout.addWidget(opts)
 
+        layout.addStretch(1)
+
+        # Run, Cancel, progress and status stay in a footer below the scrolling settings, always in view.
+        footer = QWidget()
+        fl = QVBoxLayout(footer)
+        fl.setContentsMargins(6, 2, 6, 6)
         buttons = QHBoxLayout()
         self.run_button = QPushButton(self.tr("Run"))
+        self.run_button.setToolTip(self.tr("Run the model on the raster layer in the background"))
         self.cancel_button = QPushButton(self.tr("Cancel"))
         self.cancel_button.setEnabled(False)
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        layout.addLayout(buttons)
+        self.report_button = QPushButton(self.tr("Open report"))
+        self.report_button.setToolTip(self.tr("Open the HTML explanation report of the last run"))
+        self.report_button.setVisible(False)
+        self.export_button = QPushButton(self.tr("Export…"))
+        self.export_button.setToolTip(self.tr("Export a run's rasters, with their styles and report"))
+        for button in (self.run_button, self.cancel_button, self.report_button, self.export_button):
+            buttons.addWidget(button)
+        fl.addLayout(buttons)
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
-        layout.addWidget(self.progress)
+        fl.addWidget(self.progress)
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
-        layout.addWidget(self.status_label)
-        self.export_button = QPushButton(self.tr("Export explanation rasters…"))
-        layout.addWidget(self.export_button)
-        layout.addStretch(1)
+        fl.addWidget(self.status_label)
 
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         scroll.setWidget(body)
-        self.setWidget(scroll)
+        panel = QWidget()
+        pl = QVBoxLayout(panel)
+        pl.setContentsMargins(0, 0, 0, 0)
+        pl.addWidget(scroll, 1)
+        pl.addWidget(footer)
+        self.setWidget(panel)
 
     def _connect(self) -> None:
         self.layer_combo.layerChanged.connect(self._on_layer_changed)
@@ -231,11 +250,13 @@ class MtlExplainDock(QgsDockWidget):
         self.run_button.clicked.connect(self._on_run_clicked)
         self.cancel_button.clicked.connect(self.cancelRequested)
         self.export_button.clicked.connect(self.exportRequested)
+        self.report_button.clicked.connect(self.open_report)
         self.install_button.clicked.connect(lambda: self.installRequested.emit("qgis"))
         self.install_worker_button.clicked.connect(lambda: self.installRequested.emit("worker"))
         self.copy_command_button.clicked.connect(self._copy_install_command)
         self.worker_python.fileChanged.connect(self._on_worker_python_changed)
         self.check_worker_button.clicked.connect(lambda: self.refresh_dependencies(check_worker=True))
+        QgsProject.instance().layersAdded.connect(self._prefer_input)
         if self.iface is not None and hasattr(self.iface, "currentLayerChanged"):
             try:
                 self.iface.currentLayerChanged.connect(self.follow_layer)
@@ -243,7 +264,11 @@ class MtlExplainDock(QgsDockWidget):
                 pass
 
     def disconnect_iface(self) -> None:
-        """Stop following the active layer (called before the dock is deleted)."""
+        """Stop following the active layer and the project (called before the dock is deleted)."""
+        try:
+            QgsProject.instance().layersAdded.disconnect(self._prefer_input)
+        except (TypeError, RuntimeError):
+            pass
         if self.iface is not None and hasattr(self.iface, "currentLayerChanged"):
             try:
                 self.iface.currentLayerChanged.disconnect(self.follow_layer)
@@ -282,8 +307,10 @@ class MtlExplainDock(QgsDockWidget):
         self.refresh_dependencies(check_worker=True)
 
     def follow_layer(self, layer) -> None:
-        """Select the active layer when it is a raster."""
-        if isinstance(layer, QgsRasterLayer):
+        """Select the active layer when it is a raster, but not one of the runs' own outputs."""
+        from ..core.layers import KEY_PROPERTY
+
+        if isinstance(layer, QgsRasterLayer) and not layer.customProperty(KEY_PROPERTY):
             self.layer_combo.setLayer(layer)
 
     @staticmethod
@@ -337,7 +364,23 @@ class MtlExplainDock(QgsDockWidget):
         self._rebuild_mapping()
         self.refresh_dependencies()
 
+    def _prefer_input(self, _layers=None) -> bool:
+        """When the combo sits on a run's output (its layer was removed, a project was opened), move it to an
+        input raster if the project has one; returns whether it moved."""
+        from ..core.layers import KEY_PROPERTY
+
+        layer = self.layer_combo.currentLayer()
+        if layer is None or not layer.customProperty(KEY_PROPERTY):
+            return False
+        inputs = [lyr for lyr in QgsProject.instance().mapLayers().values()
+                  if isinstance(lyr, QgsRasterLayer) and not lyr.customProperty(KEY_PROPERTY)]
+        if inputs:
+            self.layer_combo.setLayer(inputs[0])
+        return bool(inputs)
+
     def _on_layer_changed(self, _layer=None) -> None:
+        if self._prefer_input():
+            return  # setLayer emitted layerChanged again
         if self.spec is None and self.model_file.filePath():
             self._on_model_changed()
         else:
@@ -430,7 +473,10 @@ class MtlExplainDock(QgsDockWidget):
             raise ValueError(self.tr("Choose a valid model file."))
         if self.mapping is None or not self.mapping.ok:
             raise ValueError(" ".join(self.mapping.errors) if self.mapping else self.tr("Check the band mapping."))
-        out_dir = self.out_dir.filePath() or self.default_output_folder()
+        out_dir = self.out_dir.filePath()
+        if not out_dir or out_dir == self._proposed_out:  # not chosen by the user: follow the project now
+            out_dir = self._proposed_out = self.default_output_folder()
+            self.out_dir.setFilePath(out_dir)
         aux_truth, labels = {}, None
         if self.truth_box.isChecked():
             for name, combo in self.truth_combos.items():
@@ -500,6 +546,7 @@ class MtlExplainDock(QgsDockWidget):
         self._running = running
         self.cancel_button.setEnabled(running)
         if running:
+            self.report_button.setVisible(False)
             self.progress.setValue(0)
             self.status_label.setStyleSheet("")
             self.status_label.setText(self.tr("Running…"))
@@ -510,12 +557,22 @@ class MtlExplainDock(QgsDockWidget):
         """Progress in percent (connected to the task's ``progressChanged``)."""
         self.progress.setValue(int(value))
 
-    def show_result(self, device: str, message: str) -> None:
-        """After a successful run: the device actually used and a short status."""
+    def show_result(self, device: str, message: str, report: str | None = None) -> None:
+        """After a successful run: the device actually used, a short status and the report button."""
+        self.report_path = report
+        self.report_button.setVisible(bool(report))
         self.device_label.setText(self.tr("Device used: {}").format(device or "?"))
         self.progress.setValue(100)
         self.status_label.setStyleSheet("")
         self.status_label.setText(message)
+
+    def open_report(self) -> None:
+        """Open the last run's HTML report in the system's browser."""
+        from qgis.PyQt.QtCore import QUrl
+        from qgis.PyQt.QtGui import QDesktopServices
+
+        if getattr(self, "report_path", None):
+            QDesktopServices.openUrl(QUrl.fromLocalFile(self.report_path))
 
     def show_error(self, message: str) -> None:
         """Show an error under the Run button (the plugin also pushes it to the message bar)."""

@@ -39,7 +39,7 @@ from qgis.PyQt.QtGui import QIcon
 from ..core import deps
 from ..core.paths import default_model, icon_path
 from ..core.params import PRODUCT_LABELS
-from ..core.styling import apply_style, title
+from ..core.styling import apply_style, save_sidecar, title
 
 DEVICES = ["auto", "cpu", "cuda"]
 PRODUCTS = list(PRODUCT_LABELS)
@@ -64,6 +64,7 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
 
     def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 (QGIS name)
         apply_style(layer, self.key, self.spec)
+        save_sidecar(layer)
 
 
 class _Base(QgsProcessingAlgorithm):

@@ -94,6 +94,11 @@ def panel_run() -> None:
     report["panel_visible"] = dock.isVisible()
     report["default_model"] = dock.model_file.filePath()
     report["run_enabled"] = dock.run_button.isEnabled()
+    window = iface.mainWindow()
+    report["window"] = [window.width(), window.height()]
+    # The footer (Run, progress) must be on screen without scrolling the panel.
+    report["footer_visible"] = all(not w.visibleRegion().isEmpty() for w in (dock.run_button, dock.progress))
+    window.grab().save(str(OUT / "panel_before.png"))
     report["started"] = time.monotonic()
     dock.run_button.click()
     report["steps"].append("run clicked")
@@ -182,12 +187,13 @@ def open_demo() -> None:
         report["demo"] = {"extent": [extent.xMinimum(), extent.yMinimum(), extent.xMaximum(), extent.yMaximum()],
                           "crs": canvas.mapSettings().destinationCrs().authid(),
                           "top": tree[0].name(), "bottom": tree[-1].name(),
-                          "layers": len(QgsProject.instance().mapLayers())}
+                          "layers": len(QgsProject.instance().mapLayers()),
+                          "panel_input": plugins["mtl_explain"].dock.layer_combo.currentLayer().name()}
         iface.mainWindow().grab().save(str(OUT / "demo.png"))
         finish()
 
     QTimer.singleShot(3000, guarded(look))
 
 
-iface.mainWindow().showMaximized()
+iface.mainWindow().setGeometry(0, 0, 1366, 768)  # a 1366 x 768 laptop screen (Xvfb has no window manager)
 QTimer.singleShot(1000, panel_run)

@@ -77,6 +77,7 @@ def test_panel_run_with_the_defaults_adds_styled_layers(desktop):
     assert desktop["layers"] == {"main": "paletted", "confidence": "singlebandpseudocolor",
                                  "entropy": "singlebandpseudocolor", "aux_swir": "multibandcolor"}, desktop["status"]
     assert (desktop["out"] / "panel.png").stat().st_size > 10_000
+    assert desktop["footer_visible"], desktop["window"]  # Run and progress in view at 1366 x 768
 
 
 def test_train_from_the_toolbox_writes_the_model_in_the_worker(desktop):
@@ -103,3 +104,4 @@ def test_demo_project_opens_on_the_scene_with_the_input_at_the_bottom(desktop, c
     assert xmin <= x0 + dx and xmax >= x1 - dx and ymin <= y1 - dy and ymax >= y0 + dy, (demo, (x0, y1, x1, y0))
     assert (xmax - xmin) * (ymax - ymin) < 4 * (x1 - x0) * (y0 - y1)
     assert demo["bottom"].endswith("(input)") and "—" in demo["top"]
+    assert demo["panel_input"].endswith("(input)")  # the panel's input is the scene, not one of the outputs

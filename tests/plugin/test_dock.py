@@ -156,9 +156,12 @@ def test_run_with_ground_truth_adds_explanation_layers(loaded_plugin, crop_dir, 
     assert {"main", "aux_swir", "recon_error_swir", "main_error"} <= set(layers)
     assert layers["recon_error_swir"].renderer().type() == "singlebandpseudocolor"
     assert [c.label for c in layers["main_error"].renderer().classes()] == ["correct", "wrong"]
-    if "agreement" in layers:  # needs an error model in the model file
-        assert len(layers["agreement"].renderer().classes()) == 4
+    assert len(layers["agreement"].renderer().classes()) == 4  # the trained model holds an error model
     assert layers["recon_error_swir"].name() == "Reconstruction error — swir"
+    # The report is one click away; clicking a result layer does not make it the panel's input.
+    assert dock.report_button.isVisibleTo(dock) and Path(dock.report_path).is_file()
+    dock.follow_layer(layers["agreement"])
+    assert dock.layer_combo.currentLayer() == layer
 
 
 def test_ground_truth_ticked_without_raster_is_refused(loaded_plugin, crop_dir, tiny_model, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 from osgeo import gdal
 from qgis.core import QgsProject
@@ -96,6 +97,14 @@ def test_demo_project_has_every_explanation_layer_the_input_below_and_a_saved_ex
     for key in ("agreement", "main_error"):  # one palette: GeoTIFF colour table = QML style = layer in QGIS
         assert _geotiff_palette(result.outputs[key]) == _qml_palette(key) == _layer_palette(
             layers[result.outputs[key]]), key
+    # Every output has its style beside it: added by hand, or exported, it opens styled.
+    from qgis.core import QgsRasterLayer
+
+    assert all(Path(p).with_suffix(".qml").is_file() for p in result.outputs.values())
+    assert QgsRasterLayer(result.outputs["confidence"], "by hand").renderer().type() == "singlebandpseudocolor"
+    copies = export_rasters({"confidence": result.outputs["confidence"]}, tmp_path / "export")
+    assert sorted(p.name for p in copies) == ["raleigh_vnir_confidence.qml", "raleigh_vnir_confidence.tif"]
+    assert QgsRasterLayer(str(copies[0]), "exported").renderer().type() == "singlebandpseudocolor"
     root = project.layerTreeRoot()
     assert root.children()[-1].layer().source() == str(raster)  # the input at the bottom
     groups = run_groups(project)
