@@ -541,7 +541,9 @@ def explain(
     check_outputs(report_paths(Path(out_dir), Path(raster_path).stem).values(), inputs, opts.overwrite)
     products = tuple(dict.fromkeys(("main",) + tuple(opts.products)))
     popts = dataclasses.replace(opts, products=products, aux_truth=aux_truth or None, labels=labels)
-    result = predict(model_path, raster_path, out_dir, popts, progress=progress, cancelled=cancelled)
+    # Honest progress: the prediction is 90 % of the run, statistics and report the rest.
+    phase = (lambda f: progress(0.9 * f)) if callable(progress) else progress
+    result = predict(model_path, raster_path, out_dir, popts, progress=phase, cancelled=cancelled)
     if aux_truth and "error_score" not in result.outputs and spec.task == "segmentation":
         log.warning("the model file holds no error model (trained before explanation layers existed?): "
                     "no error score or agreement layer; retrain it with 'mtl train' to get them")
@@ -550,6 +552,8 @@ def explain(
                        "labels": labels, "device": result.device}
     report = write_report(spec, stats, result.outputs, Path(out_dir), Path(raster_path).stem)
     log.info("explanation report written to %s", report["html"])
+    if callable(progress):
+        progress(1.0)
     return ExplainResult(outputs=result.outputs, report=report, stats=stats, device=result.device, spec=spec)
 
 

@@ -224,3 +224,13 @@ def test_a_regression_model_gets_an_unconditional_error_model(crop_copy):
     assert error_model["detector"] is None
     score = error_score({"swir": np.full((2, 4, 4), 1e6)}, None, error_model)
     np.testing.assert_allclose(score, 1.0)  # larger than every training error
+
+
+@pytest.mark.slow
+def test_explain_progress_covers_the_statistics_too(trained, crop_dir, tmp_path):
+    seen: list[float] = []
+    explain(trained, crop_dir / "raleigh_vnir.tif", tmp_path,
+            truth({"swir": crop_dir / "raleigh_swir.tif"}, crop_dir / "raleigh_landcover.tif", sensitivity=False),
+            progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert max(seen[:-1]) <= 0.9  # the prediction reports at most 90 %: statistics and report come after it

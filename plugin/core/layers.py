@@ -29,9 +29,17 @@ def _rank(key: str) -> tuple[int, str]:
     return len(ORDER) + 10, key
 
 
-def group_name(input_name: str, spec: dict) -> str:
-    """``<input> — <model name>``: the name of a run's layer group."""
-    return f"{input_name or 'input'} — {spec.get('name', 'model')}"
+def group_name(input_name: str, spec: dict, project: QgsProject | None = None) -> str:
+    """``<input> — <model name> (HH:MM:SS)``: the name of a run's layer group, unique in the project."""
+    import datetime
+
+    base = f"{input_name or 'input'} — {spec.get('name', 'model')} ({datetime.datetime.now():%H:%M:%S})"
+    taken = {g.name() for g in (project or QgsProject.instance()).layerTreeRoot().findGroups(True)}
+    name, n = base, 1
+    while name in taken:
+        n += 1
+        name = f"{base} #{n}"
+    return name
 
 
 def add_run_layers(outcome: RunOutcome, input_name: str, project: QgsProject | None = None) -> QgsLayerTreeGroup:
@@ -48,7 +56,7 @@ def add_run_layers(outcome: RunOutcome, input_name: str, project: QgsProject | N
     """
     project = project or QgsProject.instance()
     root = project.layerTreeRoot()
-    group = root.insertGroup(0, group_name(input_name, outcome.spec))
+    group = root.insertGroup(0, group_name(input_name, outcome.spec, project))
     for key in sorted(outcome.outputs, key=_rank):
         path = outcome.outputs[key]
         layer = QgsRasterLayer(path, title(key), "gdal")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -65,7 +66,7 @@ def test_run_adds_styled_layers(loaded_plugin, crop_dir, tiny_model, tmp_path):
     groups = run_groups()
     assert len(groups) == 1
     group = groups[0]
-    assert group.name() == f"vnir crop — {spec.name}"
+    assert re.fullmatch(rf"vnir crop — {re.escape(spec.name)} \(\d\d:\d\d:\d\d\)", group.name()), group.name()
     layers = {node.layer().customProperty(KEY_PROPERTY): node.layer() for node in group.findLayers()}
     assert set(layers) == {"main", "confidence", "entropy", "aux_swir"}
     main = layers["main"].renderer()

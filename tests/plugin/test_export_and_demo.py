@@ -112,3 +112,16 @@ def test_demo_project_has_every_explanation_layer_the_input_below_and_a_saved_ex
     extent = project.viewSettings().defaultViewExtent()
     assert extent.crs() == layers[str(raster)].crs()
     assert extent.contains(layers[str(raster)].extent()) and layers[str(raster)].extent().contains(extent)
+
+
+def test_two_runs_of_the_same_input_get_distinct_groups(qgis_new_project, crop_dir, tiny_model, tmp_path):
+    from mtl_core.backends import read_spec
+
+    from plugin.core.layers import add_run_layers
+    from plugin.core.runner import RunOutcome
+
+    outputs = _predict(crop_dir, tiny_model, tmp_path / "run")
+    outcome = RunOutcome(outputs={k: str(v) for k, v in outputs.items()}, run_dir=str(tmp_path / "run"),
+                         spec=read_spec(tiny_model).to_dict())
+    first, second = (add_run_layers(outcome, "vnir").name() for _ in range(2))
+    assert first != second and second.startswith(first)
