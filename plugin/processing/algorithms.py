@@ -20,6 +20,7 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingOutputFolder,
+    QgsProcessingOutputHtml,
     QgsProcessingOutputRasterLayer,
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
@@ -32,6 +33,7 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterString,
+    QgsProcessingUtils,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
@@ -41,9 +43,14 @@ from ..core.paths import default_model, icon_path
 from ..core.params import PRODUCT_LABELS
 from ..core.styling import apply_style, save_sidecar, title
 
+# Enum options: saved models, batch files and qgis_process calls refer to them by index, so these lists
+# only ever grow at the end.
 DEVICES = ["auto", "cpu", "cuda"]
-PRODUCTS = list(PRODUCT_LABELS)
+PRODUCTS = ["main", "confidence", "entropy", "aux", "probabilities", "sensitivity"]
 VARIANTS = ["mtl", "unimodal", "multimodal"]
+#: Post-processors outlive the algorithm instance that registered them: Processing runs a copy of the
+#: algorithm and deletes it before it loads the outputs on the main thread, which would drop their styles.
+_POST_PROCESSORS: list = []
 
 
 def _raster_path(layer, name: str) -> str:
@@ -103,7 +110,6 @@ class PredictAlgorithm(_Base):
     def __init__(self) -> None:
         super().__init__()
         self._job = None
-        self._post: list[StylePostProcessor] = []
 
     def createInstance(self):  # noqa: N802 (QGIS name)
         return type(self)()
@@ -148,10 +154,17 @@ class PredictAlgorithm(_Base):
         self.addOutput(QgsProcessingOutputFolder(self.RUN_FOLDER, self.tr("Folder of this run")))
         self.addOutput(QgsProcessingOutputRasterLayer(self.MAIN, self.tr("Main prediction")))
         self.addOutput(QgsProcessingOutputRasterLayer(self.CONFIDENCE, self.tr("Confidence")))
+        self.addOutput(QgsProcessingOutputRasterLayer("ENTROPY", self.tr("Entropy")))
+        self.addOutput(QgsProcessingOutputRasterLayer("PROBABILITIES", self.tr("Class probabilities")))
+        self.addOutput(QgsProcessingOutputRasterLayer("SENSITIVITY", self.tr("Sensitivity (main task)")))
         self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, self.tr("Device used")))
+        self._extra_outputs()
 
     def _extra_parameters(self) -> None:
         """Hook for subclasses (Explain adds ground truth)."""
+
+    def _extra_outputs(self) -> None:
+        """Hook for subclasses (Explain declares its explanation layers and report for the modeller)."""
 
     def _extra_values(self, parameters, context, job) -> None:
         """Hook for subclasses, on the main thread."""
@@ -217,8 +230,11 @@ class PredictAlgorithm(_Base):
             results[key.upper()] = path
             details = QgsProcessingContext.LayerDetails(
                 f"{self._job.name} — {title(key)}", context.project(), key.upper())
+            if hasattr(details, "layerTypeHint"):  # no "OGR: cannot open" probing of rasters as vectors
+                details.layerTypeHint = QgsProcessingUtils.LayerHint.Raster
             post = StylePostProcessor(key, outcome.spec)
-            self._post.append(post)
+            _POST_PROCESSORS.append(post)
+            del _POST_PROCESSORS[:-500]
             details.setPostProcessor(post)
             context.addLayerToLoadOnCompletion(path, details)
         if outcome.report:
@@ -251,6 +267,14 @@ class ExplainAlgorithm(PredictAlgorithm):
             QgsProcessing.TypeRaster, optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(self.LABELS, self.tr("Reference labels"), optional=True))
         self.addParameter(QgsProcessingParameterBoolean("SENSITIVITY", self.tr("Sensitivity maps"), True))
+
+    def _extra_outputs(self) -> None:
+        # Per-modality layers (AUX_<NAME>, RECON_ERROR_<NAME>, SENSITIVITY_<NAME>) depend on the model and are
+        # returned without being declared.
+        self.addOutput(QgsProcessingOutputRasterLayer("MAIN_ERROR", self.tr("Main-task error")))
+        self.addOutput(QgsProcessingOutputRasterLayer("ERROR_SCORE", self.tr("Error score")))
+        self.addOutput(QgsProcessingOutputRasterLayer("AGREEMENT", self.tr("Error agreement")))
+        self.addOutput(QgsProcessingOutputHtml("REPORT", self.tr("Explanation report")))
 
     def _extra_values(self, parameters, context, job) -> None:
         from ..core.model_info import read_spec

@@ -84,3 +84,24 @@ def test_train_algorithm(processing_ready, crop_dir, tmp_path):
     spec = read_spec(out)
     assert spec.variant == "mtl" and [m.name for m in spec.aux] == ["swir"]
     assert spec.architecture.encoder_depth == 3
+
+
+def test_explain_outputs_load_styled_and_are_declared_for_the_modeller(processing_ready, crop_dir, tiny_model,
+                                                                       tmp_path):
+    from qgis.core import QgsApplication, QgsProject
+
+    alg = QgsApplication.processingRegistry().algorithmById("mtl_explain:explain")
+    declared = {o.name() for o in alg.outputDefinitions()}
+    assert {"MAIN", "CONFIDENCE", "ENTROPY", "MAIN_ERROR", "ERROR_SCORE", "AGREEMENT", "REPORT"} <= declared
+    result = processing_ready.runAndLoadResults("mtl_explain:explain", {
+        "INPUT": str(crop_dir / "raleigh_vnir.tif"), "MODEL": str(tiny_model), "DEVICE": 1,
+        "AUX_TRUTH": [str(crop_dir / "raleigh_swir.tif")], "LABELS": str(crop_dir / "raleigh_landcover.tif"),
+        "SENSITIVITY": False, "OUTPUT_FOLDER": str(tmp_path / "out"),
+    })
+    assert Path(result["REPORT"]).is_file()
+    layers = {Path(lyr.source()).name: lyr for lyr in QgsProject.instance().mapLayers().values()}
+    renderers = {name: layer.renderer().type() for name, layer in layers.items()}
+    assert renderers["raleigh_vnir_confidence.tif"] == "singlebandpseudocolor", renderers
+    assert renderers["raleigh_vnir_agreement.tif"] == "paletted"
+    assert [c.label for c in layers["raleigh_vnir_main_error.tif"].renderer().classes()] == ["correct", "wrong"]
+    assert Path(result["CONFIDENCE"]).with_suffix(".qml").is_file()
