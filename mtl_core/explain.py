@@ -463,7 +463,7 @@ def _stream_stats(spec: ModelSpec, outputs: dict[str, Path], labels: str | None,
 
     stats: dict[str, Any] = {"model": spec.name, "variant": spec.variant, "task": spec.task,
                              "pixels_sampled": len(sample), "pixels_labelled": sample.seen}
-    if confusion is not None:
+    if confusion is not None and ref_ds is not None:  # without labels there is nothing to score
         stats["metrics"] = confusion.scores([c.name for c in spec.classes])
     if error_model:
         stats["threshold"] = error_model.get("threshold")

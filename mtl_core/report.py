@@ -293,6 +293,10 @@ def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path
              f"({spec.variant}, {spec.task}) on {html.escape(str(stats.get('inputs', {}).get('raster', '')))}. "
              f"Labelled pixels: {stats.get('pixels_labelled', 0)}; rank statistics on a uniform sample of "
              f"{stats.get('pixels_sampled', 0)}.</p>"]
+    if not stats.get("inputs", {}).get("labels"):
+        parts.append("<p class='note'>No reference labels were given, so nothing here scores the main task: no "
+                     "accuracy and no error detection. The layers show the reconstruction, its error against the "
+                     "real modality and the sensitivity; give labels (--labels) for the rest.</p>")
     if metrics:
         parts.append("<h2>Main task</h2>")
         parts.append(_table(["overall accuracy", "mIoU", "macro F1"],

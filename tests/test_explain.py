@@ -169,6 +169,9 @@ def test_sensitivity_of_a_band_the_model_ignores_is_zero(trained, crop_dir, tmp_
     out = tmp_path / "out"
     out.mkdir()
     result = explain(blind, crop_dir / "raleigh_vnir.tif", out, truth({"swir": crop_dir / "raleigh_swir.tif"}))
+    page = result.report["html"].read_text()  # no labels: the report says so and scores nothing
+    assert "metrics" not in result.stats and "No reference labels were given" in page
+    assert "confusion matrix" not in page and "<h2>Main task</h2>" not in page
     for key in ("sensitivity", "sensitivity_swir"):
         sens = result.stats["sensitivity"][key]
         assert sens["optical/red"] == 0.0, key

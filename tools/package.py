@@ -1,5 +1,6 @@
 """Build the installable QGIS plugin zip: one ``mtl_explain/`` folder with the plugin, mtl_core, metadata,
-resources and LICENSE — no tests, caches, hidden or build files.
+resources, the plugin's manual (docs/plugin.md and its pictures, opened by the panel's Help) and LICENSE —
+no tests, caches, hidden or build files.
 
 Run by ``make package``; prints the path of the zip (``dist/mtl_explain-<version>.zip``).
 """
@@ -16,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_FOLDER = "mtl_explain"
 #: (source in the repository, destination inside the plugin folder)
 CONTENTS = (("plugin", ""), ("mtl_core", "mtl_core"), ("resources", "resources"),
+            ("docs/plugin.md", "docs/plugin.md"), ("docs/images", "docs/images"),
             ("metadata.txt", "metadata.txt"), ("LICENSE", "LICENSE"))
 EXCLUDED_DIRS = {"__pycache__", "tests", "build", "dist"}
 EXCLUDED_SUFFIXES = {".pyc", ".pyo", ".so", ".dll", ".exe", ".sh", ".bat", ".pyd", ".orig", ".rej", ".tmp"}

@@ -21,6 +21,7 @@ class BandMapping:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     by_name: bool = False
+    manual: bool = False  # the user chose the bands in the panel
 
     @property
     def ok(self) -> bool:
@@ -82,7 +83,7 @@ def validate(spec, mapping: BandMapping) -> BandMapping:
     used = [b for b in mapping.mapping if b]
     if len(set(used)) != len(used):
         mapping.warnings.append("The same layer band feeds several model bands; check the band mapping.")
-    if not mapping.by_name and n_raster != n_model:
+    if not (mapping.by_name or mapping.manual) and n_raster != n_model:
         mapping.warnings.append(
             f"The layer has {n_raster} bands and the model {n_model}; bands were matched in order because the "
             "band descriptions do not name the model's bands. Check the mapping."

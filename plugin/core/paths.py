@@ -38,6 +38,11 @@ def icon_path(name: str = "icon.svg") -> Path:
     return resources_dir() / name
 
 
+def manual() -> Path:
+    """The plugin's manual, ``docs/plugin.md`` (shipped in the zip; a checkout has it one level up)."""
+    return _first_existing(PLUGIN_DIR / "docs" / "plugin.md", PLUGIN_DIR.parent / "docs" / "plugin.md")
+
+
 def default_model() -> Path | None:
     """The bundled default model, or None when it has not been built (``make default-model``)."""
     path = resources_dir() / DEFAULT_MODEL_NAME

@@ -219,7 +219,9 @@ class MtlExplainDock(QgsDockWidget):
         self.report_button.setVisible(False)
         self.export_button = QPushButton(self.tr("Export…"))
         self.export_button.setToolTip(self.tr("Export a run's rasters, with their styles and report"))
-        for button in (self.run_button, self.cancel_button, self.report_button, self.export_button):
+        self.help_button = QPushButton(self.tr("Help"))
+        self.help_button.setToolTip(self.tr("Open the MTL Explain manual: every setting and layer explained"))
+        for button in (self.run_button, self.cancel_button, self.report_button, self.export_button, self.help_button):
             buttons.addWidget(button)
         fl.addLayout(buttons)
         self.progress = QProgressBar()
@@ -251,6 +253,7 @@ class MtlExplainDock(QgsDockWidget):
         self.cancel_button.clicked.connect(self.cancelRequested)
         self.export_button.clicked.connect(self.exportRequested)
         self.report_button.clicked.connect(self.open_report)
+        self.help_button.clicked.connect(self.open_help)
         self.install_button.clicked.connect(lambda: self.installRequested.emit("qgis"))
         self.install_worker_button.clicked.connect(lambda: self.installRequested.emit("worker"))
         self.copy_command_button.clicked.connect(self._copy_install_command)
@@ -352,6 +355,9 @@ class MtlExplainDock(QgsDockWidget):
     def _on_model_changed(self, path: str = "") -> None:
         path = path or self.model_file.filePath()
         self.spec = None
+        self.recent_combo.blockSignals(True)  # show which recent model is picked, or none for another file
+        self.recent_combo.setCurrentIndex(self.recent_combo.findData(path))
+        self.recent_combo.blockSignals(False)
         if not path:
             self.summary_label.setText(self.tr("Choose a model file."))
         else:
@@ -431,7 +437,7 @@ class MtlExplainDock(QgsDockWidget):
         if self.mapping is None:
             return
         self.mapping.mapping = [c.currentData() for c in self.band_combos]
-        self.mapping.by_name = True  # the user chose: do not warn about order matching again
+        self.mapping.manual = True  # the user chose: do not warn about order matching again
         validate(self.spec, self.mapping)
         self._show_mapping()
 
@@ -447,8 +453,11 @@ class MtlExplainDock(QgsDockWidget):
             self.mapping_label.setText(" ".join(m.warnings))
         else:
             self.mapping_label.setStyleSheet("")
-            how = self.tr("by band description") if m.by_name else self.tr("in order")
-            self.mapping_label.setText(self.tr("Bands matched {}.").format(how))
+            if m.manual:
+                self.mapping_label.setText(self.tr("Bands as you chose them."))
+            else:
+                how = self.tr("by band description") if m.by_name else self.tr("in order")
+                self.mapping_label.setText(self.tr("Bands matched {}.").format(how))
         self._update_run_enabled()
 
     def _update_run_enabled(self) -> None:
@@ -565,6 +574,15 @@ class MtlExplainDock(QgsDockWidget):
         self.progress.setValue(100)
         self.status_label.setStyleSheet("")
         self.status_label.setText(message)
+
+    def open_help(self) -> None:
+        """Open the plugin's manual."""
+        from qgis.PyQt.QtCore import QUrl
+        from qgis.PyQt.QtGui import QDesktopServices
+
+        from ..core.paths import manual
+
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(manual())))
 
     def open_report(self) -> None:
         """Open the last run's HTML report in the system's browser."""

@@ -89,6 +89,14 @@ class _Base(QgsProcessingAlgorithm):
     def groupId(self) -> str:  # noqa: N802 (QGIS name)
         return ""
 
+    def helpUrl(self) -> str:  # noqa: N802 (QGIS name)
+        """The plugin's manual (shipped with it), opened by the algorithm dialog's Help button."""
+        from qgis.PyQt.QtCore import QUrl
+
+        from ..core.paths import manual
+
+        return QUrl.fromLocalFile(str(manual())).toString()
+
     def _check_dependencies(self, model_path: str | None = None) -> None:
         """Raise with the install command when the packages for this model (or, without one, for training
         in the worker) are missing."""

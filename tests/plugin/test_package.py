@@ -28,7 +28,8 @@ def test_zip_holds_the_plugin_and_nothing_else(plugin_zip):
     assert all(n.startswith("mtl_explain/") for n in names)
     for required in ("__init__.py", "mtl_explain_plugin.py", "metadata.txt", "LICENSE", "mtl_core/inference.py",
                      "core/task.py", "gui/dock.py", "processing/provider.py", "resources/icon.svg",
-                     "resources/styles/agreement.qml", "resources/default_model.mtl.onnx"):
+                     "resources/styles/agreement.qml", "resources/default_model.mtl.onnx", "docs/plugin.md",
+                     "docs/images/panel_after_run.png"):
         assert f"mtl_explain/{required}" in names, required
     assert not [n for n in names if "/tests/" in n or "__pycache__" in n or n.endswith(".pyc")]
     assert not [n for n in names if "/." in n]

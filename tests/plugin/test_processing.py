@@ -105,3 +105,12 @@ def test_explain_outputs_load_styled_and_are_declared_for_the_modeller(processin
     assert renderers["raleigh_vnir_agreement.tif"] == "paletted"
     assert [c.label for c in layers["raleigh_vnir_main_error.tif"].renderer().classes()] == ["correct", "wrong"]
     assert Path(result["CONFIDENCE"]).with_suffix(".qml").is_file()
+
+
+def test_every_algorithm_links_the_shipped_manual(processing_ready):
+    from qgis.core import QgsApplication
+    from qgis.PyQt.QtCore import QUrl
+
+    for name in ("predict", "explain", "train"):
+        url = QgsApplication.processingRegistry().algorithmById(f"mtl_explain:{name}").helpUrl()
+        assert Path(QUrl(url).toLocalFile()).name == "plugin.md" and Path(QUrl(url).toLocalFile()).is_file(), url
