@@ -166,6 +166,11 @@ class MtlExplainPlugin:
         if not sources or not folder:
             self.iface.messageBar().pushWarning(PLUGIN_NAME, self.tr("Choose at least one layer and a folder."))
             return
+        from .core.export import existing_targets
+
+        clash = existing_targets(sources, folder, report)
+        if clash and not self._confirm_replace(clash, folder):
+            return
 
         def done(ok: bool, task) -> None:
             self.export_task = None
@@ -177,6 +182,17 @@ class MtlExplainPlugin:
 
         self.export_task = ExportTask(sources, folder, cog, report, done)
         QgsApplication.taskManager().addTask(self.export_task)
+
+    def _confirm_replace(self, files: list, folder: str) -> bool:
+        """Ask before an export replaces files; True to go on."""
+        from qgis.PyQt.QtWidgets import QMessageBox
+
+        names = ", ".join(p.name for p in files[:5]) + (" …" if len(files) > 5 else "")
+        answer = QMessageBox.question(
+            self.iface.mainWindow(), PLUGIN_NAME,
+            self.tr("{} file(s) already exist in {}: {}. Replace them?").format(len(files), folder, names),
+            QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        return answer == QMessageBox.Yes
 
     def install_dependencies(self, kind: str = "qgis") -> None:
         """Install into the profile's private folder what QGIS's Python lacks (``qgis``: ONNX Runtime) or

@@ -5,11 +5,20 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from mtl_core.fileio import atomic_path
 from qgis.core import QgsTask
 
 from .logger import get_logger
 
 log = get_logger()
+
+
+def existing_targets(sources: dict[str, str], folder: str | Path, report: str | Path | None = None) -> list[Path]:
+    """The files an export into ``folder`` would replace (rasters, their styles, the report)."""
+    folder = Path(folder)
+    names = [f"{Path(src).stem}{ext}" for src in sources.values() for ext in (".tif", ".qml")]
+    names += [Path(report).name] if report else []
+    return [folder / n for n in names if (folder / n).exists()]
 
 
 def export_rasters(sources: dict[str, str], folder: str | Path, cog: bool = False,
@@ -38,11 +47,12 @@ def export_rasters(sources: dict[str, str], folder: str | Path, cog: bool = Fals
     written = []
     for key, src in sources.items():
         dst = folder / f"{Path(src).stem}.tif"
-        if cog:
-            gdal.Translate(str(dst), src, format="COG", creationOptions=["COMPRESS=DEFLATE"])
-        else:
-            gdal.Translate(str(dst), src, format="GTiff",
-                           creationOptions=["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"])
+        with atomic_path(dst) as tmp:  # a failed copy leaves no half-written raster under the final name
+            if cog:
+                gdal.Translate(str(tmp), src, format="COG", creationOptions=["COMPRESS=DEFLATE"])
+            else:
+                gdal.Translate(str(tmp), src, format="GTiff",
+                               creationOptions=["TILED=YES", "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER"])
         written.append(dst)
         style = Path(src).with_suffix(".qml")
         if style.exists():  # the run's style travels with the raster, so QGIS opens the copy styled

@@ -125,3 +125,13 @@ def test_two_runs_of_the_same_input_get_distinct_groups(qgis_new_project, crop_d
                          spec=read_spec(tiny_model).to_dict())
     first, second = (add_run_layers(outcome, "vnir").name() for _ in range(2))
     assert first != second and second.startswith(first)
+
+
+def test_export_names_what_it_would_replace(crop_dir, tiny_model, tmp_path):
+    from plugin.core.export import existing_targets
+
+    outputs = {k: str(v) for k, v in _predict(crop_dir, tiny_model, tmp_path / "run").items()}
+    assert existing_targets(outputs, tmp_path / "export") == []
+    export_rasters({"main": outputs["main"]}, tmp_path / "export")
+    assert [p.name for p in existing_targets(outputs, tmp_path / "export")] == ["raleigh_vnir_classes.tif"]
+    assert not [p for p in (tmp_path / "export").iterdir() if p.name.startswith(".")]  # no temporaries left
