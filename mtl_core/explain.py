@@ -369,7 +369,7 @@ def _offset(inner: gdal.Dataset, outer: gdal.Dataset) -> tuple[int, int]:
 
 
 def _stream_stats(spec: ModelSpec, outputs: dict[str, Path], labels: str | None, sample_pixels: int = 1_000_000,
-                  seed: int = 0, window_rows: int = 256) -> dict:
+                  seed: int = 0, window_rows: int = 256, labels_band: int = 1) -> dict:
     """Read the engine's output rasters window by window and accumulate every statistic of the report.
 
     Entropy and confidence are scored as detectors only when they were written (they are products the
@@ -426,7 +426,7 @@ def _stream_stats(spec: ModelSpec, outputs: dict[str, Path], labels: str | None,
             continue
         err = one("main_error", w)
         keep = err != (ERROR_NODATA if seg else FLOAT_NODATA)
-        ref_raw = ref_ds.GetRasterBand(1).ReadAsArray(ox, oy + y, width, w[3])
+        ref_raw = ref_ds.GetRasterBand(labels_band).ReadAsArray(ox, oy + y, width, w[3])
         cols_now: dict[str, np.ndarray] = {"wrong": err}
         if seg:
             raw = ref_raw.astype(np.int64)
@@ -529,7 +529,7 @@ def explain(
     """
     from .backends import read_spec
     from .fileio import check_outputs
-    from .inference import predict
+    from .inference import labels_band_of, predict
     from .report import report_paths, write_report
 
     spec = read_spec(model_path)
@@ -547,9 +547,10 @@ def explain(
     if aux_truth and "error_score" not in result.outputs and spec.task == "segmentation":
         log.warning("the model file holds no error model (trained before explanation layers existed?): "
                     "no error score or agreement layer; retrain it with 'mtl train' to get them")
-    stats = _stream_stats(spec, result.outputs, labels, sample_pixels, seed)
+    band = labels_band_of(spec, opts.labels_band)
+    stats = _stream_stats(spec, result.outputs, labels, sample_pixels, seed, labels_band=band)
     stats["inputs"] = {"model": str(model_path), "raster": str(raster_path), "aux_truth": aux_truth,
-                       "labels": labels, "device": result.device}
+                       "labels": labels, "labels_band": band if labels else None, "device": result.device}
     report = write_report(spec, stats, result.outputs, Path(out_dir), Path(raster_path).stem)
     log.info("explanation report written to %s", report["html"])
     if callable(progress):
@@ -559,14 +560,6 @@ def explain(
 
 def save_json(stats: dict, path: str | os.PathLike) -> None:
     """Write statistics as JSON (NaN written as null)."""
-    def clean(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {str(k): clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, (float, np.floating)):
-            return float(v) if np.isfinite(v) else None
-        if isinstance(v, np.integer):
-            return int(v)
-        return v
-    Path(path).write_text(json.dumps(clean(stats), indent=2))
+    from .jobs import json_safe
+
+    Path(path).write_text(json.dumps(json_safe(stats), indent=2))

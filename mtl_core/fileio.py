@@ -15,6 +15,14 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def _check_folder(folder: Path) -> None:
+    """Refuse a missing or read-only output folder, naming the fix."""
+    if not folder.is_dir():
+        raise OutputError(f"output folder {str(folder)!r} does not exist; create it or choose another")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"output folder {str(folder)!r} is read-only; choose a folder you can write to")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` and rename it onto ``path`` only if the block succeeds.
@@ -24,10 +32,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     folder = path.parent
-    if not folder.is_dir():
-        raise OutputError(f"output folder {str(folder)!r} does not exist; create it or choose another")
-    if not os.access(folder, os.W_OK):
-        raise OutputError(f"output folder {str(folder)!r} is read-only; choose a folder you can write to")
+    _check_folder(folder)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".tmp", dir=folder)
     except OSError as exc:
@@ -82,8 +87,7 @@ def run_lock(folder: str | os.PathLike, stem: str) -> Iterator[Path]:
         OutputError: another live run holds the lock.
     """
     lock = Path(folder) / f".{stem}.mtl-lock"
-    if not Path(folder).is_dir():
-        raise OutputError(f"output folder {str(folder)!r} does not exist; create it or choose another")
+    _check_folder(Path(folder))
     for _ in range(2):
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

@@ -95,6 +95,8 @@ class PredictOptions:
             truth are skipped without it.
         aux_truth: modality name -> raster of the real auxiliary bands, on the input grid.
         labels: reference raster of the main task, on the input grid.
+        labels_band: its band holding the labels; default the band the model was trained on (recorded in
+            the model file), else 1.
         cog: write Cloud Optimized GeoTIFFs instead of tiled GeoTIFFs.
         overwrite: replace outputs that already exist in the folder (never the run's own inputs);
             without it an existing output is refused before anything is computed.
@@ -113,6 +115,7 @@ class PredictOptions:
     products: tuple[str, ...] = DEFAULT_PRODUCTS
     aux_truth: dict[str, str] | None = None
     labels: str | None = None
+    labels_band: int | None = None
     cog: bool = False
     overwrite: bool = False
 
@@ -265,11 +268,18 @@ class _Mask:
         return mem.GetRasterBand(1).ReadAsArray() != 0
 
 
+def labels_band_of(spec: ModelSpec, band: int | None = None) -> int:
+    """The label band to read: ``band`` if given, else the one the model was trained on, else 1."""
+    return band or int(spec.training.get("data", {}).get("labels_band") or 1)
+
+
 class _Truth:
     """Ground-truth rasters (auxiliary modalities and labels) read per window, on the input grid."""
 
-    def __init__(self, spec: ModelSpec, grid: Grid, aux_truth: dict[str, str], labels: str | None) -> None:
+    def __init__(self, spec: ModelSpec, grid: Grid, aux_truth: dict[str, str], labels: str | None,
+                 labels_band: int | None = None) -> None:
         self.spec, self.aux, self.labels = spec, {}, None
+        self.labels_band = labels_band_of(spec, labels_band)
         known = [m.name for m in spec.aux]
         for name, path in aux_truth.items():
             if name not in known:
@@ -288,6 +298,10 @@ class _Truth:
             self.aux[name] = self._open(path, grid, f"auxiliary raster {name!r}")
         if labels:
             self.labels = self._open(labels, grid, "label raster")
+            if not 1 <= self.labels_band <= self.labels.RasterCount:
+                raise RasterError(f"label raster {str(labels)!r} has {self.labels.RasterCount} band(s); band "
+                                  f"{self.labels_band} was asked for: give --labels-band between 1 and "
+                                  f"{self.labels.RasterCount}")
             self.values = np.array([c.value for c in spec.classes])
 
     @staticmethod
@@ -308,7 +322,7 @@ class _Truth:
 
     def read_labels(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Class indices (-1 where unlabelled) or raw values for regression, and validity."""
-        raw, valid = read_window(self.labels, [1], window)
+        raw, valid = read_window(self.labels, [self.labels_band], window)
         raw = raw[0]
         if self.spec.task == "regression":
             return raw, valid
@@ -569,7 +583,8 @@ def predict(
     grid = Grid.of(ds)
     win = extent_window(grid, opts.extent)
     out_grid = sub_grid(grid, win)
-    truth = _Truth(spec, grid, opts.aux_truth or {}, opts.labels if "main_error" in wanted else None)
+    truth = _Truth(spec, grid, opts.aux_truth or {}, opts.labels if "main_error" in wanted else None,
+                   opts.labels_band)
     mask = _Mask(opts.mask, grid) if opts.mask else None
     wx, wy, W, H = win
 

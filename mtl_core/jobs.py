@@ -58,6 +58,7 @@ class Job:
         overwrite: replace existing outputs (never the job's inputs); without it they are refused.
         aux_truth: modality name -> raster of the real auxiliary bands (explain).
         labels: reference label raster (explain).
+        labels_band: its band with the labels (default: the band the model was trained on).
         config: dataset configuration (train).
         train: :class:`~mtl_core.train.TrainOptions` fields (train).
         half: store trained weights as float16 (train).
@@ -84,6 +85,7 @@ class Job:
     overwrite: bool = False
     aux_truth: dict[str, str] = field(default_factory=dict)
     labels: str | None = None
+    labels_band: int | None = None
     config: str = ""
     train: dict[str, Any] = field(default_factory=dict)
     half: bool = False
@@ -141,7 +143,7 @@ class Job:
             backend=self.backend, threads=self.threads, extent=tuple(self.extent) if self.extent else None,
             mask=self.mask, bands=list(self.bands) if self.bands else None, products=tuple(products),
             aux_truth=dict(self.aux_truth) or None, labels=self.labels or None, cog=self.cog,
-            overwrite=self.overwrite,
+            overwrite=self.overwrite, labels_band=self.labels_band,
         )
 
 
@@ -177,12 +179,24 @@ class JobResult:
 Progress = Callable[[float], None]
 
 
-def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Scalar metrics only, NaN as None, so the result is valid JSON."""
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers and NaN/inf as None, so ``json.dumps`` writes valid JSON."""
     import math
 
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()
-            if isinstance(v, (int, float, str)) or v is None}
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()  # numpy scalar
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Scalar metrics only, valid as JSON (NaN as None)."""
+    return json_safe({k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) or v is None})
 
 
 def _train(job: Job, progress: Progress | bool, cancelled: Callable[[], bool] | None) -> JobResult:
@@ -201,6 +215,10 @@ def _train(job: Job, progress: Progress | bool, cancelled: Callable[[], bool] | 
     if isinstance(opts.get("architecture"), dict):
         opts["architecture"] = Architecture(**opts["architecture"])
     opts.setdefault("device", job.device)
+    if job.threads:
+        import torch
+
+        torch.set_num_threads(job.threads)
     out = Path(job.out)
     if not out.parent.is_dir():
         raise ConfigError(f"folder {str(out.parent)!r} for the model file does not exist; create it first")

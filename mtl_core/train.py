@@ -268,6 +268,7 @@ def train(
             "config": str(cfg.path) if cfg.path else None,
             "sources": {s.name: str(s.path) for s in scene.inputs + scene.aux},
             "labels": str(cfg.labels.path),
+            "labels_band": cfg.labels.band,
             "split": asdict(cfg.split),
             "blocks": {k: len(v) for k, v in blocks.items()},
         },

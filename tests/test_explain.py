@@ -237,3 +237,47 @@ def test_explain_progress_covers_the_statistics_too(trained, crop_dir, tmp_path)
             progress=seen.append)
     assert seen == sorted(seen) and seen[-1] == 1.0
     assert max(seen[:-1]) <= 0.9  # the prediction reports at most 90 %: statistics and report come after it
+
+
+@pytest.mark.slow
+def test_the_label_band_comes_from_the_model_file_unless_given(trained, crop_dir, tmp_path):
+    from mtl_core.modelfile import load_model
+
+    src = gdal.Open(str(crop_dir / "raleigh_landcover.tif"))
+    two = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "two.tif"), src.RasterXSize, src.RasterYSize, 2,
+                                               gdal.GDT_Byte)
+    two.SetGeoTransform(src.GetGeoTransform())
+    two.SetProjection(src.GetProjection())
+    two.GetRasterBand(1).WriteArray(np.full((src.RasterYSize, src.RasterXSize), 6, np.uint8))  # all "water"
+    two.GetRasterBand(2).WriteArray(src.GetRasterBand(1).ReadAsArray())
+    two.GetRasterBand(2).SetNoDataValue(src.GetRasterBand(1).GetNoDataValue() or 0)
+    two = None
+
+    def oa(model, out, band=None):
+        out.mkdir()
+        opts = truth(labels=tmp_path / "two.tif", sensitivity=False, labels_band=band)
+        return explain(model, crop_dir / "raleigh_vnir.tif", out, opts).stats["metrics"]["overall_accuracy"]
+
+    reference = explain(trained, crop_dir / "raleigh_vnir.tif", tmp_path, truth(
+        labels=crop_dir / "raleigh_landcover.tif", sensitivity=False)).stats["metrics"]["overall_accuracy"]
+    assert oa(trained, tmp_path / "b2", 2) == pytest.approx(reference)
+    assert oa(trained, tmp_path / "b1", None) != pytest.approx(reference)  # trained on band 1: reads band 1
+    spec, model = load_model(trained)
+    spec.training["data"]["labels_band"] = 2  # as if trained with labels.band: 2
+    moved = tmp_path / "band2.mtl.safetensors"
+    save_model(moved, spec, model.state_dict())
+    assert oa(moved, tmp_path / "rec", None) == pytest.approx(reference)
+    with pytest.raises(RasterError, match="has 2 band\\(s\\); band 3 was asked for: give --labels-band"):
+        oa(trained, tmp_path / "b3", 3)
+
+
+@pytest.mark.slow
+def test_evaluate_json_is_valid_json(trained, crop_dir, capsys):
+    assert main(["evaluate", str(trained), str(crop_dir / "crop.yaml"), "--json", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+
+    def refuse(name):
+        raise AssertionError(f"invalid JSON constant {name}")
+
+    metrics = json.loads(text, parse_constant=refuse)
+    assert "overall_accuracy" in metrics
