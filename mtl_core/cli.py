@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -27,6 +29,33 @@ def _metrics_table(metrics: dict) -> str:
     for name, v in metrics.get("recon_rmse", {}).items():
         lines.append(f"  {'recon RMSE ' + name:<28} {v:.4f}")
     return "\n".join(lines)
+
+
+def _number(kind: type, low: float, what: str, high: float | None = None):
+    """An argparse type: a ``kind`` number >= ``low`` (and <= ``high``); a bad value is a one-line usage error."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low or (high is not None and value > high) or value != value:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+    return parse
+
+
+_positive = _number(int, 1, "a whole number of at least 1")
+_at_least_0 = _number(int, 0, "a whole number of at least 0")
+_positive_float = _number(float, 1e-12, "a number above 0")
+_at_least_0_float = _number(float, 0.0, "a number of at least 0")
+_opset = _number(int, 11, "an ONNX opset between 11 and 20", 20)
+
+
+def _not_onnx(path: str, command: str) -> None:
+    """``evaluate`` and ``export`` need the PyTorch model file; an .onnx export is refused by name."""
+    if Path(path).suffix.lower() == ".onnx":
+        raise MtlError(f"{path!r} is an ONNX export, which 'mtl {command}' cannot use: give the .safetensors model "
+                       "file it was exported from (predict, explain and info take .onnx files)")
 
 
 def _set_threads(threads: int | None) -> None:
@@ -57,9 +86,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     aux_weights = {}
     for item in args.aux_weight or []:
         name, _, w = item.partition("=")
-        if not w:
-            raise MtlError(f"--aux-weight {item!r} must look like NAME=WEIGHT, e.g. swir=0.5")
-        aux_weights[name] = float(w)
+        try:
+            aux_weights[name] = float(w)
+        except ValueError:
+            raise MtlError(f"--aux-weight {item!r} must look like NAME=WEIGHT with a number, "
+                           "e.g. swir=0.5") from None
+        if not name or not aux_weights[name] >= 0:
+            raise MtlError(f"--aux-weight {item!r} must look like NAME=WEIGHT with a weight of at least 0")
     arch = Architecture(arch=args.arch, encoder=args.encoder, encoder_depth=args.encoder_depth)
     opts = TrainOptions(
         variant=args.variant, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
@@ -69,9 +102,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     _set_threads(args.threads)
     cfg = load_config(args.config)
+    names = [s.name for s in cfg.aux]
+    unknown = sorted(set(aux_weights) - set(names))
+    if unknown:
+        raise MtlError(f"--aux-weight names {unknown}, which the configuration does not have; its auxiliary "
+                       f"modalities are {names or 'none'}")
     out = Path(args.out)
     if not out.parent.is_dir():
         raise MtlError(f"folder {str(out.parent)!r} for the model file does not exist; create it first")
+    if out.is_dir():
+        raise MtlError(f"--out {str(out)!r} is a folder; give the model file to write, "
+                       f"e.g. {out / 'model.mtl.safetensors'}")
+    if not os.access(out.parent, os.W_OK):  # refused now, not after the training
+        raise MtlError(f"folder {str(out.parent)!r} is read-only; choose a folder you can write to for --out")
     result = train(cfg, opts, progress=not args.quiet)
     if result.test:  # rank 0 only under torchrun
         save_model(out, result.spec, result.state_dict, half=args.half)
@@ -88,6 +131,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .model import resolve_device
     from .train import evaluate
 
+    _not_onnx(args.model, "evaluate")
     _set_threads(args.threads)
     device = resolve_device(args.device)
     spec, model = load_model(args.model, device)
@@ -119,11 +163,33 @@ def _engine_job(kind: str, args: argparse.Namespace, **extra) -> Job:
                overwrite=args.overwrite, **extra)
 
 
+@contextlib.contextmanager
+def _out_folder(path: str):
+    """The output folder, created when missing (``mkdir -p``) and removed again if the run fails and leaves it
+    empty; a path that is a file is refused."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise MtlError(f"--out {path!r} is a file, not a folder; give the folder to write the outputs into")
+    missing = [p for p in [folder, *folder.parents] if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MtlError(f"cannot create the output folder {path!r} ({exc.strerror}); choose another --out") from exc
+    try:
+        yield folder
+    except BaseException:
+        for p in missing:  # innermost first: only what this run created, and only if still empty
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        raise
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from .inference import predict
 
     job = _engine_job("predict", args)
-    result = predict(job.model, job.raster, job.out, job.predict_options(), progress=not args.quiet)
+    with _out_folder(job.out):
+        result = predict(job.model, job.raster, job.out, job.predict_options(), progress=not args.quiet)
     print(f"Device: {result.device}; {result.tiles} tiles ({result.skipped_tiles} skipped) in {result.seconds:.1f} s")
     for product, path in result.outputs.items():
         print(f"  {product:<16} {path}")
@@ -133,6 +199,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .backends import export_onnx
 
+    _not_onnx(args.model, "export")
+    if Path(args.onnx).is_dir():
+        raise MtlError(f"--onnx {args.onnx!r} is a folder; give the file to write, "
+                       f"e.g. {Path(args.onnx) / 'model.onnx'}")
     if args.int8 and not args.calibration:
         raise MtlError("--int8 needs --calibration RASTER: a raster holding the model's input bands, whose tiles "
                        "set the int8 ranges (e.g. the training input raster)")
@@ -165,7 +235,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if not args.no_sensitivity and "sensitivity" not in args.products:
         args.products = list(args.products) + ["sensitivity"]
     job = _engine_job("explain", args, aux_truth=aux, labels=args.labels, labels_band=args.labels_band)
-    result = explain(job.model, job.raster, job.out, job.predict_options(), progress=not args.quiet)
+    with _out_folder(job.out):
+        result = explain(job.model, job.raster, job.out, job.predict_options(), progress=not args.quiet)
     print(f"Device: {result.device}")
     for key, path in {**result.outputs, **{f"report {k}": v for k, v in result.report.items()}}.items():
         print(f"  {key:<22} {path}")
@@ -182,23 +253,23 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def _engine_arguments(r: argparse.ArgumentParser, products: list[str]) -> None:
     """Options predict and explain share: area, bands, tiling, runtime, products and output format."""
-    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--out", required=True, help="output folder (created when missing)")
     r.add_argument("--extent", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
                    help="sub-rectangle in the raster's CRS (default: whole raster)")
     r.add_argument("--mask", help="polygon layer or raster (non-zero inside): predict only inside it")
-    r.add_argument("--bands", type=int, nargs="+", metavar="N",
+    r.add_argument("--bands", type=_positive, nargs="+", metavar="N",
                    help="raster band for each model input band, in the model's order (default: by band "
                         "description, else 1..N)")
-    r.add_argument("--tile", type=int, help="tile size in pixels (default: max(256, the model's patch size))")
-    r.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles, blended (default: tile/8)")
-    r.add_argument("--chunk", type=int, default=2048,
+    r.add_argument("--tile", type=_positive, help="tile size in pixels (default: max(256, the model's patch size))")
+    r.add_argument("--overlap", type=_at_least_0, help="pixels shared by neighbouring tiles, blended (default: tile/8)")
+    r.add_argument("--chunk", type=_positive, default=2048,
                    help="width of the column chunks processed one after the other, a multiple of 256; memory grows "
                         "with it, not with the raster (default: 2048)")
-    r.add_argument("--batch", type=int, default=4, help="tiles per forward pass (default: 4)")
+    r.add_argument("--batch", type=_positive, default=4, help="tiles per forward pass (default: 4)")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     r.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
                    help="auto: ONNX Runtime for .onnx models or when PyTorch is missing, else torch (default: auto)")
-    r.add_argument("--threads", type=int, help="CPU threads for the backend (default: the backend's choice)")
+    r.add_argument("--threads", type=_positive, help="CPU threads for the backend (default: the backend's choice)")
     r.add_argument("--products", nargs="+", default=["main", "confidence", "entropy", "aux"],
                    choices=products, help="products to write (default: main confidence entropy aux)")
     r.add_argument("--cog", action="store_true", help="write Cloud Optimized GeoTIFFs")
@@ -233,23 +304,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--variant", choices=["mtl", "unimodal", "multimodal"], default="mtl",
                    help="mtl: aux modalities reconstructed; unimodal: inputs only; multimodal: aux stacked as "
                         "input (default: mtl)")
-    t.add_argument("--steps", type=int, default=600, help="optimiser steps (default: 600)")
-    t.add_argument("--batch-size", type=int, default=16, help="patches per step (default: 16)")
-    t.add_argument("--lr", type=float, default=1e-3, help="peak learning rate, one-cycle schedule (default: 1e-3)")
-    t.add_argument("--eval-every", type=int, default=100, help="validate every N steps (default: 100)")
+    t.add_argument("--steps", type=_positive, default=600, help="optimiser steps (default: 600)")
+    t.add_argument("--batch-size", type=_positive, default=16, help="patches per step (default: 16)")
+    t.add_argument("--lr", type=_positive_float, default=1e-3,
+                   help="peak learning rate, one-cycle schedule (default: 1e-3)")
+    t.add_argument("--eval-every", type=_positive, default=100, help="validate every N steps (default: 100)")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     t.add_argument("--seed", type=int, default=0, help="random seed for weights and patches (default: 0)")
     t.add_argument("--arch", default="unet", help="smp architecture (default: unet)")
     t.add_argument("--encoder", default="resnet18", help="smp encoder name, no pretrained weights (default: resnet18)")
     t.add_argument("--encoder-depth", type=int, default=4, help="encoder levels, 3 to 5 (default: 4)")
     t.add_argument("--aux-loss", choices=["l1", "mse"], default="l1", help="reconstruction loss (default: l1)")
-    t.add_argument("--main-weight", type=float, default=1.0, help="weight of the main-task loss (default: 1)")
+    t.add_argument("--main-weight", type=_at_least_0_float, default=1.0,
+                   help="weight of the main-task loss (default: 1)")
     t.add_argument("--aux-weight", action="append", metavar="NAME=W",
                    help="weight of one reconstruction loss (default 1; repeatable)")
     t.add_argument("--uncertainty-weighting", action="store_true",
                    help="learn task weights by homoscedastic uncertainty (Kendall et al., 2018)")
     t.add_argument("--half", action="store_true", help="store weights as float16 (half the file size)")
-    t.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    t.add_argument("--threads", type=_positive, help="CPU threads for PyTorch (default: PyTorch's choice)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a model on the held-out blocks of a dataset",
@@ -262,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use the configuration's split settings instead of those stored in the model")
     e.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     e.add_argument("--json", action="store_true", help="print all metrics as JSON (null where undefined)")
-    e.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: PyTorch's choice)")
+    e.add_argument("--threads", type=_positive, help="CPU threads for PyTorch (default: PyTorch's choice)")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("predict", help="run a model on a raster and write GeoTIFFs",
@@ -284,12 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
                                    "export.")
     x.add_argument("model", help="model file (.safetensors)")
     x.add_argument("--onnx", required=True, help="ONNX file to write")
-    x.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    x.add_argument("--opset", type=_opset, default=17, help="ONNX opset, 11 to 20 (default: 17)")
     x.add_argument("--int8", action="store_true", help="quantise weights and activations to int8 (needs --calibration)")
     x.add_argument("--calibration", metavar="RASTER",
                    help="with --int8: raster holding the model's input bands, e.g. the training input raster; "
                         "wholly valid tiles of it set the int8 ranges")
-    x.add_argument("--bands", type=int, nargs="+", metavar="N",
+    x.add_argument("--bands", type=_positive, nargs="+", metavar="N",
                    help="with --int8: calibration raster band for each model input band, in the model's order "
                         "(default: by band description, else 1..N)")
     x.set_defaults(func=cmd_export)
@@ -311,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--aux", action="append", metavar="NAME=PATH",
                     help="real raster of an auxiliary modality, on the input grid (repeatable), e.g. swir=swir.tif")
     ex.add_argument("--labels", help="reference label raster, on the input grid")
-    ex.add_argument("--labels-band", type=int, metavar="N",
+    ex.add_argument("--labels-band", type=_positive, metavar="N",
                     help="band of --labels holding the labels (default: the band the model was trained on, "
                          "recorded in the model file, else 1)")
     _engine_arguments(ex, ["main", "confidence", "entropy", "probabilities", "aux", "sensitivity"])

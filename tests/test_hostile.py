@@ -92,3 +92,49 @@ def test_sigterm_mid_run_exits_143_and_leaves_nothing(trained_model, sample_conf
     assert proc.wait(timeout=60) == 143
     assert "terminated (SIGTERM); nothing was written" in proc.stderr.read()
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["predict", "M", "R", "--out", "O", "--batch", "0"], "--batch: '0' is not a whole number of at least 1"),
+    (["predict", "M", "R", "--out", "O", "--threads", "-1"], "--threads: '-1' is not a whole number"),
+    (["train", "C", "--out", "M", "--steps", "-3"], "--steps: '-3' is not a whole number of at least 1"),
+    (["train", "C", "--out", "M", "--batch-size", "0"], "--batch-size: '0'"),
+    (["train", "C", "--out", "M", "--eval-every", "0"], "--eval-every: '0'"),
+    (["train", "C", "--out", "M", "--lr", "-1"], "--lr: '-1' is not a number above 0"),
+    (["export", "M", "--onnx", "X.onnx", "--opset", "5"], "not an ONNX opset between 11 and 20"),
+])
+def test_bad_option_values_are_one_line_usage_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_command_line_mistakes_name_their_fix(trained_model, crop_dir, tmp_path, capsys):
+    model, config = str(trained_model[0]), str(crop_dir / "crop.yaml")
+    cases = [
+        (["train", config, "--out", str(tmp_path / "m.mtl.safetensors"), "--aux-weight", "swir=abc"],
+         "must look like NAME=WEIGHT with a number"),
+        (["train", config, "--out", str(tmp_path / "m.mtl.safetensors"), "--aux-weight", "sar=2"],
+         "--aux-weight names ['sar'], which the configuration does not have; its auxiliary modalities are ['swir']"),
+        (["train", config, "--out", str(tmp_path)], "is a folder; give the model file to write"),
+        (["export", model, "--onnx", str(tmp_path)], "is a folder; give the file to write"),
+        (["evaluate", str(tmp_path / "m.onnx"), config], "is an ONNX export, which 'mtl evaluate' cannot use"),
+        (["predict", model, str(crop_dir / "raleigh_vnir.tif"), "--out", config], "is a file, not a folder"),
+    ]
+    for args, message in cases:
+        assert main(["-q", *args]) == 2, args
+        assert message in capsys.readouterr().err, args
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_output_folder_is_created_and_removed_again_if_the_run_fails(trained_model, crop_dir, tmp_path):
+    out = tmp_path / "new" / "deeper"
+    assert main(["-q", "predict", str(trained_model[0]), str(crop_dir / "raleigh_vnir.tif"), "--out", str(out),
+                 "--tile", "64"]) == 0
+    assert (out / "raleigh_vnir_classes.tif").is_file()
+    failed = tmp_path / "failed" / "run"
+    assert main(["-q", "predict", str(trained_model[0]), str(crop_dir / "raleigh_swir.tif"), "--out",
+                 str(failed)]) == 2  # two bands for a four-band model
+    assert not (tmp_path / "failed").exists()
