@@ -81,7 +81,11 @@ def _onnx_spec(session, path: Path) -> tuple[ModelSpec, int]:
     meta = session.get_modelmeta().custom_metadata_map
     if SPEC_KEY not in meta:
         raise ModelFileError(f"{path.name!r} is an ONNX model but not an MTL Explain one (no {SPEC_KEY!r} metadata)")
-    spec = ModelSpec.from_dict(json.loads(meta[SPEC_KEY]))
+    try:
+        spec_dict = json.loads(meta[SPEC_KEY])
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ModelFileError(f"the spec in {path.name!r} is not valid JSON ({str(exc)[:200]})") from exc
+    spec = ModelSpec.from_dict(spec_dict)
     outputs = {o.name for o in session.get_outputs()}
     missing = {"main"} | {f"aux_{m.name}" for m in spec.aux}
     missing -= outputs

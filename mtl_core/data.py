@@ -13,6 +13,8 @@ first input raster (warping the others onto it when needed). Samples are dicts::
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +45,18 @@ class Source:
     path: Path
 
 
+def band_name(description: str, band: int) -> str:
+    """A band name the model file accepts, from a GDAL band description ("B4 (red)" -> "B4_red"), else ``b<N>``."""
+    name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", description.strip()).strip("_.+-")[:64]
+    return name or f"b{band}"
+
+
 def _open_source(cfg: SourceConfig, grid: Grid | None, what: str) -> Source:
     ds = open_raster(cfg.path, what)
     check_georeferenced(ds, what)
     bands = cfg.bands or list(range(1, ds.RasterCount + 1))
     check_bands(ds, bands, what)
-    names = cfg.names or [ds.GetRasterBand(b).GetDescription() or f"b{b}" for b in bands]
+    names = cfg.names or [band_name(ds.GetRasterBand(b).GetDescription(), b) for b in bands]
     if grid is not None:
         ds = align_to(ds, grid, what, categorical=False)
     return Source(cfg.name, ds, bands, [str(n) for n in names], cfg.units, cfg.path)

@@ -49,7 +49,7 @@ from osgeo import gdal, ogr
 from tqdm import tqdm
 
 from .backends import Backend, open_runner
-from .errors import CancelledError, RasterError
+from .errors import CancelledError, ModelFileError, RasterError
 from .fileio import atomic_path, check_outputs, run_lock
 from .norm import class_indices, denormalise, normalise
 from .raster import (
@@ -617,6 +617,7 @@ def predict(
         aux={m.name: len(m.bands) for m in spec.aux} if need_aux else {},
         sensitivity={n: spec.in_channels for n in ["main"] + [m.name for m in spec.aux]} if sens else {},
     )
+    _check_memory(layout.channels, th, span, opts.batch_size, H, seam_width=overlap if len(spans) > 1 else 0)
     acc = np.zeros((layout.channels, th, span), dtype=np.float32)
     wsum = np.zeros((th, span), dtype=np.float32)
     valid_buf = np.zeros((th, span), dtype=bool)
@@ -626,6 +627,7 @@ def predict(
     seam_w = np.zeros((H, seam_width), dtype=np.float32)
     seam_valid = np.zeros((H, seam_width), dtype=bool)
     weights: dict[tuple[int, int], np.ndarray] = {}
+    counts = [0, 0]  # valid input pixels given to the model, and those it answered NaN or infinity for
     bands = spec.input_bands
     batches = []  # (chunk, row of tiles, tiles of one size)
     for c, row in enumerate(spans):
@@ -696,14 +698,20 @@ def predict(
             weight = weights.get(stacked.shape[2:])
             if weight is None:
                 weight = weights[stacked.shape[2:]] = ramp(*stacked.shape[2:], overlap)
+            finite = np.isfinite(stacked).all(axis=1)  # (B, H, W): a damaged model can answer NaN
+            if not finite.all():
+                stacked[~np.isfinite(stacked)] = 0.0
             stacked *= weight
             r = ys[k][0] - base
             for j, i in enumerate(keep):
                 h, w = valids[i].shape
                 xi = tiles[i][0] - lo
+                ok = finite[j, :h, :w]
+                counts[0] += int(valids[i].sum())
+                counts[1] += int((valids[i] & ~ok).sum())
                 acc[:, r:r + h, xi:xi + w] += stacked[j, :, :h, :w]
-                wsum[r:r + h, xi:xi + w] += weight[:h, :w]
-                valid_buf[r:r + h, xi:xi + w] |= valids[i]
+                wsum[r:r + h, xi:xi + w] += weight[:h, :w] * ok
+                valid_buf[r:r + h, xi:xi + w] |= valids[i] & ok
         if b + 1 < len(batches) and batches[b + 1][:2] == (c, k):
             return  # the row of tiles of this chunk goes on
         end = ys[k + 1][0] if k + 1 < len(ys) else H
@@ -765,12 +773,42 @@ def predict(
                 progress(done / result.tiles)
         while behind:
             behind.popleft().result()
+        if counts[1] and counts[1] == counts[0]:
+            raise ModelFileError(f"the model answered NaN or infinity for every pixel; {Path(model_path).name!r} is "
+                                 "damaged (export or train it again); nothing was written")
         result.outputs = outputs.finish()
+        if counts[1]:
+            log.warning("the model answered NaN or infinity for %d of %d pixels (tile counts, overlaps included); "
+                        "they are nodata in every output. The model file may be damaged", counts[1], counts[0])
     bar.close()
     result.seconds = time.perf_counter() - start
     log.info("predicted %dx%d px on %s in %.1f s (%d tiles, %d skipped)", W, H, runner.device, result.seconds,
              result.tiles, result.skipped_tiles)
     return result
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (Linux: MemAvailable), or None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_memory(channels: int, tile_h: int, span: int, batch: int, height: int, seam_width: int) -> None:
+    """Refuse, before allocating, a run whose buffers cannot fit in memory (a model file with thousands of
+    classes, a huge tile or chunk), naming the options that shrink them."""
+    per_channel = 4 * (tile_h * span + 2 * batch * tile_h * tile_h + height * seam_width)  # float32
+    need = channels * per_channel
+    available = _available_memory()
+    if available is not None and need > 0.8 * available:
+        raise RasterError(
+            f"this run needs about {need / 2**30:.1f} GiB for its buffers ({channels} output channels) but "
+            f"{available / 2**30:.1f} GiB of memory is available; use a smaller --tile, --chunk or --batch, or "
+            "fewer products (the class probabilities and sensitivity add channels)")
 
 
 def _finish_rows(outputs: _Outputs, truth: _Truth, spec: ModelSpec, layout: _Layout, rows: np.ndarray,

@@ -59,7 +59,11 @@ def _read_header(path: Path) -> dict:
             raise ModelFileError(f"{path.name!r} is not an MTL Explain model file ({exc})") from exc
     if not isinstance(header, dict):
         raise ModelFileError(f"{path.name!r} is not an MTL Explain model file")
-    ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    try:
+        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ModelFileError(f"{path.name!r} has a damaged header (tensor offsets missing or not numbers); it is "
+                             "not a usable model file") from exc
     if ends and max(ends) > size - 8 - n:
         raise ModelFileError(f"{path.name!r} is truncated: its tensors end past the end of the file; copy it again")
     return header
@@ -75,8 +79,8 @@ def read_spec(path: str | os.PathLike) -> ModelSpec:
         )
     try:
         spec_dict = json.loads(meta[SPEC_KEY])
-    except json.JSONDecodeError as exc:
-        raise ModelFileError(f"the spec in {path.name!r} is not valid JSON ({exc})") from exc
+    except (json.JSONDecodeError, TypeError, RecursionError) as exc:
+        raise ModelFileError(f"the spec in {path.name!r} is not valid JSON text ({str(exc)[:200]})") from exc
     return ModelSpec.from_dict(spec_dict)
 
 

@@ -28,6 +28,11 @@ CLASS_NODATA = 0
 FLOAT_NODATA = -9999.0
 
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+#: Modality and band names reach file names, layer names and network module names: letters, digits and
+#: ``_ . + -`` only, never a path.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+MAX_CLASSES = 1024
+MAX_PATCH = 4096
 
 
 @dataclass
@@ -132,7 +137,9 @@ class ModelSpec:
         raise KeyError(f"the model reconstructs no modality {name!r}; it has {[m.name for m in self.aux]}")
 
     def validate(self) -> None:
-        """Raise :class:`ModelFileError` if the spec is inconsistent."""
+        """Raise :class:`ModelFileError` if the spec is inconsistent. A model file is untrusted data: types,
+        ranges and names are checked before anything uses them."""
+        self._check_types()
         if self.task not in TASKS:
             raise ModelFileError(f"unknown task {self.task!r}; expected one of {', '.join(TASKS)}")
         if self.variant not in VARIANTS:
@@ -148,9 +155,14 @@ class ModelSpec:
                 raise ModelFileError("a regression model needs a 'target' (name, units, normalisation)")
         elif len(self.classes) < 2:
             raise ModelFileError(f"a {self.task} model needs at least two classes, got {len(self.classes)}")
+        if len(self.classes) > MAX_CLASSES:
+            raise ModelFileError(f"the model lists {len(self.classes)} classes; MTL Explain handles at most "
+                                 f"{MAX_CLASSES}. The file is damaged or not a land-cover model")
         values = [c.value for c in self.classes]
         if len(set(values)) != len(values):
-            raise ModelFileError(f"class values must be unique, got {values}")
+            repeated = sorted({v for v in values if values.count(v) > 1})
+            raise ModelFileError(f"class values must be unique; repeated: {repeated[:10]}"
+                                 + (" …" if len(repeated) > 10 else ""))
         for c in self.classes:
             if not 1 <= c.value <= 65535:
                 raise ModelFileError(f"class {c.name!r} has value {c.value}; values must lie in 1..65535 (0 is nodata)")
@@ -164,6 +176,40 @@ class ModelSpec:
                 if not b.std > 0:
                     raise ModelFileError(f"band {b.name!r} of {m.name!r} has std {b.std}; it must be positive")
 
+    def _check_types(self) -> None:
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+
+        if not isinstance(self.name, str) or not isinstance(self.task, str) or not isinstance(self.variant, str):
+            raise ModelFileError("the spec's name, task and variant must be text")
+        if not isinstance(self.patch_size, int) or not 1 <= self.patch_size <= MAX_PATCH:
+            raise ModelFileError(f"patch_size {self.patch_size!r} must be a whole number of pixels in 1..{MAX_PATCH}")
+        if self.input_nodata is not None and not number(self.input_nodata):
+            raise ModelFileError(f"input_nodata {self.input_nodata!r} must be a number or null")
+        if not isinstance(self.training, dict):
+            raise ModelFileError("the spec's 'training' entry must be a mapping")
+        for m in self.inputs + self.aux:
+            if not isinstance(m.name, str) or not _NAME.match(m.name):
+                raise ModelFileError(f"modality name {m.name!r} is not allowed: use letters, digits and _ . + - "
+                                     "(at most 64), no path separators")
+            if not m.bands:
+                raise ModelFileError(f"modality {m.name!r} has no bands")
+            for b in m.bands:
+                if not isinstance(b.name, str) or not _NAME.match(b.name):
+                    raise ModelFileError(f"band name {b.name!r} of {m.name!r} is not allowed: use letters, digits "
+                                         "and _ . + - (at most 64)")
+                if not number(b.mean) or not number(b.std):
+                    raise ModelFileError(f"band {b.name!r} of {m.name!r}: mean and std must be finite numbers, got "
+                                         f"{b.mean!r} and {b.std!r}")
+        for c in self.classes:
+            if not isinstance(c.value, int) or isinstance(c.value, bool) or not isinstance(c.name, str) \
+                    or not isinstance(c.color, str) or len(c.name) > 200:
+                raise ModelFileError(f"class {str(c.name)[:40]!r}: value must be a whole number, name text of at "
+                                     "most 200 characters, colour '#rrggbb'")
+        if self.target is not None and (not number(self.target.mean) or not number(self.target.std)
+                                        or not isinstance(self.target.name, str) or not _NAME.match(self.target.name)):
+            raise ModelFileError(f"target {self.target.name!r}: name like a band name, finite mean and std")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -173,7 +219,10 @@ class ModelSpec:
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ModelFileError("this is not an MTL Explain model (its metadata has no 'mtl-explain-model' spec)")
         version = d.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ModelFileError(f"the model file's format version {version!r} is not a whole number; the file is "
+                                 "damaged: export or train it again")
+        if version > FORMAT_VERSION:
             raise ModelFileError(
                 f"the model file has format version {version!r}, newer than this MTL Explain "
                 f"understands ({FORMAT_VERSION}); update MTL Explain to open it"
@@ -188,13 +237,14 @@ class ModelSpec:
                 classes=[ClassInfo(**c) for c in d.get("classes", [])],
                 target=Target(**d["target"]) if d.get("target") else None,
                 architecture=Architecture(**d.get("architecture", {})),
-                patch_size=int(d.get("patch_size", 64)),
+                patch_size=d.get("patch_size", 64),
                 input_nodata=d.get("input_nodata"),
-                training=dict(d.get("training", {})),
+                training=d.get("training", {}),
                 format_version=version,
             )
-        except (KeyError, TypeError) as exc:
-            raise ModelFileError(f"the model spec is incomplete or malformed ({exc!r})") from exc
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+            raise ModelFileError(f"the model spec is incomplete or malformed ({str(exc)[:200]}); the file is damaged "
+                                 "or was not written by MTL Explain") from exc
 
 
 def _modality(d: dict[str, Any]) -> Modality:

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from mtl_core.cli import main
-from mtl_core.errors import OutputError
+from mtl_core.errors import ModelFileError, OutputError
 from mtl_core.explain import explain
 from mtl_core.fileio import run_lock
 from mtl_core.inference import PredictOptions, predict
@@ -138,3 +138,18 @@ def test_a_missing_output_folder_is_created_and_removed_again_if_the_run_fails(t
     assert main(["-q", "predict", str(trained_model[0]), str(crop_dir / "raleigh_swir.tif"), "--out",
                  str(failed)]) == 2  # two bands for a four-band model
     assert not (tmp_path / "failed").exists()
+
+
+def test_nan_model_outputs_are_refused_and_write_nothing(trained_model, crop_dir, tmp_path):
+    import torch
+
+    spec, model = load_model(trained_model[0])
+    with torch.no_grad():
+        model.encoder.conv1.weight[:] = float("nan")  # a damaged file: every output NaN
+    broken = tmp_path / "nan.mtl.safetensors"
+    save_model(broken, spec, model.state_dict())
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(ModelFileError, match="answered NaN or infinity for every pixel.*damaged"):
+        predict(broken, crop_dir / "raleigh_vnir.tif", out, PredictOptions(tile=64))
+    assert list(out.iterdir()) == []

@@ -138,3 +138,52 @@ def test_a_header_length_whose_low_byte_looks_like_pickle_is_still_loaded(saved,
     else:  # pragma: no cover
         pytest.fail("no name length gave a header length with low byte 0x80")
     assert load_model(path)[0].name == spec.name
+
+
+def _bands(mean=50.0, name="blue"):
+    return [{"name": "optical", "units": "DN", "bands": [{"name": name, "mean": mean, "std": 10.0}]}]
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"patch_size": "abc"}, "patch_size 'abc' must be a whole number"),
+    ({"patch_size": 0}, "patch_size 0 must be a whole number of pixels"),
+    ({"inputs": _bands(mean="abc")}, "mean and std must be finite numbers"),
+    ({"inputs": _bands(mean=None)}, "mean and std must be finite numbers"),
+    ({"training": ["not", "a", "mapping"]}, "'training' entry must be a mapping"),
+    ({"input_nodata": "zero"}, "input_nodata 'zero' must be a number or null"),
+    ({"format_version": "1"}, "format version '1' is not a whole number"),
+    ({"aux": [{"name": "../../../../tmp/x", "bands": [{"name": "a"}]}]}, "modality name '../../../../tmp/x' is not"),
+    ({"aux": [{"name": "a/b", "bands": [{"name": "a"}]}]}, "modality name 'a/b' is not allowed"),
+    ({"aux": [{"name": "", "bands": [{"name": "a"}]}]}, "modality name '' is not allowed"),
+    ({"inputs": _bands(name="x/../y")}, "band name 'x/../y' of 'optical' is not allowed"),
+    ({"classes": [{"value": 1, "name": "a"}] * 1_000_000}, "lists 1000000 classes; MTL Explain handles at most 1024"),
+    ({"classes": [{"value": 1, "name": "a"}, {"value": 1, "name": "b"}]}, r"repeated: \[1\]"),
+    ({"classes": [{"value": "1", "name": "a"}, {"value": 2, "name": "b"}]}, "value must be a whole number"),
+    ({"architecture": {"encoder_depth": 9}}, "encoder_depth 9 must be 3, 4 or 5"),
+    ({"architecture": "big"}, "malformed"),
+])
+def test_malformed_specs_are_one_clear_error(saved, tmp_path, changes, message):
+    path = _rewrite_spec(saved[0], tmp_path / "bad.mtl.safetensors", **changes)
+    with pytest.raises(ModelFileError, match=message) as caught:
+        read_spec(path)
+    assert len(str(caught.value)) < 400  # one line, not megabytes of values
+
+
+def test_damaged_headers_are_one_clear_error(saved, tmp_path):
+    data = saved[0].read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    name = next(k for k in header if k != "__metadata__")
+    for damage in ({"data_offsets": ["0", "x"]}, {"dtype": "F32"}):
+        header[name] = {**{k: v for k, v in header[name].items() if k != "data_offsets"}, **damage}
+        new = json.dumps(header).encode()
+        out = tmp_path / "bad.mtl.safetensors"
+        out.write_bytes(struct.pack("<Q", len(new)) + new + data[8 + n:])
+        with pytest.raises(ModelFileError, match="damaged header"):
+            read_spec(out)
+    header = json.loads(data[8:8 + n])
+    header["__metadata__"]["mtl_spec"] = "[" * 100_000 + "]" * 100_000
+    new = json.dumps(header).encode()
+    out.write_bytes(struct.pack("<Q", len(new)) + new + data[8 + n:])
+    with pytest.raises(ModelFileError, match="not valid JSON text"):
+        read_spec(out)
