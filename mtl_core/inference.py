@@ -186,13 +186,19 @@ def extent_window(grid: Grid, extent: tuple[float, float, float, float] | None) 
     if extent is None:
         return 0, 0, grid.width, grid.height
     xmin, ymin, xmax, ymax = extent
+    if not all(math.isfinite(v) for v in extent):
+        raise RasterError(f"extent {tuple(extent)} is not finite; give four numbers in the raster's CRS")
     if not (xmax > xmin and ymax > ymin):
         raise RasterError(f"extent {extent} is empty; give xmin ymin xmax ymax with xmin < xmax and ymin < ymax")
     x0, dx, _, y0, _, dy = grid.transform
-    c0 = max(0, math.floor((xmin - x0) / dx + 1e-9))
-    c1 = min(grid.width, math.ceil((xmax - x0) / dx - 1e-9))
-    r0 = max(0, math.floor((ymax - y0) / dy + 1e-9))
-    r1 = min(grid.height, math.ceil((ymin - y0) / dy - 1e-9))
+
+    def span(a: float, b: float, origin: float, step: float, n: int) -> tuple[int, int]:
+        # Works for either sign of the pixel size: north-up (dy < 0) and south-up (dy > 0) grids alike.
+        lo, hi = sorted(((a - origin) / step, (b - origin) / step))
+        return max(0, math.floor(lo + 1e-9)), min(n, math.ceil(hi - 1e-9))
+
+    c0, c1 = span(xmin, xmax, x0, dx, grid.width)
+    r0, r1 = span(ymin, ymax, y0, dy, grid.height)
     if c1 <= c0 or r1 <= r0:
         b = grid.bounds
         raise RasterError(
@@ -249,6 +255,12 @@ class _Mask:
             self.layer = self.vector.GetLayer(0)
             if self.layer.GetFeatureCount() == 0:
                 raise RasterError(f"mask {str(path)!r} holds no polygon; draw the area of interest first")
+            xmin, xmax, ymin, ymax = self._extent_in(grid)
+            b = grid.bounds
+            if xmax <= b[0] or xmin >= b[2] or ymax <= b[1] or ymin >= b[3]:
+                raise RasterError(f"mask {str(path)!r} does not overlap the input raster (its polygons cover "
+                                  f"{xmin:.6g}, {ymin:.6g}, {xmax:.6g}, {ymax:.6g} in the raster's CRS, the raster "
+                                  f"{b[0]:.6g}, {b[1]:.6g}, {b[2]:.6g}, {b[3]:.6g}); draw the area of interest over it")
             return
         ds = open_raster(path, "mask")
         check_georeferenced(ds, "mask")
@@ -256,6 +268,21 @@ class _Mask:
             raise RasterError(f"mask raster {str(path)!r} is not on the input raster's grid; "
                               "use a polygon layer or warp the mask onto the input grid (gdalwarp)")
         self.raster = ds
+
+    def _extent_in(self, grid: Grid) -> tuple[float, float, float, float]:
+        """(xmin, xmax, ymin, ymax) of the polygons, in the raster's CRS."""
+        from osgeo import osr
+
+        xmin, xmax, ymin, ymax = self.layer.GetExtent()
+        source = self.layer.GetSpatialRef()
+        if source is None or source.IsSame(grid.srs()):
+            return xmin, xmax, ymin, ymax
+        source.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        target = grid.srs()
+        target.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        transform = osr.CoordinateTransformation(source, target)
+        xs, ys = zip(*(transform.TransformPoint(x, y)[:2] for x in (xmin, xmax) for y in (ymin, ymax)))
+        return min(xs), max(xs), min(ys), max(ys)
 
     def read(self, window: Window) -> np.ndarray:
         x, y, w, h = window

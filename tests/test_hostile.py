@@ -11,7 +11,7 @@ import time
 import pytest
 
 from mtl_core.cli import main
-from mtl_core.errors import ModelFileError, OutputError
+from mtl_core.errors import ModelFileError, OutputError, RasterError
 from mtl_core.explain import explain
 from mtl_core.fileio import run_lock
 from mtl_core.inference import PredictOptions, predict
@@ -152,4 +152,42 @@ def test_nan_model_outputs_are_refused_and_write_nothing(trained_model, crop_dir
     out.mkdir()
     with pytest.raises(ModelFileError, match="answered NaN or infinity for every pixel.*damaged"):
         predict(broken, crop_dir / "raleigh_vnir.tif", out, PredictOptions(tile=64))
+    assert list(out.iterdir()) == []
+
+
+def test_south_up_raster_and_extents_inside_it(trained_model, crop_dir, tmp_path):
+    from osgeo import gdal
+
+    src = gdal.Open(str(crop_dir / "raleigh_vnir.tif"))
+    x0, dx, _, y0, _, dy = src.GetGeoTransform()
+    flipped = tmp_path / "south_up.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(str(flipped), src.RasterXSize, src.RasterYSize, src.RasterCount,
+                                              src.GetRasterBand(1).DataType)
+    ds.SetProjection(src.GetProjection())
+    ds.SetGeoTransform((x0, dx, 0, y0 + dy * src.RasterYSize, 0, -dy))  # origin at the bottom, y grows up
+    for b in range(1, src.RasterCount + 1):
+        band = src.GetRasterBand(b)
+        ds.GetRasterBand(b).WriteArray(band.ReadAsArray()[::-1])
+        ds.GetRasterBand(b).SetDescription(band.GetDescription())
+        if band.GetNoDataValue() is not None:
+            ds.GetRasterBand(b).SetNoDataValue(band.GetNoDataValue())
+    ds = None
+    inside = (x0 + 20 * dx, y0 + 120 * dy, x0 + 100 * dx, y0 + 30 * dy)  # xmin ymin xmax ymax
+    out = tmp_path / "out"
+    out.mkdir()
+    r = predict(trained_model[0], flipped, out, PredictOptions(tile=64, extent=inside, products=("main",)))
+    assert (r.grid.width, r.grid.height) == (80, 90)
+    with pytest.raises(RasterError, match="is not finite"):
+        predict(trained_model[0], flipped, out, PredictOptions(extent=(float("-inf"), 0, float("inf"), 1)))
+
+
+def test_a_mask_that_misses_the_raster_is_refused(trained_model, crop_dir, tmp_path):
+    from .conftest import write_polygon
+
+    aoi = write_polygon(tmp_path / "far.gpkg", crop_dir / "raleigh_vnir.tif",
+                        [(5000, 5000), (5100, 5000), (5100, 5100), (5000, 5100)])
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(RasterError, match="does not overlap the input raster.*draw the area of interest over it"):
+        predict(trained_model[0], crop_dir / "raleigh_vnir.tif", out, PredictOptions(mask=str(aoi)))
     assert list(out.iterdir()) == []
