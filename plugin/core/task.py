@@ -13,11 +13,10 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mtl_core.jobs import Job
 from qgis.core import QgsTask
 
 from .logger import get_logger
-from mtl_core.jobs import Job
-
 from .runner import RunOutcome
 
 log = get_logger()
