@@ -16,7 +16,8 @@ A configuration looks like this (paths are relative to the configuration file)::
       task: segmentation       # segmentation | classification | regression
       classes:                 # class value -> name and colour (not for regression)
         1: {name: developed, color: "#e31a1c"}
-      ignore: [0]              # values that mean "unlabelled", besides the raster's nodata
+      ignore: [0]              # values that mean "unlabelled", besides the raster's nodata; any other value
+                               # missing from classes is refused, with its pixel count
     split: {block_size: 64, val_fraction: 0.15, test_fraction: 0.2, seed: 0}
     patch_size: 64
 """

@@ -83,6 +83,28 @@ class Scene:
         check_bands(lab, [cfg.labels.band], "label raster")
         self.labels = align_to(lab, self.grid, "label raster", categorical=cfg.labels.task != "regression")
         self._class_values = np.array([c.value for c in cfg.labels.classes], dtype=np.float64)
+        if cfg.labels.task != "regression":
+            self._check_label_values()
+
+    def _check_label_values(self) -> None:
+        """Refuse label values that are neither declared classes nor listed under ``labels.ignore``: dropping
+        them without a word would silently change what the model learns and how the scene is split."""
+        lab = self.cfg.labels
+        known = set(self._class_values.tolist()) | set(lab.ignore)
+        undeclared: dict[float, int] = {}
+        for w in windows(self.grid.width, self.grid.height, 512):
+            raw, valid = read_window(self.labels, [lab.band], w)
+            values, counts = np.unique(raw[0][valid], return_counts=True)
+            for v, n in zip(values.tolist(), counts.tolist()):
+                if v not in known:
+                    undeclared[v] = undeclared.get(v, 0) + n
+        if undeclared:
+            shown = ", ".join(f"{v:g}: {n} px" for v, n in sorted(undeclared.items())[:10])
+            more = f" and {len(undeclared) - 10} more" if len(undeclared) > 10 else ""
+            raise ConfigError(
+                f"the label raster {str(lab.path)!r} holds values that labels.classes does not declare "
+                f"({shown}{more}); add them to labels.classes, or list them under labels.ignore to leave those "
+                "pixels out")
 
     def sources(self, variant: str) -> tuple[list[Source], list[Source]]:
         """(network inputs, reconstruction targets) for a variant."""

@@ -113,3 +113,25 @@ def test_raster_without_crs_is_a_clear_error(crop_copy):
     ds = None
     with pytest.raises(RasterError, match="has no coordinate reference system; assign one"):
         Scene(load_config(crop_copy / "crop.yaml"))
+
+
+def test_undeclared_label_values_are_counted_and_refused_unless_ignored(crop_copy):
+    import yaml
+
+    from mtl_core.errors import ConfigError
+
+    labels = crop_copy / "raleigh_landcover.tif"
+    ds = gdal.Open(str(labels), gdal.GA_Update)
+    arr = ds.GetRasterBand(1).ReadAsArray()
+    arr[:3, :10] = 9  # a value labels.classes does not declare: 30 pixels
+    ds.GetRasterBand(1).WriteArray(arr)
+    ds = None
+    with pytest.raises(ConfigError, match=r"does not declare \(9: 30 px\); add them to labels.classes, or list them "
+                                          r"under labels.ignore"):
+        Scene(load_config(crop_copy / "crop.yaml"))
+    raw = yaml.safe_load((crop_copy / "crop.yaml").read_text())
+    raw["labels"]["ignore"] = [9]
+    (crop_copy / "crop.yaml").write_text(yaml.safe_dump(raw))
+    scene = Scene(load_config(crop_copy / "crop.yaml"))  # ignored on purpose: those pixels are unlabelled
+    _, labelled = scene.read_labels((0, 0, 10, 3))
+    assert not labelled.any()
