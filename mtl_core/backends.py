@@ -21,7 +21,7 @@ import numpy as np
 
 from .errors import ConfigError, ModelFileError, RasterError
 from .fileio import atomic_path
-from .modelfile import SPEC_KEY, read_spec as read_safetensors_spec
+from .modelfile import SPEC_KEY, parse_spec, read_spec as read_safetensors_spec
 from .spec import ModelSpec
 
 Backend = Literal["auto", "torch", "onnx"]
@@ -81,11 +81,7 @@ def _onnx_spec(session, path: Path) -> tuple[ModelSpec, int]:
     meta = session.get_modelmeta().custom_metadata_map
     if SPEC_KEY not in meta:
         raise ModelFileError(f"{path.name!r} is an ONNX model but not an MTL Explain one (no {SPEC_KEY!r} metadata)")
-    try:
-        spec_dict = json.loads(meta[SPEC_KEY])
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ModelFileError(f"the spec in {path.name!r} is not valid JSON ({str(exc)[:200]})") from exc
-    spec = ModelSpec.from_dict(spec_dict)
+    spec = parse_spec(meta[SPEC_KEY], path)
     outputs = {o.name for o in session.get_outputs()}
     missing = {"main"} | {f"aux_{m.name}" for m in spec.aux}
     missing -= outputs

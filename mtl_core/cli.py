@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import MtlError
-from .jobs import Job
+from .jobs import Job, set_torch_threads
 
 log = logging.getLogger("mtl_core")
 
@@ -53,19 +53,11 @@ _opset = _number(int, 11, "an ONNX opset between 11 and 20", 20)
 
 def _not_onnx(path: str, command: str) -> None:
     """``evaluate`` and ``export`` need the PyTorch model file; an .onnx export is refused by name."""
-    if Path(path).suffix.lower() == ".onnx":
+    from .backends import is_onnx
+
+    if is_onnx(path):
         raise MtlError(f"{path!r} is an ONNX export, which 'mtl {command}' cannot use: give the .safetensors model "
                        "file it was exported from (predict, explain and info take .onnx files)")
-
-
-def _set_threads(threads: int | None) -> None:
-    """PyTorch's CPU threads (on a busy machine one thread can be several times faster than two)."""
-    if threads is not None:
-        if threads < 1:
-            raise MtlError(f"--threads {threads} must be at least 1")
-        import torch
-
-        torch.set_num_threads(threads)
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
@@ -100,7 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         aux_loss=args.aux_loss, main_weight=args.main_weight, aux_weights=aux_weights,
         uncertainty_weighting=args.uncertainty_weighting,
     )
-    _set_threads(args.threads)
+    set_torch_threads(args.threads)
     cfg = load_config(args.config)
     names = [s.name for s in cfg.aux]
     unknown = sorted(set(aux_weights) - set(names))
@@ -132,7 +124,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .train import evaluate
 
     _not_onnx(args.model, "evaluate")
-    _set_threads(args.threads)
+    set_torch_threads(args.threads)
     device = resolve_device(args.device)
     spec, model = load_model(args.model, device)
     cfg = load_config(args.config)

@@ -47,8 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mtl_core")
 
-#: The error-agreement layer: (value, label, colour). 0 is nodata.
-#: Classes of the agreement layer: (value, legend label, colour). The single source of its palette: the
+#: Classes of the agreement layer: (value, legend label, colour); 0 is nodata. The single source of its palette: the
 #: GeoTIFF colour table and category names, the QML style (tools/make_styles.py) and the report's legend.
 #: Unexplained errors (the model is wrong and nothing flags it) get the alarm colour.
 AGREEMENT_CLASSES: list[tuple[int, str, str]] = [
@@ -529,7 +528,7 @@ def explain(
     """
     from .backends import read_spec
     from .fileio import check_outputs
-    from .inference import labels_band_of, predict
+    from .inference import labels_band_of, predict, run_inputs
     from .report import report_paths, write_report
 
     spec = read_spec(model_path)
@@ -537,8 +536,8 @@ def explain(
     labels = str(opts.labels) if opts.labels else None
     if not Path(out_dir).is_dir():
         raise OutputError(f"output folder {str(out_dir)!r} does not exist; create it or choose another")
-    inputs = [str(raster_path), *aux_truth.values(), labels or "", opts.mask or ""]
-    check_outputs(report_paths(Path(out_dir), Path(raster_path).stem).values(), inputs, opts.overwrite)
+    check_outputs(report_paths(Path(out_dir), Path(raster_path).stem).values(), run_inputs(raster_path, opts),
+                  opts.overwrite)
     products = tuple(dict.fromkeys(("main",) + tuple(opts.products)))
     popts = dataclasses.replace(opts, products=products, aux_truth=aux_truth or None, labels=labels)
     # Honest progress: the prediction is 90 % of the run, statistics and report the rest.

@@ -274,12 +274,10 @@ class _Mask:
         from osgeo import osr
 
         xmin, xmax, ymin, ymax = self.layer.GetExtent()
-        source = self.layer.GetSpatialRef()
-        if source is None or source.IsSame(grid.srs()):
+        source, target = self.layer.GetSpatialRef(), grid.srs()  # Grid.srs() is in x, y order already
+        if source is None or source.IsSame(target):
             return xmin, xmax, ymin, ymax
         source.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        target = grid.srs()
-        target.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
         transform = osr.CoordinateTransformation(source, target)
         xs, ys = zip(*(transform.TransformPoint(x, y)[:2] for x in (xmin, xmax) for y in (ymin, ymax)))
         return min(xs), max(xs), min(ys), max(ys)
@@ -293,6 +291,12 @@ class _Mask:
         mem.SetGeoTransform(sub_grid(self.grid, window).transform)
         gdal.RasterizeLayer(mem, [1], self.layer, burn_values=[1])
         return mem.GetRasterBand(1).ReadAsArray() != 0
+
+
+def run_inputs(raster_path: str | os.PathLike, opts: PredictOptions) -> list[str]:
+    """Every file a run reads (input raster, ground truth, mask): no output may replace one of them."""
+    named = [str(raster_path), *(opts.aux_truth or {}).values(), opts.labels, opts.mask]
+    return [str(p) for p in named if p]
 
 
 def labels_band_of(spec: ModelSpec, band: int | None = None) -> int:
@@ -725,20 +729,25 @@ def predict(
             weight = weights.get(stacked.shape[2:])
             if weight is None:
                 weight = weights[stacked.shape[2:]] = ramp(*stacked.shape[2:], overlap)
-            finite = np.isfinite(stacked).all(axis=1)  # (B, H, W): a damaged model can answer NaN
-            if not finite.all():
-                stacked[~np.isfinite(stacked)] = 0.0
+            bad = ~np.isfinite(stacked)  # a damaged model can answer NaN or infinity
+            finite = None
+            if bad.any():  # rare: only then are pixels masked tile by tile
+                finite = ~bad.any(axis=1)  # (B, H, W)
+                stacked[bad] = 0.0
             stacked *= weight
             r = ys[k][0] - base
             for j, i in enumerate(keep):
                 h, w = valids[i].shape
                 xi = tiles[i][0] - lo
-                ok = finite[j, :h, :w]
-                counts[0] += int(valids[i].sum())
-                counts[1] += int((valids[i] & ~ok).sum())
+                valid, wt = valids[i], weight[:h, :w]
+                counts[0] += int(valid.sum())
+                if finite is not None:
+                    ok = finite[j, :h, :w]
+                    counts[1] += int((valid & ~ok).sum())
+                    valid, wt = valid & ok, wt * ok
                 acc[:, r:r + h, xi:xi + w] += stacked[j, :, :h, :w]
-                wsum[r:r + h, xi:xi + w] += weight[:h, :w] * ok
-                valid_buf[r:r + h, xi:xi + w] |= valids[i] & ok
+                wsum[r:r + h, xi:xi + w] += wt
+                valid_buf[r:r + h, xi:xi + w] |= valid
         if b + 1 < len(batches) and batches[b + 1][:2] == (c, k):
             return  # the row of tiles of this chunk goes on
         end = ys[k + 1][0] if k + 1 < len(ys) else H
@@ -774,9 +783,8 @@ def predict(
     done = 0
     with ExitStack() as stack:
         cell_grid = sub_grid(grid, win, cell)
-        inputs = [str(raster_path), *(opts.aux_truth or {}).values(), opts.labels or "", opts.mask or ""]
         outputs = _Outputs(spec, out_grid, cell_grid, out_dir, Path(raster_path).stem, wanted, opts.cog, stack,
-                           [i for i in inputs if i], opts.overwrite)
+                           run_inputs(raster_path, opts), opts.overwrite)
         reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mtl-read"))
         writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mtl-write"))
         # The main thread only runs the model: reading happens one batch ahead, blending and writing

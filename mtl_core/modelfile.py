@@ -77,8 +77,17 @@ def read_spec(path: str | os.PathLike) -> ModelSpec:
         raise ModelFileError(
             f"{path.name!r} is a safetensors file but not an MTL Explain model (no {SPEC_KEY!r} metadata)"
         )
+    return parse_spec(meta[SPEC_KEY], path)
+
+
+def parse_spec(text: str, path: Path) -> ModelSpec:
+    """The spec stored as JSON text in a model file (safetensors metadata or ONNX metadata).
+
+    Raises:
+        ModelFileError: the text is not JSON (or nested too deep), or not a valid spec.
+    """
     try:
-        spec_dict = json.loads(meta[SPEC_KEY])
+        spec_dict = json.loads(text)
     except (json.JSONDecodeError, TypeError, RecursionError) as exc:
         raise ModelFileError(f"the spec in {path.name!r} is not valid JSON text ({str(exc)[:200]})") from exc
     return ModelSpec.from_dict(spec_dict)

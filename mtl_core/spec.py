@@ -8,6 +8,7 @@ classes and colours, the architecture, and how the model was trained (metrics an
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -178,7 +179,7 @@ class ModelSpec:
 
     def _check_types(self) -> None:
         def number(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float("inf")
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
         if not isinstance(self.name, str) or not isinstance(self.task, str) or not isinstance(self.variant, str):
             raise ModelFileError("the spec's name, task and variant must be text")

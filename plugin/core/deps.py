@@ -97,9 +97,11 @@ class DependencyStatus:
     def can_run(self, model_path: str | None = None) -> bool:
         """Whether prediction with this model file can run: ``.onnx`` in QGIS, ``.safetensors`` after the
         worker exported it."""
+        from mtl_core.backends import is_onnx
+
         if not self.onnx_ok:
             return False
-        return bool(model_path) and (str(model_path).lower().endswith(".onnx") or self.worker_ok)
+        return bool(model_path) and (is_onnx(model_path) or self.worker_ok)
 
     def install_command(self) -> str:
         """The command that installs what QGIS's own Python lacks."""

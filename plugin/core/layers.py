@@ -75,6 +75,11 @@ def add_run_layers(outcome: RunOutcome, input_name: str, project: QgsProject | N
     return group
 
 
+def is_run_output(layer) -> bool:
+    """Whether a layer is one of the products a run added (not an input of the user's)."""
+    return bool(layer.customProperty(KEY_PROPERTY))
+
+
 def run_layers(group: QgsLayerTreeGroup) -> dict[str, QgsRasterLayer]:
     """The product layers of a run's group, by product key."""
     out = {}

@@ -286,8 +286,10 @@ class MtlExplainDock(QgsDockWidget):
         fraction of a second), only when asked or when the chosen model is a ``.safetensors`` file,
         which the worker must export first.
         """
+        from mtl_core.backends import is_onnx  # mtl_core is importable once ..core is (bundled in the zip)
+
         model = self.model_file.filePath() if hasattr(self, "model_file") else ""
-        worker = check_worker or (bool(model) and not model.lower().endswith(".onnx"))
+        worker = check_worker or (bool(model) and not is_onnx(model))
         status = deps.check(worker=worker)
         self.deps_status = status
         needs_worker = status.worker is not None and not status.worker.ok
@@ -311,9 +313,9 @@ class MtlExplainDock(QgsDockWidget):
 
     def follow_layer(self, layer) -> None:
         """Select the active layer when it is a raster, but not one of the runs' own outputs."""
-        from ..core.layers import KEY_PROPERTY
+        from ..core.layers import is_run_output
 
-        if isinstance(layer, QgsRasterLayer) and not layer.customProperty(KEY_PROPERTY):
+        if isinstance(layer, QgsRasterLayer) and not is_run_output(layer):
             self.layer_combo.setLayer(layer)
 
     @staticmethod
@@ -373,13 +375,13 @@ class MtlExplainDock(QgsDockWidget):
     def _prefer_input(self, _layers=None) -> bool:
         """When the combo sits on a run's output (its layer was removed, a project was opened), move it to an
         input raster if the project has one; returns whether it moved."""
-        from ..core.layers import KEY_PROPERTY
+        from ..core.layers import is_run_output
 
         layer = self.layer_combo.currentLayer()
-        if layer is None or not layer.customProperty(KEY_PROPERTY):
+        if layer is None or not is_run_output(layer):
             return False
         inputs = [lyr for lyr in QgsProject.instance().mapLayers().values()
-                  if isinstance(lyr, QgsRasterLayer) and not lyr.customProperty(KEY_PROPERTY)]
+                  if isinstance(lyr, QgsRasterLayer) and not is_run_output(lyr)]
         if inputs:
             self.layer_combo.setLayer(inputs[0])
         return bool(inputs)
@@ -575,22 +577,24 @@ class MtlExplainDock(QgsDockWidget):
         self.status_label.setStyleSheet("")
         self.status_label.setText(message)
 
-    def open_help(self) -> None:
-        """Open the plugin's manual."""
+    @staticmethod
+    def _open_file(path) -> None:
+        """Open a local file (manual, report) with the system's viewer."""
         from qgis.PyQt.QtCore import QUrl
         from qgis.PyQt.QtGui import QDesktopServices
 
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+
+    def open_help(self) -> None:
+        """Open the plugin's manual."""
         from ..core.paths import manual
 
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(manual())))
+        self._open_file(manual())
 
     def open_report(self) -> None:
         """Open the last run's HTML report in the system's browser."""
-        from qgis.PyQt.QtCore import QUrl
-        from qgis.PyQt.QtGui import QDesktopServices
-
         if getattr(self, "report_path", None):
-            QDesktopServices.openUrl(QUrl.fromLocalFile(self.report_path))
+            self._open_file(self.report_path)
 
     def show_error(self, message: str) -> None:
         """Show an error under the Run button (the plugin also pushes it to the message bar)."""

@@ -100,7 +100,9 @@ class _Base(QgsProcessingAlgorithm):
     def _check_dependencies(self, model_path: str | None = None) -> None:
         """Raise with the install command when the packages for this model (or, without one, for training
         in the worker) are missing."""
-        needs_worker = not model_path or not str(model_path).lower().endswith(".onnx")
+        from mtl_core.backends import is_onnx
+
+        needs_worker = not model_path or not is_onnx(model_path)
         status = deps.check(worker=needs_worker)
         ok = status.can_run(model_path) if model_path else status.worker_ok
         if not ok:
