@@ -68,7 +68,7 @@ def build_model(tile: int, calibration: Path) -> dict[str, Path]:
     safetensors (PyTorch), ONNX and int8 ONNX (calibrated on tiles of ``calibration``)."""
     import torch
 
-    from mtl_core.backends import export_onnx
+    from mtl_core.training.export import export_onnx
     from mtl_core.model import create_model
     from mtl_core.modelfile import save_model
     from mtl_core.spec import Architecture, Band, ClassInfo, Modality, ModelSpec
@@ -100,9 +100,9 @@ def child(job: dict) -> dict:
     """One measurement, in its own process: returns its seconds, megapixels and peak RSS."""
     import numpy as np
 
-    from mtl_core.backends import open_runner
-    from mtl_core.inference import PredictOptions, predict
-    from mtl_core.raster import bound_gdal_cache, share_malloc_arena
+    from mtl_core.engine.runtime import open_runner
+    from mtl_core.engine import PredictOptions, predict
+    from mtl_core.io.raster import bound_gdal_cache, share_malloc_arena
 
     bound_gdal_cache()  # as the mtl command does
     share_malloc_arena()

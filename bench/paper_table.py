@@ -27,11 +27,11 @@ import numpy as np
 import torch
 
 from mtl_core.config import load_config
-from mtl_core.data import SampleReader, Scene, block_split
-from mtl_core.explain import error_score, fit_error_model
+from mtl_core.training.data import SampleReader, Scene, block_split
+from mtl_core.explain.scores import error_score, fit_error_model
 from mtl_core.model import create_model, padded_size
-from mtl_core.stats import LogisticDetector, auroc
-from mtl_core.train import TrainOptions, train
+from mtl_core.explain.stats import LogisticDetector, auroc
+from mtl_core.training.train import TrainOptions, train
 
 log = logging.getLogger("mtl_core")
 

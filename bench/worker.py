@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         weights = tmp / "default.mtl.safetensors"
         # The same network as the bundled .onnx, as a PyTorch model file (what the panel used to run).
-        from mtl_core.backends import read_spec
+        from mtl_core.engine.runtime import read_spec
         from mtl_core.modelfile import save_model
         from mtl_core.model import create_model
 

@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 
 from . import __version__
+from .engine.products import REGISTRY, default_names
 from .errors import MtlError
 from .jobs import Job, set_torch_threads
 
@@ -53,7 +54,7 @@ _opset = _number(int, 11, "an ONNX opset between 11 and 20", 20)
 
 def _not_onnx(path: str, command: str) -> None:
     """``evaluate`` and ``export`` need the PyTorch model file; an .onnx export is refused by name."""
-    from .backends import is_onnx
+    from .engine.runtime import is_onnx
 
     if is_onnx(path):
         raise MtlError(f"{path!r} is an ONNX export, which 'mtl {command}' cannot use: give the .safetensors model "
@@ -73,7 +74,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
     from .modelfile import save_model
     from .spec import Architecture
-    from .train import TrainOptions, train
+    from .training.train import TrainOptions, train
 
     aux_weights = {}
     for item in args.aux_weight or []:
@@ -118,10 +119,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .data import SampleReader, Scene, block_split
+    from .training.data import SampleReader, Scene, block_split
     from .modelfile import load_model
     from .model import resolve_device
-    from .train import evaluate
+    from .training.train import evaluate
 
     _not_onnx(args.model, "evaluate")
     set_torch_threads(args.threads)
@@ -137,7 +138,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     reader = SampleReader(scene, spec.variant, spec.inputs, spec.aux, spec.target)
     metrics = evaluate(model, spec, reader, blocks[args.split], device)
     if args.json:
-        from .jobs import json_safe
+        from .io.fileio import json_safe
 
         print(json.dumps(json_safe(metrics), indent=2))  # null, not NaN, for a class absent from the blocks
     else:
@@ -177,7 +178,7 @@ def _out_folder(path: str):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .inference import predict
+    from .engine import predict
 
     job = _engine_job("predict", args)
     with _out_folder(job.out):
@@ -189,7 +190,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .backends import export_onnx
+    from .training.export import export_onnx
 
     _not_onnx(args.model, "export")
     if Path(args.onnx).is_dir():
@@ -207,7 +208,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .backends import read_spec
+    from .engine.runtime import read_spec
     from .spec import describe
 
     spec = read_spec(args.model)
@@ -216,7 +217,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from .explain import explain
+    from .engine import explain
 
     aux = {}
     for item in args.aux or []:
@@ -243,8 +244,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return worker_main([args.job] if args.job else [])
 
 
-def _engine_arguments(r: argparse.ArgumentParser, products: list[str]) -> None:
+def _engine_arguments(r: argparse.ArgumentParser) -> None:
     """Options predict and explain share: area, bands, tiling, runtime, products and output format."""
+    products = [p.name for p in REGISTRY if p.tickable]
+    default = list(default_names(with_truth=False))
     r.add_argument("--out", required=True, help="output folder (created when missing)")
     r.add_argument("--extent", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
                    help="sub-rectangle in the raster's CRS (default: whole raster)")
@@ -262,8 +265,9 @@ def _engine_arguments(r: argparse.ArgumentParser, products: list[str]) -> None:
     r.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
                    help="auto: ONNX Runtime for .onnx models or when PyTorch is missing, else torch (default: auto)")
     r.add_argument("--threads", type=_positive, help="CPU threads for the backend (default: the backend's choice)")
-    r.add_argument("--products", nargs="+", default=["main", "confidence", "entropy", "aux"],
-                   choices=products, help="products to write (default: main confidence entropy aux)")
+    r.add_argument("--products", nargs="+", default=default, choices=products, metavar="PRODUCT",
+                   help=f"products to write, from: {', '.join(products)} (default: {' '.join(default)}); "
+                        "a product the model cannot make is skipped")
     r.add_argument("--cog", action="store_true", help="write Cloud Optimized GeoTIFFs")
     r.add_argument("--overwrite", action="store_true",
                    help="replace outputs that already exist in the folder (the run's inputs are never replaced)")
@@ -336,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "GeoTIFFs with the input's CRS and geotransform.")
     r.add_argument("model", help="model file")
     r.add_argument("raster", help="input raster holding the model's input bands")
-    _engine_arguments(r, ["main", "confidence", "entropy", "probabilities", "aux", "sensitivity"])
+    _engine_arguments(r)
     r.set_defaults(func=cmd_predict)
 
     x = sub.add_parser("export", help="export a model file to ONNX, optionally int8-quantised",
@@ -379,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--labels-band", type=_positive, metavar="N",
                     help="band of --labels holding the labels (default: the band the model was trained on, "
                          "recorded in the model file, else 1)")
-    _engine_arguments(ex, ["main", "confidence", "entropy", "probabilities", "aux", "sensitivity"])
+    _engine_arguments(ex)
     ex.add_argument("--no-sensitivity", action="store_true",
                     help="skip the sensitivity layers (they cost one extra forward pass per input band)")
     ex.set_defaults(func=cmd_explain)
@@ -408,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
-    from .raster import bound_gdal_cache, share_malloc_arena
+    from .io.raster import bound_gdal_cache, share_malloc_arena
 
     bound_gdal_cache()
     share_malloc_arena()

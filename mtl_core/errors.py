@@ -17,8 +17,8 @@ class RasterNotFoundError(MtlError, FileNotFoundError):
     """A raster named in a configuration or on the command line does not exist."""
 
 
-class OutputError(RasterError):
-    """An output cannot be written (missing or read-only folder, disk full)."""
+class OutputError(MtlError, OSError):
+    """An output cannot be written (missing or read-only folder, disk full, an existing file not to replace)."""
 
 
 class ModelFileError(MtlError, ValueError):

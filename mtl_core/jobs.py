@@ -32,12 +32,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import ConfigError
+from .io.fileio import json_safe
 
 JobKind = Literal["predict", "explain", "train", "export"]
 KINDS = ("predict", "explain", "train", "export")
-#: Products an explain job always writes on top of the chosen ones: what its statistics and report need.
-EXPLAIN_PRODUCTS = ("main", "recon_error", "main_error", "error_score", "agreement")
-DEFAULT_PRODUCTS = ("main", "confidence", "entropy", "aux")
+
+
+def _default_products() -> list[str]:
+    """Products of a job that names none: the registry's defaults that need no ground truth (imported late, so
+    a worker without numpy can still say what is missing)."""
+    from .engine.products import default_names
+
+    return list(default_names(with_truth=False))
 
 
 @dataclass
@@ -80,7 +86,7 @@ class Job:
     device: str = "auto"
     backend: str = "auto"
     threads: int | None = None
-    products: list[str] = field(default_factory=lambda: list(DEFAULT_PRODUCTS))
+    products: list[str] = field(default_factory=_default_products)
     cog: bool = False
     overwrite: bool = False
     aux_truth: dict[str, str] = field(default_factory=dict)
@@ -132,12 +138,13 @@ class Job:
         return cls.from_dict(data)
 
     def predict_options(self):
-        """The engine's :class:`~mtl_core.inference.PredictOptions` for a predict or explain job."""
-        from .inference import PredictOptions
+        """The engine's :class:`~mtl_core.engine.PredictOptions` for a predict or explain job."""
+        from .engine import PredictOptions
+        from .engine.products import truth_names
 
         products = list(self.products)
-        if self.kind == "explain":
-            products += [p for p in EXPLAIN_PRODUCTS if p not in products]
+        if self.kind == "explain":  # what its statistics and report need, on top of the chosen products
+            products += [p for p in ("main", *truth_names()) if p not in products]
         return PredictOptions(
             tile=self.tile, overlap=self.overlap, chunk=self.chunk, batch_size=self.batch_size, device=self.device,
             backend=self.backend, threads=self.threads, extent=tuple(self.extent) if self.extent else None,
@@ -179,21 +186,6 @@ class JobResult:
 Progress = Callable[[float], None]
 
 
-def json_safe(value: Any) -> Any:
-    """``value`` with numpy scalars as Python numbers and NaN/inf as None, so ``json.dumps`` writes valid JSON."""
-    import math
-
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        value = value.item()  # numpy scalar
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
     """Scalar metrics only, valid as JSON (NaN as None)."""
     return json_safe({k: v for k, v in metrics.items() if isinstance(v, (int, float, str)) or v is None})
@@ -211,7 +203,7 @@ def _train(job: Job, progress: Progress | bool, cancelled: Callable[[], bool] | 
     from .config import load_config
     from .modelfile import save_model
     from .spec import Architecture
-    from .train import TrainOptions, train
+    from .training.train import TrainOptions, train
 
     if not job.config or not job.out:
         raise ConfigError("a train job needs 'config' (dataset configuration) and 'out' (model file to write)")
@@ -237,7 +229,8 @@ def _train(job: Job, progress: Progress | bool, cancelled: Callable[[], bool] | 
 
 
 def _export(job: Job) -> JobResult:
-    from .backends import export_onnx, read_spec
+    from .engine.runtime import read_spec
+    from .training.export import export_onnx
 
     if not job.model or not job.out:
         raise ConfigError("an export job needs 'model' (safetensors model file) and 'out' (.onnx file to write)")
@@ -270,7 +263,7 @@ def run_job(job: Job, progress: Progress | bool = False, cancelled: Callable[[],
         if not job.model or not job.raster or not job.out:
             raise ConfigError(f"a {job.kind} job needs 'model', 'raster' and 'out' (output folder)")
         if job.kind == "explain":
-            from .explain import explain
+            from .engine import explain
 
             if not job.has_ground_truth:
                 raise ConfigError("an explain job needs ground truth: the real auxiliary rasters ('aux_truth') "
@@ -282,7 +275,7 @@ def run_job(job: Job, progress: Progress | bool = False, cancelled: Callable[[],
                                report=str(done.report["html"]) if done.report.get("html") else None,
                                device=done.device, metrics=_finite(metrics), spec=done.spec.to_dict())
         else:
-            from .inference import predict
+            from .engine import predict
 
             done = predict(job.model, job.raster, job.out, job.predict_options(), progress=progress,
                            cancelled=cancelled)

@@ -22,7 +22,7 @@ from segmentation_models_pytorch.base import ClassificationHead, SegmentationHea
 from torch import nn
 
 from .errors import ConfigError
-from .raster import padded_size
+from .io.raster import padded_size
 from .spec import ModelSpec
 
 

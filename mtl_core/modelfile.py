@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ModelFileError
-from .fileio import atomic_path
+from .io.fileio import atomic_path
 from .spec import ModelSpec
 
 if TYPE_CHECKING:

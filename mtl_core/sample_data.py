@@ -19,10 +19,10 @@ import yaml
 from osgeo import gdal, osr
 
 from .errors import ConfigError, MtlError
-from .fileio import atomic_path
-from .raster import Grid, create_geotiff, open_raster, set_classes, windows
+from .io.fileio import atomic_path
+from .io.raster import Grid, create_geotiff, open_raster, set_classes, windows
 
-log = logging.getLogger("mtl_core")
+log = logging.getLogger(__name__)
 SAMPLES = Path(__file__).parent / "samples"
 
 

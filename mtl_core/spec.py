@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .errors import ModelFileError
+from .errors import ConfigError, ModelFileError
 
 FORMAT = "mtl-explain-model"
 FORMAT_VERSION = 1
@@ -27,6 +27,8 @@ VARIANTS: tuple[str, ...] = ("mtl", "unimodal", "multimodal")
 CLASS_NODATA = 0
 #: Value written for pixels with no prediction in floating-point outputs.
 FLOAT_NODATA = -9999.0
+#: Nodata of the main-task error layer of a classifier (0 and 1 are "correct" and "wrong").
+ERROR_NODATA = 255
 
 _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 #: Modality and band names reach file names, layer names and network module names: letters, digits and
@@ -88,7 +90,7 @@ class Architecture:
 
     def __post_init__(self) -> None:
         if not 3 <= self.encoder_depth <= 5:
-            raise ModelFileError(f"encoder_depth {self.encoder_depth} must be 3, 4 or 5")
+            raise ConfigError(f"encoder_depth {self.encoder_depth} must be 3, 4 or 5; choose --encoder-depth 3, 4 or 5")
         if self.decoder_channels is None:  # smp's U-Net widths, one per encoder level
             self.decoder_channels = [256, 128, 64, 32, 16][5 - self.encoder_depth:]
 
@@ -135,7 +137,7 @@ class ModelSpec:
         for m in self.aux:
             if m.name == name:
                 return m
-        raise KeyError(f"the model reconstructs no modality {name!r}; it has {[m.name for m in self.aux]}")
+        raise ConfigError(f"the model reconstructs no modality {name!r}; it has {[m.name for m in self.aux]}")
 
     def validate(self) -> None:
         """Raise :class:`ModelFileError` if the spec is inconsistent. A model file is untrusted data: types,

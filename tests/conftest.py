@@ -38,7 +38,7 @@ def trained_model(crop_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """An mtl model trained for a few steps on the crop: (model file, TrainResult)."""
     from mtl_core.config import load_config
     from mtl_core.modelfile import save_model
-    from mtl_core.train import TrainOptions, train
+    from mtl_core.training.train import TrainOptions, train
 
     cfg = load_config(crop_dir / "crop.yaml")
     opts = TrainOptions(steps=6, batch_size=4, eval_every=3, architecture=Architecture(encoder_depth=3))

@@ -10,10 +10,11 @@ import onnx
 import pytest
 from osgeo import gdal
 
-from mtl_core.backends import OnnxRunner, TorchRunner, export_onnx, open_runner, read_spec
+from mtl_core.engine.runtime import OnnxRunner, TorchRunner, open_runner, read_spec
+from mtl_core.training.export import export_onnx
 from mtl_core.cli import main
 from mtl_core.errors import ConfigError, ModelFileError, RasterError
-from mtl_core.inference import PredictOptions, predict
+from mtl_core.engine import PredictOptions, predict
 from mtl_core.spec import CLASS_NODATA, FORMAT_VERSION, describe
 
 pytestmark = pytest.mark.slow
@@ -112,7 +113,7 @@ def test_prediction_runs_where_torch_cannot_be_imported(exported, crop_dir, tmp_
         "        raise ImportError('blocked: ' + name)\n"
         "    return real(name, *a, **k)\n"
         "builtins.__import__ = blocked\n"
-        "from mtl_core.inference import predict, PredictOptions\n"
+        "from mtl_core.engine import predict, PredictOptions\n"
         "r = predict(sys.argv[1], sys.argv[2], sys.argv[3], PredictOptions(products=('main', 'aux', 'sensitivity')))\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "print(sorted(r.outputs))\n"

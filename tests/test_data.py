@@ -7,9 +7,9 @@ import pytest
 from osgeo import gdal
 
 from mtl_core.config import load_config
-from mtl_core.data import SampleReader, Scene, TrainPatches, block_split, modalities
+from mtl_core.training.data import SampleReader, Scene, TrainPatches, block_split, modalities
 from mtl_core.errors import RasterError
-from mtl_core.losses import IGNORE_INDEX
+from mtl_core.training.losses import IGNORE_INDEX
 
 
 @pytest.fixture

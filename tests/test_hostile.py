@@ -12,9 +12,9 @@ import pytest
 
 from mtl_core.cli import main
 from mtl_core.errors import ModelFileError, OutputError, RasterError
-from mtl_core.explain import explain
-from mtl_core.fileio import run_lock
-from mtl_core.inference import PredictOptions, predict
+from mtl_core.engine import explain
+from mtl_core.io.fileio import run_lock
+from mtl_core.engine import PredictOptions, predict
 from mtl_core.modelfile import load_model, save_model
 
 pytestmark = pytest.mark.slow

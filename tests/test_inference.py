@@ -5,10 +5,12 @@ import pytest
 import torch
 from osgeo import gdal, osr
 
-from mtl_core.errors import CancelledError, RasterError
-from mtl_core.inference import PredictOptions, _argmax, extent_window, predict, tile_spans
+from mtl_core.errors import CancelledError, ConfigError, RasterError
+from mtl_core.engine import PredictOptions, predict
+from mtl_core.engine.product import argmax as _argmax
+from mtl_core.engine.tiling import extent_window, tile_spans
 from mtl_core.modelfile import load_model, save_model
-from mtl_core.raster import Grid
+from mtl_core.io.raster import Grid
 
 from .conftest import write_polygon
 
@@ -295,5 +297,5 @@ def test_column_chunks_blend_like_tiles_and_run_no_tile_twice(model, sample_conf
         & (full[1::2, :-1:2] != -9999)
     quarter = (full[:-1:2, :-1:2] + full[1::2, 1::2] + full[:-1:2, 1::2] + full[1::2, :-1:2]) / 4
     np.testing.assert_allclose(ovr[:quarter.shape[0], :quarter.shape[1]][inside], quarter[inside], rtol=1e-5)
-    with pytest.raises(RasterError, match="multiple of 256"):
+    with pytest.raises(ConfigError, match="multiple of 256"):
         predict(model, raster, tmp_path, PredictOptions(chunk=300))

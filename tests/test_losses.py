@@ -2,7 +2,7 @@
 
 import torch
 
-from mtl_core.losses import IGNORE_INDEX, UncertaintyWeighting, classification_loss, masked_regression_loss
+from mtl_core.training.losses import IGNORE_INDEX, UncertaintyWeighting, classification_loss, masked_regression_loss
 
 
 def test_cross_entropy_ignores_unlabelled_pixels():

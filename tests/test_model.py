@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mtl_core.errors import ConfigError
-from mtl_core.losses import classification_loss, masked_regression_loss
+from mtl_core.training.losses import classification_loss, masked_regression_loss
 from mtl_core.model import create_model, padded_size
 from mtl_core.spec import Architecture
 

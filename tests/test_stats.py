@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mtl_core.errors import MtlError
-from mtl_core.stats import (
+from mtl_core.explain.stats import (
     LogisticDetector,
     PixelSample,
     auroc,

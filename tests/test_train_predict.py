@@ -14,10 +14,10 @@ from osgeo import gdal, osr
 from mtl_core.cli import main
 from mtl_core.config import load_config
 from mtl_core.errors import RasterError
-from mtl_core.inference import predict
+from mtl_core.engine import predict
 from mtl_core.modelfile import load_model
 from mtl_core.spec import Architecture
-from mtl_core.train import TrainOptions, train
+from mtl_core.training.train import TrainOptions, train
 
 pytestmark = pytest.mark.slow
 SMALL = Architecture(encoder="resnet18", encoder_depth=3)
@@ -121,11 +121,11 @@ def test_read_only_output_folder_is_a_clear_error(trained, crop_dir):
             p.chmod(0o644)
         ro.mkdir(mode=0o555)
         env = {**os.environ, "HOME": str(shared)}
-        probe = subprocess.run([sys.executable, "-c", "import mtl_core.inference"], user=user, env=env,
+        probe = subprocess.run([sys.executable, "-c", "import mtl_core.engine"], user=user, env=env,
                                cwd=shared, capture_output=True, text=True, check=False)
         if probe.returncode != 0:
             pytest.skip(f"user 'nobody' cannot import the project from here: {probe.stderr[-300:]}")
-        code = "import sys; from mtl_core.inference import predict; predict(*sys.argv[1:])"
+        code = "import sys; from mtl_core.engine import predict; predict(*sys.argv[1:])"
         done = subprocess.run([sys.executable, "-c", code, str(model), str(raster), str(ro)], user=user, env=env,
                               cwd=shared, capture_output=True, text=True, check=False)
         assert done.returncode != 0

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from mtl_core.backends import export_onnx
+from mtl_core.training.export import export_onnx
 from mtl_core.config import load_config
 from mtl_core.modelfile import save_model
 from mtl_core.sample_data import prepare_sample
 from mtl_core.spec import Architecture
-from mtl_core.train import TrainOptions, train
+from mtl_core.training.train import TrainOptions, train
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "resources" / "default_model.mtl.onnx"
 

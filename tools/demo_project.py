@@ -16,23 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def output_names(spec) -> dict[str, str]:
-    """Product key -> file-name suffix used by ``mtl_core.inference`` (``<stem>_<suffix>.tif``)."""
-    names = {"main": "classes" if spec.task != "regression" else spec.target.name}
-    names.update({k: k for k in ("confidence", "entropy", "probabilities", "main_error", "error_score", "agreement",
-                                 "sensitivity")})
-    for m in spec.aux:
-        names[f"aux_{m.name}"] = f"{m.name}_reconstructed"
-        names[f"recon_error_{m.name}"] = f"{m.name}_recon_error"
-        names[f"sensitivity_{m.name}"] = f"sensitivity_{m.name}"
-    return names
-
-
 def find_outputs(folder: Path, stem: str, spec) -> dict[str, str]:
-    """The outputs present in ``folder`` for input ``stem``, by product key."""
+    """The outputs present in ``folder`` for input ``stem``, by product key (file names from the engine's registry)."""
+    from mtl_core.engine.products import all_layers
+
     found = {}
-    for key, suffix in output_names(spec).items():
-        path = folder / f"{stem}_{suffix}.tif"
+    for key, layer in all_layers(spec).items():
+        path = folder / f"{stem}_{layer.suffix}.tif"
         if path.exists():
             found[key] = str(path)
     return found

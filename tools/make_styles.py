@@ -27,7 +27,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-from mtl_core.explain import AGREEMENT_CLASSES, MAIN_ERROR_CLASSES
+from mtl_core.explain.scores import AGREEMENT_CLASSES, MAIN_ERROR_CLASSES
 
 OUT = Path(__file__).resolve().parent.parent / "resources" / "styles"
 
@@ -113,6 +113,15 @@ def main() -> int:
         gray.setContrastEnhancement(ce)
         layer.setRenderer(gray)
         _save(layer, "reconstruction_gray")
+        layer = _layer(folder, 1)  # hillshade: grey over its fixed 1..255 range (0 is nodata)
+        gray = QgsSingleBandGrayRenderer(layer.dataProvider(), 1)
+        ce = QgsContrastEnhancement(layer.dataProvider().dataType(1))
+        ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+        ce.setMinimumValue(1)
+        ce.setMaximumValue(255)
+        gray.setContrastEnhancement(ce)
+        layer.setRenderer(gray)
+        _save(layer, "hillshade")
         del layer
     app.exitQgis()
     return 0

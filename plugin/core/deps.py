@@ -97,7 +97,7 @@ class DependencyStatus:
     def can_run(self, model_path: str | None = None) -> bool:
         """Whether prediction with this model file can run: ``.onnx`` in QGIS, ``.safetensors`` after the
         worker exported it."""
-        from mtl_core.backends import is_onnx
+        from mtl_core.engine.runtime import is_onnx
 
         if not self.onnx_ok:
             return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from mtl_core.fileio import atomic_path
+from mtl_core.io.fileio import atomic_path
 from qgis.core import QgsTask
 
 from .logger import get_logger

@@ -16,18 +16,6 @@ log = get_logger()
 RUN_PROPERTY = "mtl_explain/run_dir"
 KEY_PROPERTY = "mtl_explain/product"
 
-#: Order of products in the group (top first); unknown keys follow in their own order.
-ORDER = ("agreement", "main_error", "error_score", "main", "confidence", "entropy", "probabilities")
-
-
-def _rank(key: str) -> tuple[int, str]:
-    if key in ORDER:
-        return ORDER.index(key), key
-    for i, prefix in enumerate(("recon_error_", "aux_", "sensitivity")):
-        if key.startswith(prefix):
-            return len(ORDER) + i, key
-    return len(ORDER) + 10, key
-
 
 def group_name(input_name: str, spec: dict, project: QgsProject | None = None) -> str:
     """``<input> — <model name> (HH:MM:SS)``: the name of a run's layer group, unique in the project."""
@@ -57,9 +45,13 @@ def add_run_layers(outcome: RunOutcome, input_name: str, project: QgsProject | N
     project = project or QgsProject.instance()
     root = project.layerTreeRoot()
     group = root.insertGroup(0, group_name(input_name, outcome.spec, project))
-    for key in sorted(outcome.outputs, key=_rank):
+    from mtl_core.engine.products import group_rank
+    from mtl_core.spec import ModelSpec
+
+    rank = group_rank(ModelSpec.from_dict(outcome.spec))
+    for key in sorted(outcome.outputs, key=lambda k: (rank.get(k, 99), k)):
         path = outcome.outputs[key]
-        layer = QgsRasterLayer(path, title(key), "gdal")
+        layer = QgsRasterLayer(path, title(key, outcome.spec), "gdal")
         if not layer.isValid():
             log.warning("output %s (%s) cannot be opened as a raster layer; skipped", key, path)
             continue

@@ -31,7 +31,7 @@ class BandMapping:
 def read_spec(path: str | Path):
     """The model's spec (``mtl_core.spec.ModelSpec``) from a ``.safetensors`` or ``.onnx`` model file;
     raises ``ModelFileError`` with the reason."""
-    from mtl_core.backends import read_spec as _read
+    from mtl_core.engine.runtime import read_spec as _read
 
     return _read(path)
 
@@ -52,12 +52,12 @@ def raster_band_names(path: str | Path) -> list[str]:
 
 def default_mapping(spec, raster_bands: list[str]) -> BandMapping:
     """Map model bands to raster bands: by band description when every name is found, else in order."""
+    from mtl_core.engine.inputs import bands_by_description
+
     names = [b.name for b in spec.input_bands]
-    wanted = model_bands(spec)
-    result = BandMapping(wanted, raster_bands, [0] * len(names))
-    lower = [d.strip().lower() for d in raster_bands]
-    found = [lower.index(n.lower()) + 1 if n.lower() in lower else 0 for n in names]
-    if all(found):
+    result = BandMapping(model_bands(spec), raster_bands, [0] * len(names))
+    found = bands_by_description(spec, raster_bands)
+    if found is not None:
         result.mapping, result.by_name = found, True
     elif len(raster_bands) >= len(names):
         result.mapping = list(range(1, len(names) + 1))

@@ -5,15 +5,13 @@ the task runs in a worker thread and must never see a layer, the project or a wi
 
 from __future__ import annotations
 
-#: Products the user can tick, in display order, with the label the panel shows.
-PRODUCT_LABELS: dict[str, str] = {
-    "main": "Main prediction",
-    "confidence": "Confidence",
-    "entropy": "Entropy",
-    "aux": "Reconstructed modalities",
-    "probabilities": "Class probabilities",
-    "sensitivity": "Sensitivity to each input band (slower)",
-}
+
+def tickable_products() -> list[tuple[str, str, bool]]:
+    """(name, label, ticked by default) of the products a user can tick, in display order, from the engine's
+    registry (the products that need ground truth come with an explain run)."""
+    from mtl_core.engine.products import REGISTRY
+
+    return [(p.name, p.label, p.default) for p in REGISTRY if p.tickable]
 
 
 def ogr_mask_path(source: str, provider: str, subset: str = "", selected: int = 0) -> str | None:

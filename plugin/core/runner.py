@@ -109,7 +109,7 @@ def run(
         mtl_core.errors.MtlError: anything the engine or the worker refuses (message says why and how to
             fix it); ``mtl_core.errors.CancelledError`` when cancelled.
     """
-    from mtl_core.backends import is_onnx, read_spec
+    from mtl_core.engine.runtime import is_onnx, read_spec
 
     if job.kind not in ("predict", "explain"):
         raise PluginError(f"the panel runs predict and explain jobs, not {job.kind!r}")

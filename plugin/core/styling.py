@@ -1,5 +1,6 @@
 """Styling of output layers: a QML template per product from ``resources/styles``, fitted to the data.
 
+Which template and range a layer gets is the engine's declaration of it (``mtl_core.engine.products``).
 The template gives the renderer type and colour ramp; what depends on the run is fitted here: the
 class list of the model (paletted renderer with the model's names and colours), value ranges
 (2–98 % cumulative cut, or fixed for probabilities), and the band combination of reconstructions.
@@ -12,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (
-    Qgis,
     QgsContrastEnhancement,
     QgsMultiBandColorRenderer,
     QgsPalettedRasterRenderer,
@@ -27,67 +27,34 @@ from .paths import styles_dir
 
 log = get_logger()
 
-#: product key (or key prefix ending in ``_``) -> (QML template, value range: "fixed" keeps the template's)
-STYLES: dict[str, tuple[str, str]] = {
-    "confidence": ("confidence", "fixed"),
-    "entropy": ("entropy", "data"),
-    "probabilities": ("probabilities", "fixed"),
-    "aux_": ("reconstruction", "data"),
-    "recon_error_": ("error", "data"),
-    "error_score": ("error_score", "data"),
-    "main_error": ("main_error", "fixed"),
-    "agreement": ("agreement", "fixed"),
-    "sensitivity": ("sensitivity", "data"),
-}
 
-#: Human names of the products, for layer names.
-TITLES: dict[str, str] = {
-    "main": "Prediction",
-    "confidence": "Confidence",
-    "entropy": "Entropy",
-    "probabilities": "Class probabilities",
-    "error_score": "Error score",
-    "main_error": "Main-task error",
-    "agreement": "Error agreement",
-    "sensitivity": "Sensitivity (main task)",
-}
-_PREFIX_TITLES = {
-    "aux_": "{} (reconstructed)",
-    "recon_error_": "Reconstruction error — {}",
-    "sensitivity_": "Sensitivity — {} reconstruction",
-}
+def layer_info(key: str, spec: dict | None):
+    """The engine's declaration of an output layer (``mtl_core.engine.product.Layer``: title, style, range …)
+    for a product key and a model spec as a dict, or None for a key the model cannot produce."""
+    if not spec:
+        return None
+    from mtl_core.engine.products import layer_for_key
+    from mtl_core.spec import ModelSpec
+
+    try:
+        return layer_for_key(ModelSpec.from_dict(spec), key)
+    except Exception:  # noqa: BLE001 — a spec this version cannot read: style by band count instead
+        log.warning("the model's spec cannot be read; layer %s gets a default style", key)
+        return None
 
 
-def title(key: str) -> str:
-    """Layer name of a product key, e.g. ``aux_swir`` -> ``swir (reconstructed)``."""
-    if key in TITLES:
-        return TITLES[key]
-    for prefix, pattern in _PREFIX_TITLES.items():
-        if key.startswith(prefix):
-            return pattern.format(key[len(prefix):])
-    return key.replace("_", " ").capitalize()
+def title(key: str, spec: dict | None = None) -> str:
+    """Layer name of a product key, e.g. ``aux_swir`` -> ``swir (reconstructed)``, from the engine's registry."""
+    info = layer_info(key, spec)
+    return info.title if info is not None else key.replace("_", " ").capitalize()
 
 
 def template_for(key: str, layer: QgsRasterLayer, spec: dict | None) -> tuple[str, str]:
     """The (QML name, range mode) for a product key; unknown keys get a default by band count."""
-    if key == "main":
-        if spec and spec.get("task") == "regression":
-            return "regression", "data"
-        return "classes", "classes"
-    if key == "main_error" and _is_float(layer):
-        return "error", "data"  # regression: absolute error
-    if key in STYLES:
-        return STYLES[key]
-    for prefix, style in STYLES.items():
-        if prefix.endswith("_") and key.startswith(prefix):
-            return style
-    if key.startswith("sensitivity_"):
-        return STYLES["sensitivity"]
+    info = layer_info(key, spec)
+    if info is not None:
+        return info.style, info.range
     return ("reconstruction", "data") if layer.bandCount() > 1 else ("continuous", "data")
-
-
-def _is_float(layer: QgsRasterLayer) -> bool:
-    return layer.dataProvider().dataType(1) in (Qgis.Float32, Qgis.Float64)
 
 
 def apply_style(layer: QgsRasterLayer, key: str, spec: dict | None = None) -> str:

@@ -39,7 +39,7 @@ from qgis.PyQt.QtWidgets import (
 
 from ..core import deps
 from ..core.model_info import BandMapping, default_mapping, raster_band_names, read_spec, summary_html, validate
-from ..core.params import PRODUCT_LABELS, ogr_mask_path
+from ..core.params import ogr_mask_path, tickable_products
 from ..core.paths import default_model
 
 SETTINGS_RECENT = "mtl_explain/recent_models"
@@ -196,9 +196,9 @@ class MtlExplainDock(QgsDockWidget):
         self._proposed_out = self.out_dir.filePath()
         ol.addRow(self.tr("Output folder"), self.out_dir)
         self.product_checks: dict[str, QCheckBox] = {}
-        for key, label in PRODUCT_LABELS.items():
-            check = QCheckBox(self.tr(label))
-            check.setChecked(key in ("main", "confidence", "entropy", "aux"))
+        for key, label, ticked in tickable_products():
+            check = QCheckBox(label)
+            check.setChecked(ticked)
             self.product_checks[key] = check
             ol.addRow("", check)
         layout.addWidget(opts)
@@ -286,7 +286,7 @@ class MtlExplainDock(QgsDockWidget):
         fraction of a second), only when asked or when the chosen model is a ``.safetensors`` file,
         which the worker must export first.
         """
-        from mtl_core.backends import is_onnx  # mtl_core is importable once ..core is (bundled in the zip)
+        from mtl_core.engine.runtime import is_onnx  # mtl_core is importable once ..core is (bundled in the zip)
 
         model = self.model_file.filePath() if hasattr(self, "model_file") else ""
         worker = check_worker or (bool(model) and not is_onnx(model))

@@ -40,13 +40,12 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..core import deps
 from ..core.paths import default_model, icon_path
-from ..core.params import PRODUCT_LABELS
 from ..core.styling import apply_style, save_sidecar, title
 
 # Enum options: saved models, batch files and qgis_process calls refer to them by index, so these lists
 # only ever grow at the end.
 DEVICES = ["auto", "cpu", "cuda"]
-PRODUCTS = ["main", "confidence", "entropy", "aux", "probabilities", "sensitivity"]
+PRODUCTS = ["main", "confidence", "entropy", "aux", "probabilities", "sensitivity", "hillshade"]
 VARIANTS = ["mtl", "unimodal", "multimodal"]
 #: Post-processors outlive the algorithm instance that registered them: Processing runs a copy of the
 #: algorithm and deletes it before it loads the outputs on the main thread, which would drop their styles.
@@ -100,7 +99,7 @@ class _Base(QgsProcessingAlgorithm):
     def _check_dependencies(self, model_path: str | None = None) -> None:
         """Raise with the install command when the packages for this model (or, without one, for training
         in the worker) are missing."""
-        from mtl_core.backends import is_onnx
+        from mtl_core.engine.runtime import is_onnx
 
         needs_worker = not model_path or not is_onnx(model_path)
         status = deps.check(worker=needs_worker)
@@ -156,17 +155,15 @@ class PredictAlgorithm(_Base):
         self.addParameter(QgsProcessingParameterNumber(
             self.BATCH, self.tr("Batch size"), QgsProcessingParameterNumber.Integer, 4, minValue=1))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICES, defaultValue=0))
+        from mtl_core.engine.products import product
+
         self.addParameter(QgsProcessingParameterEnum(
-            self.PRODUCTS, self.tr("Products"), [PRODUCT_LABELS[p] for p in PRODUCTS], allowMultiple=True,
+            self.PRODUCTS, self.tr("Products"), [product(p).label for p in PRODUCTS], allowMultiple=True,
             defaultValue=[0, 1, 2, 3]))
         self._extra_parameters()
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputFolder(self.RUN_FOLDER, self.tr("Folder of this run")))
-        self.addOutput(QgsProcessingOutputRasterLayer(self.MAIN, self.tr("Main prediction")))
-        self.addOutput(QgsProcessingOutputRasterLayer(self.CONFIDENCE, self.tr("Confidence")))
-        self.addOutput(QgsProcessingOutputRasterLayer("ENTROPY", self.tr("Entropy")))
-        self.addOutput(QgsProcessingOutputRasterLayer("PROBABILITIES", self.tr("Class probabilities")))
-        self.addOutput(QgsProcessingOutputRasterLayer("SENSITIVITY", self.tr("Sensitivity (main task)")))
+        self._declare_outputs(lambda p: p.tickable)
         self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, self.tr("Device used")))
         self._extra_outputs()
 
@@ -175,6 +172,15 @@ class PredictAlgorithm(_Base):
 
     def _extra_outputs(self) -> None:
         """Hook for subclasses (Explain declares its explanation layers and report for the modeller)."""
+
+    def _declare_outputs(self, which) -> None:
+        """Declare a raster output per registered product ``which`` accepts whose layer key is its name (the
+        per-modality layers, AUX_<NAME> …, depend on the model and are returned without being declared)."""
+        from mtl_core.engine.products import REGISTRY
+
+        for p in REGISTRY:
+            if which(p) and not p.per_modality:
+                self.addOutput(QgsProcessingOutputRasterLayer(p.name.upper(), p.label))
 
     def _extra_values(self, parameters, context, job) -> None:
         """Hook for subclasses, on the main thread."""
@@ -239,7 +245,7 @@ class PredictAlgorithm(_Base):
         for key, path in outcome.outputs.items():
             results[key.upper()] = path
             details = QgsProcessingContext.LayerDetails(
-                f"{self._job.name} — {title(key)}", context.project(), key.upper())
+                f"{self._job.name} — {title(key, outcome.spec)}", context.project(), key.upper())
             if hasattr(details, "layerTypeHint"):  # no "OGR: cannot open" probing of rasters as vectors
                 details.layerTypeHint = QgsProcessingUtils.LayerHint.Raster
             post = StylePostProcessor(key, outcome.spec)
@@ -279,11 +285,7 @@ class ExplainAlgorithm(PredictAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean("SENSITIVITY", self.tr("Sensitivity maps"), True))
 
     def _extra_outputs(self) -> None:
-        # Per-modality layers (AUX_<NAME>, RECON_ERROR_<NAME>, SENSITIVITY_<NAME>) depend on the model and are
-        # returned without being declared.
-        self.addOutput(QgsProcessingOutputRasterLayer("MAIN_ERROR", self.tr("Main-task error")))
-        self.addOutput(QgsProcessingOutputRasterLayer("ERROR_SCORE", self.tr("Error score")))
-        self.addOutput(QgsProcessingOutputRasterLayer("AGREEMENT", self.tr("Error agreement")))
+        self._declare_outputs(lambda p: p.needs_truth)
         self.addOutput(QgsProcessingOutputHtml("REPORT", self.tr("Explanation report")))
 
     def _extra_values(self, parameters, context, job) -> None:

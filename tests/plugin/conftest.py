@@ -38,7 +38,7 @@ def tiny_model(crop_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     from mtl_core.config import load_config
     from mtl_core.modelfile import save_model
     from mtl_core.spec import Architecture
-    from mtl_core.train import TrainOptions, train
+    from mtl_core.training.train import TrainOptions, train
 
     opts = TrainOptions(steps=4, batch_size=4, eval_every=4, device="cpu", seed=0,
                         architecture=Architecture(encoder_depth=3))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,19 @@ def _run_and_cancel_midway(plugin, dock) -> set[str]:
     task.progressChanged.connect(lambda _p: task.cancel(), Qt.DirectConnection)
     wait_for(lambda: plugin.task is None)
     return layers_before
+
+
+def _hold_at_first_progress(task) -> tuple[threading.Event, threading.Event]:
+    """Make the task's worker thread wait at its first progress report until released: (reached, release)."""
+    reached, release = threading.Event(), threading.Event()
+
+    def hold(_progress):
+        if not reached.is_set():
+            reached.set()
+            release.wait(30)
+
+    task.progressChanged.connect(hold, Qt.DirectConnection)
+    return reached, release
 
 
 def test_run_adds_styled_layers(loaded_plugin, crop_dir, tiny_model, tmp_path):
@@ -91,7 +105,7 @@ def test_cancel_leaves_no_layers_and_no_files(loaded_plugin, crop_dir, tiny_mode
     assert set(QgsProject.instance().mapLayers()) == layers_before
     assert run_groups() == []
     assert _files(out) == []
-    assert [p for p in out.iterdir()] == [] if out.exists() else True
+    assert list(out.rglob("*")) == []  # not even the run's folder
     assert "Cancelled" in dock.status_label.text()
     assert dock.run_button.isEnabled() and not dock.cancel_button.isEnabled()
 
@@ -102,13 +116,13 @@ def test_cancel_button_cancels(loaded_plugin, crop_dir, tiny_model, tmp_path):
     dock = _prepare(loaded_plugin, layer, tiny_model, out)
     QTest.mouseClick(dock.run_button, Qt.LeftButton)
     assert dock.cancel_button.isEnabled()
+    reached, release = _hold_at_first_progress(loaded_plugin.task)  # the run is surely mid-way at the click
+    wait_for(reached.is_set)
     QTest.mouseClick(dock.cancel_button, Qt.LeftButton)
+    release.set()
     wait_for(lambda: loaded_plugin.task is None)
-    # A tiny raster may finish before the cancel arrives; either way nothing half-written remains.
-    if run_groups():
-        assert all(Path(node.layer().source()).exists() for node in run_groups()[0].findLayers())
-    else:
-        assert _files(out) == []
+    assert run_groups() == [] and _files(out) == []
+    assert "Cancelled" in dock.status_label.text()
 
 
 @pytest.mark.parametrize("raster", ["raleigh_swir.tif", "raleigh_landcover.tif"])
@@ -310,16 +324,17 @@ def test_unload_during_a_run_cancels_it_cleanly(qgis_iface, qgis_new_project, cr
     QTest.mouseClick(dock.run_button, Qt.LeftButton)
     task = instance.task
     assert task is not None
+    reached, release = _hold_at_first_progress(task)  # unload while the run is surely mid-way
+    wait_for(reached.is_set)
     ended = []
     task.taskTerminated.connect(lambda: ended.append(QgsTask.Terminated))
     task.taskCompleted.connect(lambda: ended.append(QgsTask.Complete))
     instance.unload()
+    release.set()
     flush_deletions()
     manager = QgsApplication.taskManager()
     wait_for(lambda: bool(ended) and manager.countActiveTasks() == 0)
-    assert run_groups() == []  # the unloaded plugin adds no layer, whatever the ending
-    if ended[0] == QgsTask.Terminated:
-        assert _files(out) == []
+    assert ended == [QgsTask.Terminated] and run_groups() == [] and _files(out) == []
 
 
 def test_export_dialog_lists_the_runs_layers(loaded_plugin, crop_dir, tiny_model, tmp_path):

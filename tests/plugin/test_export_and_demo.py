@@ -16,7 +16,7 @@ from .conftest import ROOT, wait_for
 
 
 def _predict(crop_dir, model, out):
-    from mtl_core.inference import PredictOptions, predict
+    from mtl_core.engine import PredictOptions, predict
 
     out.mkdir()
     return predict(model, crop_dir / "raleigh_vnir.tif", out, PredictOptions(device="cpu")).outputs
@@ -115,7 +115,7 @@ def test_demo_project_has_every_explanation_layer_the_input_below_and_a_saved_ex
 
 
 def test_two_runs_of_the_same_input_get_distinct_groups(qgis_new_project, crop_dir, tiny_model, tmp_path):
-    from mtl_core.backends import read_spec
+    from mtl_core.engine.runtime import read_spec
 
     from plugin.core.layers import add_run_layers
     from plugin.core.runner import RunOutcome

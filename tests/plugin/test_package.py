@@ -26,7 +26,7 @@ def test_zip_holds_the_plugin_and_nothing_else(plugin_zip):
     with zipfile.ZipFile(plugin_zip) as zf:
         names = zf.namelist()
     assert all(n.startswith("mtl_explain/") for n in names)
-    for required in ("__init__.py", "mtl_explain_plugin.py", "metadata.txt", "LICENSE", "mtl_core/inference.py",
+    for required in ("__init__.py", "mtl_explain_plugin.py", "metadata.txt", "LICENSE", "mtl_core/engine/run.py",
                      "core/task.py", "gui/dock.py", "processing/provider.py", "resources/icon.svg",
                      "resources/styles/agreement.qml", "resources/default_model.mtl.onnx", "docs/plugin.md",
                      "docs/images/panel_after_run.png"):

@@ -97,9 +97,11 @@ def test_unknown_keys_get_a_default(tmp_path, spec):
     assert apply_style(_raster(tmp_path / "new3.tif", 3), "something_else", spec) == "multibandcolor"
 
 
-def test_rgb_bands_and_titles():
+def test_rgb_bands_and_titles(spec):
     assert rgb_bands(["blue", "green", "red", "nir"]) == (3, 2, 1)
     assert rgb_bands(["a", "b", "c", "d"]) == (1, 2, 3)
-    assert title("aux_swir") == "swir (reconstructed)"
-    assert title("recon_error_swir") == "Reconstruction error — swir"
-    assert title("agreement") == "Error agreement"
+    assert title("aux_swir", spec) == "swir (reconstructed)"
+    assert title("recon_error_swir", spec) == "Reconstruction error — swir"
+    assert title("agreement", spec) == "Error agreement"
+    assert title("aux_sar", spec) == "sar (reconstructed)"  # a modality this model does not have
+    assert title("something_new", spec) == "Something new"

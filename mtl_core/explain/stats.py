@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MtlError
+from ..errors import MtlError
 
 
 def _pairs(*arrays: np.ndarray) -> list[np.ndarray]:

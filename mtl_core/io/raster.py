@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal, osr
 
-from .errors import RasterError, RasterNotFoundError
+from ..errors import RasterError, RasterNotFoundError
 
 gdal.UseExceptions()
 osr.UseExceptions()
-log = logging.getLogger("mtl_core")
+log = logging.getLogger(__name__)
 
 Window = tuple[int, int, int, int]  # (col_off, row_off, width, height)
 

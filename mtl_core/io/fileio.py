@@ -1,15 +1,18 @@
 """Writing files safely: a temporary name beside the destination, renamed only on success; never over an
-input or an existing file unasked; one run at a time per output set."""
+input or an existing file unasked; one run at a time per output set; JSON that other tools can read."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from .errors import OutputError
+from ..errors import OutputError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -122,3 +125,21 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with numpy scalars as Python numbers and NaN/inf as None, so ``json.dumps`` writes valid JSON."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()  # numpy scalar
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def save_json(data: Any, path: str | os.PathLike) -> None:
+    """Write ``data`` as indented JSON, NaN and infinity written as null."""
+    Path(path).write_text(json.dumps(json_safe(data), indent=2))

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
+
 IGNORE_INDEX = -1
 
 
@@ -38,7 +40,7 @@ def masked_regression_loss(
         kind: ``"l1"`` or ``"mse"``.
     """
     if kind not in ("l1", "mse"):
-        raise ValueError(f"unknown reconstruction loss {kind!r}; choose 'l1' or 'mse'")
+        raise ConfigError(f"unknown reconstruction loss {kind!r}; choose 'l1' or 'mse'")
     if valid.dim() == pred.dim() - 1:
         valid = valid.unsqueeze(1)
     valid = valid.expand_as(pred)

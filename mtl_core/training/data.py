@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from osgeo import gdal
 
-from .config import DatasetConfig, SourceConfig, SplitConfig
-from .errors import ConfigError, RasterError
+from ..config import DatasetConfig, SourceConfig, SplitConfig
+from ..errors import ConfigError, RasterError
 from .losses import IGNORE_INDEX
-from .raster import Grid, Window, align_to, check_bands, check_georeferenced, open_raster, read_window, windows
-from .norm import class_indices, denormalise, normalise  # noqa: F401  (part of this module's interface)
-from .spec import Band, Modality, Target
+from ..io.raster import Grid, Window, align_to, check_bands, check_georeferenced, open_raster, read_window, windows
+from ..norm import class_indices, denormalise, normalise  # noqa: F401  (part of this module's interface)
+from ..spec import Band, Modality, Target
 
 SPLITS = ("train", "val", "test")
 

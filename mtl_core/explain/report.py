@@ -14,34 +14,23 @@ import csv
 import html
 import io
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from osgeo import gdal
 
-from .fileio import atomic_path
-from .spec import ModelSpec
+from ..io.fileio import atomic_path
+from ..spec import ModelSpec
 
-log = logging.getLogger("mtl_core")
+log = logging.getLogger(__name__)
 
 THUMBNAIL_SIZE = 360
 
-#: What each layer means, shown next to its thumbnail (and in docs/explanations.md at more length).
-LAYER_HELP = {
-    "main": "Predicted class of each pixel.",
-    "confidence": "Highest class probability (1 = the model puts all its weight on one class).",
-    "entropy": "Entropy of the class probabilities in nats (0 = certain; ln C = uniform over C classes).",
-    "aux": "Auxiliary modality reconstructed from the input bands alone, in the modality's units.",
-    "recon_error": "|reconstruction - real auxiliary value| in normalised units (training standard deviations), "
-                   "mean over bands.",
-    "main_error": "Where the prediction disagrees with the reference labels (1 = wrong).",
-    "error_score": "How unusual the reconstruction error is for the predicted class: fraction of training pixels "
-                   "of that class with a smaller error, worst band (0.5 typical, near 1 exceptional).",
-    "agreement": "Main-task error crossed with 'reconstruction bad' (error score above the training threshold).",
-    "sensitivity": "Change of the class probabilities (total variation, 0..1) when one input band is replaced by "
-                   "its training mean; shown for the band with the largest mean.",
-}
+#: Colour map of the thumbnails of each style (the QGIS styles' ramps, as near as matplotlib has them).
+STYLE_COLORMAPS = {"entropy": "magma", "confidence": "viridis", "error_score": "inferno", "reconstruction": "gray",
+                   "sensitivity": "magma", "hillshade": "gray", "regression": "Spectral_r"}
 
 DETECTOR_LABELS = {
     "entropy": "softmax entropy (baseline)",
@@ -200,36 +189,25 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _thumbnails(spec: ModelSpec, outputs: dict[str, Path]) -> list[tuple[str, str, str]]:
-    """(layer key, title, base64 png) for every layer written."""
-    from .explain import AGREEMENT_CLASSES
-
+def _thumbnails(spec: ModelSpec, outputs: dict[str, Path], layers: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(layer key, title, base64 png) for every layer written, drawn as its declaration says."""
     figs = []
     for key, path in outputs.items():
-        base = next((k for k in ("recon_error", "sensitivity", "aux") if key.startswith(k)), key)
+        layer = layers[key]
         title = f"{key} — {Path(path).name}"
-        if key == "main" and spec.task != "regression":
-            cats = [(c.value, c.name, c.color) for c in spec.classes]
-            figs.append((key, title, _map_figure(read_thumbnail(path), title, cats)))
-        elif key == "agreement":
-            figs.append((key, title, _map_figure(read_thumbnail(path), title, AGREEMENT_CLASSES)))
-        elif key == "main_error" and spec.task != "regression":
-            cats = [(0, "correct", "#d9d9d9"), (1, "wrong", "#d7191c")]
-            figs.append((key, title, _map_figure(read_thumbnail(path), title, cats)))
-        elif base == "sensitivity":
+        if layer.categories:
+            figs.append((key, title, _map_figure(read_thumbnail(path), title, list(layer.categories))))
+        elif layer.style == "sensitivity":
             ds = gdal.Open(str(path))
             means = [ds.GetRasterBand(i).ComputeStatistics(True)[2] for i in range(1, ds.RasterCount + 1)]
             band = int(np.argmax(means)) + 1
             names = [f"{b.name}" for b in spec.input_bands]
             figs.append((key, f"{title}, band {names[band - 1]}",
                          _map_figure(read_thumbnail(path, band), f"{key}: {names[band - 1]} replaced", cmap="magma")))
-        elif base == "aux":
-            name = key[len("aux_"):]
-            units = spec.aux_modality(name).units if spec.aux else ""
-            figs.append((key, title, _map_figure(read_thumbnail(path), f"{key} band 1", cmap="gray", units=units)))
         else:
-            cmap = {"entropy": "magma", "confidence": "viridis", "error_score": "inferno"}.get(key, "inferno")
-            figs.append((key, title, _map_figure(read_thumbnail(path), title, cmap=cmap)))
+            label = f"{key} band 1" if layer.bands > 1 else title
+            figs.append((key, title, _map_figure(read_thumbnail(path), label,
+                                                 cmap=STYLE_COLORMAPS.get(layer.style, "inferno"), units=layer.units)))
     return figs
 
 
@@ -249,21 +227,23 @@ def detector_rows(stats: dict[str, Any]) -> list[list[Any]]:
             for col, d in stats.get("detectors", {}).items()]
 
 
-def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path], out_dir: Path,
-                 stem: str) -> dict[str, Path]:
+def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path], layers: Mapping[str, Any],
+                 out_dir: Path, stem: str) -> dict[str, Path]:
     """Write ``<stem>_report.html`` (self-contained), ``<stem>_report.json`` and two CSV tables.
 
     Args:
         spec: the model's spec (class names and colours, bands).
-        stats: the statistics :func:`mtl_core.explain.explain` computed.
+        stats: the statistics of the run (:class:`mtl_core.explain.sink.ExplainStats`).
         outputs: engine output keys -> raster paths (thumbnails are read from them).
+        layers: output keys -> the engine's layer declarations (``help``, ``categories``, ``style``, ``units``,
+            ``bands``), for captions and thumbnails.
         out_dir: existing output folder.
         stem: file name prefix.
 
     Returns:
         ``{"html", "json", "detectors_csv", "per_class_csv"}`` -> path.
     """
-    from .explain import save_json
+    from ..io.fileio import save_json
 
     paths = report_paths(out_dir, stem)
     with atomic_path(paths["json"]) as tmp:
@@ -342,10 +322,10 @@ def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path
                          f"{_bar_figure(values, key, what)}'></div>")
         parts.append("</div>")
     parts.append("<h2>Layers</h2><div class='grid'>")
-    for key, title, png in _thumbnails(spec, outputs):
-        base = next((k for k in ("recon_error", "sensitivity", "aux") if key.startswith(k)), key)
-        parts.append(f"<div class='card'><b>{html.escape(key)}</b><br><img alt='{html.escape(key)}' "
-                     f"src='data:image/png;base64,{png}'><br>{html.escape(LAYER_HELP.get(base, ''))}<br>"
+    for key, title, png in _thumbnails(spec, outputs, layers):
+        parts.append(f"<div class='card'><b>{html.escape(key)}</b> — {html.escape(layers[key].title)}<br>"
+                     f"<img alt='{html.escape(key)}' "
+                     f"src='data:image/png;base64,{png}'><br>{html.escape(layers[key].help)}<br>"
                      f"<code>{html.escape(Path(outputs[key]).name)}</code></div>")
     parts.append("</div>")
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>MTL Explain report</title>"

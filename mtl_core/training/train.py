@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from . import __version__
-from .config import DatasetConfig
+from .. import __version__
+from ..config import DatasetConfig
 from .data import (
     SampleReader,
     Scene,
@@ -32,14 +32,14 @@ from .data import (
     modalities,
     regression_target,
 )
-from .errors import CancelledError
+from ..errors import CancelledError
 from .losses import UncertaintyWeighting, classification_loss, masked_regression_loss
-from .metrics import ConfusionMatrix, RegressionErrors
-from .model import MultiTaskModel, create_model, padded_size, resolve_device
-from .raster import Window
-from .spec import Architecture, ModelSpec
+from ..metrics import ConfusionMatrix, RegressionErrors
+from ..model import MultiTaskModel, create_model, padded_size, resolve_device
+from ..io.raster import Window
+from ..spec import Architecture, ModelSpec
 
-log = logging.getLogger("mtl_core")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -276,7 +276,7 @@ def train(
     if opts.uncertainty_weighting:
         spec.training["task_weights"] = weighting.weights()
     if spec.aux and task != "classification" and rank == 0:
-        from .explain import fit_on_blocks  # reconstruction-error distribution of the training blocks
+        from .errormodel import fit_on_blocks  # reconstruction-error distribution of the training blocks
 
         spec.training["error_model"] = fit_on_blocks(model, spec, reader, blocks["train"], blocks["val"], device)
     return TrainResult(spec, {k: v.detach().cpu() for k, v in model.state_dict().items()}, best_val, test)

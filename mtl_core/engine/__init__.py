@@ -1,0 +1,10 @@
+"""The streaming engine: tiling plan, readers, runtime, blending, products and outputs, wired by :func:`predict`.
+
+The public entry points are re-exported here: :func:`predict` and :func:`explain` with their options and
+results; :mod:`mtl_core.engine.products` holds the product registry.
+"""
+
+from .explaining import ExplainResult, explain
+from .run import DEFAULT_PRODUCTS, PRODUCTS, PredictOptions, PredictResult, predict
+
+__all__ = ["DEFAULT_PRODUCTS", "PRODUCTS", "ExplainResult", "PredictOptions", "PredictResult", "explain", "predict"]

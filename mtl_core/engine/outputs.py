@@ -1,0 +1,153 @@
+"""The output set: one GeoTIFF per layer, overviews filled as rows arrive, renamed together when the run succeeds.
+
+Outputs are written under temporary names and renamed only when the whole run succeeded: a failed or
+cancelled run leaves nothing behind. With ``cog``, each is translated to a Cloud Optimized GeoTIFF at
+the end, reusing the overviews written along the way.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal
+
+from ..io.fileio import atomic_path, check_outputs, run_lock
+from ..io.raster import Grid, create_geotiff, set_classes
+from .product import Layer
+
+
+class Outputs:
+    """The output datasets of a run's layers, created under temporary names and renamed together at the end.
+
+    Args:
+        layers: the layers to write.
+        grid: the pixel grid of the outputs; ``cell_grid`` that of cell layers (patch classification).
+        out_dir: existing output folder; files are ``<stem>_<layer suffix>.tif``.
+        stem: the input raster's file stem.
+        cog: write Cloud Optimized GeoTIFFs.
+        stack: closes and removes the temporaries if the run fails.
+        inputs: files the run reads; no output may replace one.
+        overwrite: replace existing outputs (else they are refused before anything is computed).
+    """
+
+    def __init__(self, layers: list[Layer], grid: Grid, cell_grid: Grid, out_dir: Path, stem: str, cog: bool,
+                 stack: ExitStack, inputs: list[str] = (), overwrite: bool = False) -> None:
+        self.layers = {layer.key: layer for layer in layers}
+        self.datasets: dict[str, gdal.Dataset] = {}
+        self.final: dict[str, Path] = {}
+        self.temp: dict[str, tuple[Path, Path]] = {}
+        self.overviews: dict[str, Overviews] = {}
+        self.grid, self.cog = grid, cog
+        check_outputs([out_dir / f"{stem}_{layer.suffix}.tif" for layer in layers], inputs, overwrite)
+        stack.enter_context(run_lock(out_dir, stem))
+        for layer in layers:
+            final = out_dir / f"{stem}_{layer.suffix}.tif"
+            tmp = stack.enter_context(atomic_path(final))
+            path = tmp
+            if cog:  # write a plain GeoTIFF first, translate to COG into the atomic temporary at the end
+                path = tmp.with_name(tmp.name + ".gtiff.tif")
+                stack.callback(path.unlink, missing_ok=True)
+            self.final[layer.key], self.temp[layer.key] = final, (tmp, path)
+            ds = create_geotiff(path, cell_grid if layer.cells else grid, layer.bands, layer.dtype, layer.nodata)
+            _describe(ds, layer)
+            self.datasets[layer.key] = ds
+            self.overviews[layer.key] = Overviews(ds, layer.nodata, layer.categorical)
+        stack.callback(self.close)  # close datasets before the temporary files are renamed or removed
+
+    def write(self, key: str, data: np.ndarray, row: int, col: int = 0) -> None:
+        ds = self.datasets[key]
+        for i, band in enumerate(data, start=1):
+            ds.GetRasterBand(i).WriteArray(band, col, row)
+        self.overviews[key].push(data, col, last=row + data.shape[-2] == ds.RasterYSize)
+
+    def read(self, key: str, window: tuple[int, int, int, int]) -> np.ndarray:
+        """A window of a layer written so far (for halo products), nodata kept."""
+        ds = self.datasets[key]
+        return np.stack([ds.GetRasterBand(i).ReadAsArray(*window) for i in range(1, ds.RasterCount + 1)])
+
+    def close(self) -> None:
+        """Drop every reference to the output datasets, which closes them."""
+        self.overviews.clear()
+        self.datasets.clear()
+
+    def finish(self) -> dict[str, Path]:
+        self.overviews.clear()
+        for key in list(self.datasets):
+            ds = self.datasets.pop(key)
+            if self.cog:  # the COG driver reuses the overviews written along the way
+                ds.FlushCache()
+                tmp, _ = self.temp[key]
+                gdal.Translate(str(tmp), ds, format="COG", creationOptions=[
+                    "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER", "OVERVIEWS=FORCE_USE_EXISTING"])
+            ds = None
+        return dict(self.final)
+
+
+def _describe(ds: gdal.Dataset, layer: Layer) -> None:
+    """Band descriptions, units and colour table of a layer, from its declaration."""
+    names = layer.band_names or (layer.description,)
+    for i, name in enumerate(names[:ds.RasterCount], start=1):
+        if name:
+            ds.GetRasterBand(i).SetDescription(name)
+    if layer.units:
+        ds.SetMetadataItem("UNITS", layer.units)
+        for i in range(1, ds.RasterCount + 1):
+            ds.GetRasterBand(i).SetUnitType(layer.units)
+    if layer.categories:
+        set_classes(ds.GetRasterBand(1), list(layer.categories))
+
+
+class Overviews:
+    """Overview levels (2x, 4x, ...) of an output, filled as its rows arrive instead of in a pass at the end.
+
+    Each level halves the one below: the mean of the valid pixels of each 2 x 2 block (nodata where
+    none is valid), or its top-left pixel for categorical rasters. Rows arrive in strips, per column
+    chunk (starting at a multiple of 256 px); rows that do not yet make a whole block wait in a
+    carry-over of at most one row per level and chunk.
+    """
+
+    def __init__(self, ds: gdal.Dataset, nodata: float, categorical: bool) -> None:
+        self.ds, self.nodata, self.categorical = ds, nodata, categorical
+        levels = [f for f in (2, 4, 8, 16, 32, 64) if min(ds.RasterXSize, ds.RasterYSize) // f >= 64]
+        if levels:
+            ds.BuildOverviews("NONE", levels)  # create the levels empty
+        self.levels = len(levels)
+        self.carry: dict[int, list[np.ndarray | None]] = {}  # chunk column -> per level
+        self.rows: dict[int, list[int]] = {}
+
+    def _halve(self, data: np.ndarray) -> np.ndarray:
+        b, h, w = data.shape
+        if w % 2:
+            data = np.concatenate([data, np.full((b, h, 1), self.nodata, data.dtype)], axis=2)
+        if h % 2:
+            data = np.concatenate([data, np.full((b, 1, data.shape[2]), self.nodata, data.dtype)], axis=1)
+        if self.categorical:
+            return data[:, ::2, ::2]
+        if not (data == self.nodata).any():  # the usual case, several times faster
+            quarter = data[:, ::2, ::2] + data[:, ::2, 1::2]
+            quarter += data[:, 1::2, ::2]
+            quarter += data[:, 1::2, 1::2]
+            quarter *= 0.25
+            return quarter.astype(data.dtype, copy=False)
+        blocks = data.reshape(b, data.shape[1] // 2, 2, data.shape[2] // 2, 2).astype(np.float32)
+        valid = blocks != self.nodata
+        count = valid.sum(axis=(2, 4))
+        mean = np.where(valid, blocks, 0).sum(axis=(2, 4)) / np.maximum(count, 1)
+        return np.where(count > 0, mean, self.nodata).astype(data.dtype)
+
+    def push(self, data: np.ndarray, col: int, last: bool) -> None:
+        carry = self.carry.setdefault(col, [None] * self.levels)
+        rows = self.rows.setdefault(col, [0] * self.levels)
+        for level in range(self.levels):
+            if carry[level] is not None:
+                data = np.concatenate([carry[level], data], axis=1)
+            whole = data.shape[1] if last else data.shape[1] // 2 * 2
+            carry[level] = None if whole == data.shape[1] else data[:, whole:]
+            if whole == 0:
+                return
+            data = self._halve(data[:, :whole])
+            for i, band in enumerate(data, start=1):
+                self.ds.GetRasterBand(i).GetOverview(level).WriteArray(band, col >> (level + 1), rows[level])
+            rows[level] += data.shape[1]

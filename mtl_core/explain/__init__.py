@@ -1,0 +1,1 @@
+"""Explanations: pure per-pixel scores, their statistics (fed block by block) and the HTML report."""

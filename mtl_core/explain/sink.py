@@ -1,0 +1,136 @@
+"""The report's statistics, fed block by block by the engine while it writes the layers (nothing is read back).
+
+Every finished block arrives with the layers as written (nodata set) and the engine's block (the
+reference labels it read once, the predicted class indices). The confusion matrix, agreement counts
+and sensitivity totals use every pixel; rank statistics (AUROC, Spearman) a uniform random sample of
+at most ``sample_pixels`` labelled pixels. Entropy and confidence are scored as detectors only when
+they were written (they are products the user may leave out).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..metrics import ConfusionMatrix
+from ..spec import ERROR_NODATA, FLOAT_NODATA, ModelSpec
+from .scores import AGREEMENT_CLASSES
+from .stats import PixelSample, detector_stats, per_group, spearman
+
+
+class ExplainStats:
+    """Accumulates the statistics of ``mtl explain`` (see :meth:`add` and :meth:`result`).
+
+    Args:
+        spec: the model's spec.
+        labelled: whether the run has reference labels.
+        sample_pixels: most pixels kept for rank statistics.
+        seed: seed of the pixel sample.
+    """
+
+    def __init__(self, spec: ModelSpec, labelled: bool, sample_pixels: int = 1_000_000, seed: int = 0) -> None:
+        self.spec, self.labelled, self.sample_pixels, self.seed = spec, labelled, sample_pixels, seed
+        self.start([])
+
+    def start(self, keys: list[str]) -> None:
+        """Prepare for a run writing the layers ``keys``."""
+        spec, self.keys = self.spec, set(keys)
+        self.seg = spec.task == "segmentation"
+        self.error_model = spec.training.get("error_model") or {}
+        self.recon_keys = [f"recon_error_{m.name}" for m in spec.aux if f"recon_error_{m.name}" in self.keys]
+        cols = ["wrong", "reference"]
+        if self.seg and "entropy" in self.keys:
+            cols.append("entropy")
+        if self.seg and "confidence" in self.keys:
+            cols.append("one_minus_confidence")
+        if self.recon_keys:
+            cols += ["recon_error_mean"] + [f"{k}/{b.name}" for k in self.recon_keys
+                                            for b in spec.aux_modality(k[len("recon_error_"):]).bands]
+        if "error_score" in self.keys:
+            cols.append("error_score")
+        if "error_probability" in self.keys:  # the stored detector's probability of being wrong
+            cols.append("combined")
+        self.cols = cols
+        self.sample = PixelSample(cols, self.sample_pixels, self.seed)
+        self.confusion = ConfusionMatrix(len(spec.classes)) if self.seg else None
+        self.agree_counts = np.zeros(len(AGREEMENT_CLASSES) + 1, dtype=np.int64)
+        self.sens = {k: (np.zeros(spec.in_channels), np.zeros(spec.in_channels))
+                     for k in sorted(self.keys) if k.startswith("sensitivity")}
+
+    def add(self, layers: dict[str, np.ndarray], block) -> None:
+        """One finished block: ``layers`` maps layer keys to the arrays written; ``block`` is the engine's
+        :class:`~mtl_core.engine.product.Block` (its ``labels`` and ``pred_idx``)."""
+        for key, (total, count) in self.sens.items():
+            arr = layers[key]
+            valid = (arr != FLOAT_NODATA).all(axis=0)
+            total += np.where(valid, arr, 0.0).sum(axis=(1, 2))
+            count += valid.sum()
+        if "agreement" in layers:
+            self.agree_counts += np.bincount(layers["agreement"][0].ravel(), minlength=self.agree_counts.size)
+        if "main_error" not in layers or not self.labelled:
+            return
+        err = layers["main_error"][0].astype(np.float64)
+        keep = err != (ERROR_NODATA if self.seg else FLOAT_NODATA)
+        ref = block.labels[0]
+        cols: dict[str, np.ndarray] = {"wrong": err, "reference": ref.astype(np.float64)}
+        if self.seg:
+            keep &= ref >= 0
+            self.confusion.update(np.where(keep, ref, -1).astype(np.int64), block.pred_idx)
+            if "entropy" in self.cols:
+                cols["entropy"] = layers["entropy"][0].astype(np.float64)
+            if "one_minus_confidence" in self.cols:
+                cols["one_minus_confidence"] = 1.0 - layers["confidence"][0].astype(np.float64)
+        if self.recon_keys:
+            bands = []
+            for key in self.recon_keys:
+                arr = layers[key].astype(np.float64)
+                arr[arr == FLOAT_NODATA] = np.nan
+                name = key[len("recon_error_"):]
+                for b, band in zip(self.spec.aux_modality(name).bands, arr[1:]):
+                    cols[f"{key}/{b.name}"] = band
+                bands.append(arr[1:])
+            cols["recon_error_mean"] = np.concatenate(bands).mean(axis=0)  # over every band, as the detector's
+        if "error_score" in self.cols:
+            s = layers["error_score"][0].astype(np.float64)
+            s[s == FLOAT_NODATA] = np.nan
+            cols["error_score"] = s
+        if "combined" in self.cols:
+            p = layers["error_probability"][0].astype(np.float64)
+            p[p == FLOAT_NODATA] = np.nan
+            cols["combined"] = p
+        self.sample.add(cols, keep)
+
+    def result(self) -> dict[str, Any]:
+        """The statistics: metrics, agreement fractions, sensitivity means and the detectors' scores."""
+        spec, sample = self.spec, self.sample
+        stats: dict[str, Any] = {"model": spec.name, "variant": spec.variant, "task": spec.task,
+                                 "pixels_sampled": len(sample), "pixels_labelled": sample.seen}
+        if self.confusion is not None and self.labelled:  # without labels there is nothing to score
+            stats["metrics"] = self.confusion.scores([c.name for c in spec.classes])
+        if self.error_model:
+            stats["threshold"] = self.error_model.get("threshold")
+            stats["threshold_quantile"] = self.error_model.get("threshold_quantile")
+        if "agreement" in self.keys:
+            total = self.agree_counts[1:].sum()
+            stats["agreement"] = {label: {"pixels": int(self.agree_counts[v]),
+                                          "fraction": float(self.agree_counts[v] / total) if total else float("nan")}
+                                  for v, label, _ in AGREEMENT_CLASSES}
+        names = [f"{m.name}/{b.name}" for m in spec.inputs for b in m.bands]
+        stats["sensitivity"] = {key: {n: float(t / c) if c else float("nan") for n, t, c in zip(names, total, count)}
+                                for key, (total, count) in self.sens.items()}
+        if len(sample) and self.seg:
+            wrong = sample["wrong"]
+            classes = {i: c.name for i, c in enumerate(spec.classes)}
+            detectors = {}
+            for col in self.cols[2:]:
+                d = detector_stats(sample[col], wrong)
+                d["auroc_per_class"] = per_group(lambda s, w: detector_stats(s, w)["auroc"], sample["reference"],
+                                                 classes, sample[col], wrong)
+                d["spearman_per_class"] = per_group(spearman, sample["reference"], classes, sample[col], wrong)
+                detectors[col] = d
+            stats["detectors"] = detectors
+        elif len(sample):  # regression: how reconstruction errors follow the absolute error
+            stats["correlations"] = {col: {"spearman": spearman(sample[col], sample["wrong"])}
+                                     for col in self.cols[2:]}
+        return stats
