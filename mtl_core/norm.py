@@ -24,6 +24,29 @@ def class_indices(raw: np.ndarray, valid: np.ndarray, values: np.ndarray, fill: 
     return idx
 
 
+def cell_majority(idx: np.ndarray, labelled: np.ndarray, cell: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The label of each ``cell`` x ``cell`` cell as patch classification trains on it: the most frequent class
+    among its labelled pixels (the lowest class index on ties).
+
+    Args:
+        idx: (h, w) class indices.
+        labelled: (h, w) pixels with a label.
+        cell: cell size in pixels (a partial cell at the right or bottom edge counts its pixels only).
+        n_classes: number of classes.
+
+    Returns:
+        (cells_h, cells_w) class index (-1 where no pixel is labelled) and whether the cell is labelled.
+    """
+    h, w = idx.shape
+    ch, cw = -(-h // cell), -(-w // cell)
+    padded = np.full((ch * cell, cw * cell), -1, dtype=np.int64)
+    padded[:h, :w] = np.where(labelled, idx, -1)
+    blocks = padded.reshape(ch, cell, cw, cell)
+    counts = np.stack([(blocks == c).sum(axis=(1, 3)) for c in range(n_classes)])
+    has = counts.sum(axis=0) > 0
+    return np.where(has, counts.argmax(axis=0), -1), has
+
+
 def denormalise(data: np.ndarray, bands: list[Band]) -> np.ndarray:
     mean = np.array([b.mean for b in bands], dtype=np.float32)[:, None, None]
     std = np.array([b.std for b in bands], dtype=np.float32)[:, None, None]

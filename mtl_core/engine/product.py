@@ -14,7 +14,7 @@ import numpy as np
 from osgeo import gdal
 
 from ..explain.scores import entropy, error_score
-from ..norm import normalise
+from ..norm import cell_majority, normalise
 from ..spec import FLOAT_NODATA, ModelSpec
 
 if TYPE_CHECKING:
@@ -164,6 +164,13 @@ class Block:
         """Reference (class index, or value for regression) and where it is labelled and the input valid."""
         ref, labelled = self.truth.read_labels(self.window)
         return ref, labelled & self.valid
+
+    @cached_property
+    def cell_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per cell (patch classification): the majority label of its labelled valid pixels, as training builds
+        its targets, and whether it has one."""
+        ref, labelled = self.labels
+        return cell_majority(ref, labelled, self.cell, len(self.spec.classes))
 
     @cached_property
     def main_wrong(self) -> np.ndarray:

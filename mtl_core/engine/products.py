@@ -158,12 +158,15 @@ class MainErrorProduct(Product):
         if not available.labels:
             return []
         if spec.task == "regression":
-            return [Layer("main_error", "main_error", "Main-task error", f"|prediction - reference| "
+            return [Layer("main_error", "main_error", "Main-task error", f"|predicted - reference {spec.target.name}| "
                           f"({spec.target.units}).", style="error", description="main-task error",
                           units=spec.target.units)]
-        return [Layer("main_error", "main_error", "Main-task error", self.help, dtype=gdal.GDT_Byte,
+        cells = spec.task == "classification"
+        what = ("Where the patch's class disagrees with the majority label of its pixels (1 = wrong)." if cells
+                else "Where the predicted class disagrees with the reference labels (1 = wrong).")
+        return [Layer("main_error", "main_error", "Main-task error", what, dtype=gdal.GDT_Byte,
                       nodata=ERROR_NODATA, style="main_error", range="fixed", categories=tuple(MAIN_ERROR_CLASSES),
-                      description="main-task error")]
+                      description="main-task error", cells=cells)]
 
     def compute(self, block):
         ref, labelled = block.labels
@@ -171,7 +174,11 @@ class MainErrorProduct(Product):
             err = np.abs(block.value - ref).astype(np.float32)
             err[~labelled] = FLOAT_NODATA
             return {"main_error": err[None]}
-        out = (block.pred_idx != ref).astype(np.uint8)
+        if block.cell > 1:  # per cell, against the majority label of its pixels
+            ref, labelled = block.cell_labels
+            out = (block.on_cells(block.pred_idx) != ref).astype(np.uint8)
+        else:
+            out = (block.pred_idx != ref).astype(np.uint8)
         out[~labelled] = ERROR_NODATA
         return {"main_error": out[None]}
 
@@ -189,7 +196,10 @@ class ErrorScoreProduct(Product):
     def layers(self, spec, available):
         if not _has_error_model(spec, available):
             return []
-        return [Layer("error_score", "error_score", "Error score", self.help, style="error_score",
+        what = self.help if spec.task != "regression" else (
+            "How unusual the reconstruction error is: fraction of training pixels with a smaller error, worst band "
+            "(0.5 typical, near 1 exceptional).")
+        return [Layer("error_score", "error_score", "Error score", what, style="error_score",
                       description="reconstruction error score")]
 
     def compute(self, block):
@@ -252,11 +262,15 @@ class SensitivityProduct(Product):
 
     def layers(self, spec, available):
         names = tuple(f"{m.name}/{b.name}" for m in spec.inputs for b in m.bands)
-        main = Layer("sensitivity", "sensitivity", "Sensitivity (main task)", self.help, bands=spec.in_channels,
+        change = (f"|change| of the predicted {spec.target.name} (in training standard deviations)"
+                  if spec.task == "regression" else "change of the class probabilities (total variation, 0..1)")
+        main = Layer("sensitivity", "sensitivity", "Sensitivity (main task)", f"One band per input band: the {change} "
+                     "when that band is replaced by its training mean.", bands=spec.in_channels,
                      style="sensitivity", band_names=names)
         return [main] + [Layer(f"sensitivity_{m.name}", f"sensitivity_{m.name}", f"Sensitivity — {m.name} "
-                               "reconstruction", self.help, bands=spec.in_channels, style="sensitivity",
-                               band_names=names) for m in spec.aux]
+                               "reconstruction", f"One band per input band: mean |change| of the {m.name} "
+                               "reconstruction (normalised units) when that band is replaced by its training mean.",
+                               bands=spec.in_channels, style="sensitivity", band_names=names) for m in spec.aux]
 
     def compute(self, block):
         out = {"sensitivity": block.parts["sens_main"].astype(np.float32)}

@@ -249,6 +249,7 @@ def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path
     with atomic_path(paths["json"]) as tmp:
         save_json(stats, tmp)
     class_names = [c.name for c in spec.classes]
+    unit = stats.get("unit", "pixels")
     det = stats.get("detectors", {})
     with atomic_path(paths["detectors_csv"]) as tmp, open(tmp, "w", newline="") as f:
         w = _SafeWriter(f)
@@ -271,13 +272,26 @@ def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path
     parts = [f"<h1>MTL Explain report — {html.escape(spec.name)}</h1>",
              f"<p class='note'>Model {html.escape(str(stats.get('inputs', {}).get('model', '')))} "
              f"({spec.variant}, {spec.task}) on {html.escape(str(stats.get('inputs', {}).get('raster', '')))}. "
-             f"Labelled pixels: {stats.get('pixels_labelled', 0)}; rank statistics on a uniform sample of "
+             f"Labelled {unit}: {stats.get('pixels_labelled', 0)}; rank statistics on a uniform sample of "
              f"{stats.get('pixels_sampled', 0)}.</p>"]
+    if spec.task == "classification":
+        parts.append("<p class='note'>Patch classification is scored per cell: a cell is right when its class is "
+                     "the majority label of its labelled pixels (as training builds its targets). Reconstruction "
+                     "errors are per pixel, so only entropy and confidence are scored as detectors of wrong "
+                     "cells.</p>")
+    if spec.task == "regression":
+        parts.append("<p class='note'>A regression has no right or wrong pixel: scores are compared with the "
+                     "absolute error (Spearman correlation), and there is no agreement map.</p>")
     if not stats.get("inputs", {}).get("labels"):
         parts.append("<p class='note'>No reference labels were given, so nothing here scores the main task: no "
                      "accuracy and no error detection. The layers show the reconstruction, its error against the "
                      "real modality and the sensitivity; give labels (--labels) for the rest.</p>")
-    if metrics:
+    if metrics and "rmse" in metrics:
+        parts.append("<h2>Main task</h2>")
+        units = html.escape(str(metrics.get("units") or ""))
+        parts.append(_table([f"RMSE ({units})", f"MAE ({units})", "R²", "pixels"],
+                            [[metrics["rmse"], metrics["mae"], metrics["r2"], metrics["pixels"]]]))
+    elif metrics:
         parts.append("<h2>Main task</h2>")
         parts.append(_table(["overall accuracy", "mIoU", "macro F1"],
                             [[metrics["overall_accuracy"], metrics["miou"], metrics["macro_f1"]]]))
@@ -285,8 +299,8 @@ def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path
                      f"{_confusion_figure(metrics['confusion_matrix'], class_names)}'>")
     if det:
         parts.append("<h2>Do reconstruction errors explain main-task errors?</h2>")
-        parts.append("<p class='note'>Each row scores pixels; AUROC is the probability that a wrongly classified "
-                     "pixel scores higher than a correct one (0.5 = chance, 1 = perfect). Spearman and "
+        parts.append(f"<p class='note'>Each row scores {unit}; AUROC is the probability that a wrongly classified "
+                     f"{unit[:-1]} scores higher than a correct one (0.5 = chance, 1 = perfect). Spearman and "
                      "point-biserial: correlation of the score with the 0/1 error. Baselines first.</p>")
         order = sorted(det, key=lambda c: (c not in ("entropy", "one_minus_confidence"), c == "combined"))
         parts.append(_table(["detector", "AUROC", "Spearman", "point-biserial", "pixels", "wrong"],
@@ -316,8 +330,12 @@ def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path
         parts.append("<h2>Sensitivity to each input band</h2><p class='note'>Mean change of each output when one "
                      "input band is replaced by its training mean.</p><div class='grid'>")
         for key, values in stats["sensitivity"].items():
-            what = "class probabilities (total variation)" if key == "sensitivity" else \
-                f"reconstruction of {key[len('sensitivity_'):]} (normalised units)"
+            if key != "sensitivity":
+                what = f"reconstruction of {key[len('sensitivity_'):]} (normalised units)"
+            elif spec.task == "regression":
+                what = f"predicted {spec.target.name} (training standard deviations)"
+            else:
+                what = "class probabilities (total variation)"
             parts.append(f"<div class='card'><img alt='{html.escape(key)}' src='data:image/png;base64,"
                          f"{_bar_figure(values, key, what)}'></div>")
         parts.append("</div>")

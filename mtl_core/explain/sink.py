@@ -1,10 +1,13 @@
 """The report's statistics, fed block by block by the engine while it writes the layers (nothing is read back).
 
 Every finished block arrives with the layers as written (nodata set) and the engine's block (the
-reference labels it read once, the predicted class indices). The confusion matrix, agreement counts
-and sensitivity totals use every pixel; rank statistics (AUROC, Spearman) a uniform random sample of
-at most ``sample_pixels`` labelled pixels. Entropy and confidence are scored as detectors only when
-they were written (they are products the user may leave out).
+reference labels it read once, the predicted class indices). Each task is scored as itself: segmentation per
+pixel; patch classification per cell, against the majority label of the cell's pixels (as training builds its
+targets), with entropy and confidence as the detectors (reconstruction errors are per pixel); regression with
+RMSE, MAE and R² in the target's units, and the Spearman correlation of each score with the absolute error.
+The confusion matrix, agreement counts and sensitivity totals use every pixel (cell); rank statistics (AUROC,
+Spearman) a uniform random sample of at most ``sample_pixels`` labelled ones. Entropy and confidence are
+scored as detectors only when they were written (they are products the user may leave out).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..metrics import ConfusionMatrix
+from ..metrics import ConfusionMatrix, RegressionErrors
 from ..spec import ERROR_NODATA, FLOAT_NODATA, ModelSpec
 from .scores import AGREEMENT_CLASSES
 from .stats import PixelSample, detector_stats, per_group, spearman
@@ -36,24 +39,27 @@ class ExplainStats:
     def start(self, keys: list[str]) -> None:
         """Prepare for a run writing the layers ``keys``."""
         spec, self.keys = self.spec, set(keys)
-        self.seg = spec.task == "segmentation"
+        self.classes = spec.task != "regression"
+        self.cells = spec.task == "classification"  # scored per cell: reconstruction errors are per pixel
         self.error_model = spec.training.get("error_model") or {}
-        self.recon_keys = [f"recon_error_{m.name}" for m in spec.aux if f"recon_error_{m.name}" in self.keys]
+        self.recon_keys = [f"recon_error_{m.name}" for m in spec.aux
+                           if f"recon_error_{m.name}" in self.keys and not self.cells]
         cols = ["wrong", "reference"]
-        if self.seg and "entropy" in self.keys:
+        if self.classes and "entropy" in self.keys:
             cols.append("entropy")
-        if self.seg and "confidence" in self.keys:
+        if self.classes and "confidence" in self.keys:
             cols.append("one_minus_confidence")
         if self.recon_keys:
             cols += ["recon_error_mean"] + [f"{k}/{b.name}" for k in self.recon_keys
                                             for b in spec.aux_modality(k[len("recon_error_"):]).bands]
-        if "error_score" in self.keys:
+        if "error_score" in self.keys and not self.cells:
             cols.append("error_score")
         if "error_probability" in self.keys:  # the stored detector's probability of being wrong
             cols.append("combined")
         self.cols = cols
         self.sample = PixelSample(cols, self.sample_pixels, self.seed)
-        self.confusion = ConfusionMatrix(len(spec.classes)) if self.seg else None
+        self.confusion = ConfusionMatrix(len(spec.classes)) if self.classes else None
+        self.regression = None if self.classes else RegressionErrors()
         self.agree_counts = np.zeros(len(AGREEMENT_CLASSES) + 1, dtype=np.int64)
         self.sens = {k: (np.zeros(spec.in_channels), np.zeros(spec.in_channels))
                      for k in sorted(self.keys) if k.startswith("sensitivity")}
@@ -71,12 +77,15 @@ class ExplainStats:
         if "main_error" not in layers or not self.labelled:
             return
         err = layers["main_error"][0].astype(np.float64)
-        keep = err != (ERROR_NODATA if self.seg else FLOAT_NODATA)
-        ref = block.labels[0]
+        keep = err != (ERROR_NODATA if self.classes else FLOAT_NODATA)
+        ref, labelled = block.cell_labels if self.cells else block.labels
         cols: dict[str, np.ndarray] = {"wrong": err, "reference": ref.astype(np.float64)}
-        if self.seg:
+        if self.regression is not None:
+            self.regression.update(ref[None], block.value[None], labelled & keep)
+        if self.classes:
             keep &= ref >= 0
-            self.confusion.update(np.where(keep, ref, -1).astype(np.int64), block.pred_idx)
+            pred = block.on_cells(block.pred_idx) if self.cells else block.pred_idx
+            self.confusion.update(np.where(keep, ref, -1).astype(np.int64), pred)
             if "entropy" in self.cols:
                 cols["entropy"] = layers["entropy"][0].astype(np.float64)
             if "one_minus_confidence" in self.cols:
@@ -105,9 +114,14 @@ class ExplainStats:
         """The statistics: metrics, agreement fractions, sensitivity means and the detectors' scores."""
         spec, sample = self.spec, self.sample
         stats: dict[str, Any] = {"model": spec.name, "variant": spec.variant, "task": spec.task,
+                                 "unit": "cells" if self.cells else "pixels",
                                  "pixels_sampled": len(sample), "pixels_labelled": sample.seen}
-        if self.confusion is not None and self.labelled:  # without labels there is nothing to score
-            stats["metrics"] = self.confusion.scores([c.name for c in spec.classes])
+        if self.labelled and "main_error" in self.keys:  # without labels there is nothing to score
+            if self.confusion is not None:
+                stats["metrics"] = self.confusion.scores([c.name for c in spec.classes])
+            elif self.regression.n[0]:
+                stats["metrics"] = {**self.regression.scores(), "pixels": int(self.regression.n[0]),
+                                    "units": spec.target.units}
         if self.error_model:
             stats["threshold"] = self.error_model.get("threshold")
             stats["threshold_quantile"] = self.error_model.get("threshold_quantile")
@@ -119,7 +133,7 @@ class ExplainStats:
         names = [f"{m.name}/{b.name}" for m in spec.inputs for b in m.bands]
         stats["sensitivity"] = {key: {n: float(t / c) if c else float("nan") for n, t, c in zip(names, total, count)}
                                 for key, (total, count) in self.sens.items()}
-        if len(sample) and self.seg:
+        if len(sample) and self.classes:
             wrong = sample["wrong"]
             classes = {i: c.name for i, c in enumerate(spec.classes)}
             detectors = {}

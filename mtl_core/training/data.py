@@ -27,7 +27,7 @@ from ..config import DatasetConfig, SourceConfig, SplitConfig
 from ..errors import ConfigError, RasterError
 from .losses import IGNORE_INDEX
 from ..io.raster import Grid, Window, align_to, check_bands, check_georeferenced, open_raster, read_window, windows
-from ..norm import class_indices, denormalise, normalise  # noqa: F401  (part of this module's interface)
+from ..norm import cell_majority, class_indices, denormalise, normalise  # noqa: F401  (part of this module's interface)
 from ..spec import Band, Modality, Target
 
 SPLITS = ("train", "val", "test")
@@ -242,8 +242,8 @@ class SampleReader:
             labels = np.where(labelled, labels, IGNORE_INDEX)
             sample["mask"] = torch.from_numpy(_pad(labels, h, w, IGNORE_INDEX))
         elif self.task == "classification":
-            counts = np.bincount(labels[labelled], minlength=1)
-            sample["label"] = torch.tensor(int(counts.argmax()) if labelled.any() else IGNORE_INDEX)
+            label, has = cell_majority(labels, labelled, max(labels.shape), len(self.scene.cfg.labels.classes))
+            sample["label"] = torch.tensor(int(label[0, 0]) if has[0, 0] else IGNORE_INDEX)
         else:
             t = (labels - self.target.mean) / self.target.std
             sample["target"] = torch.from_numpy(_pad(np.where(labelled, t, 0.0)[None].astype(np.float32), h, w, 0.0))

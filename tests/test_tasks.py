@@ -1,0 +1,82 @@
+"""``mtl explain`` scores each task as itself: patch classification per cell, regression with regression metrics."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from osgeo import gdal
+
+from mtl_core.config import load_config
+from mtl_core.engine import PredictOptions, explain
+from mtl_core.modelfile import save_model
+from mtl_core.norm import cell_majority, class_indices
+from mtl_core.spec import ERROR_NODATA, FLOAT_NODATA, Architecture
+from mtl_core.training.train import TrainOptions, train
+
+
+def _model(crop_dir, tmp_path, name: str, labels: dict, patch: int = 64):
+    raw = yaml.safe_load((crop_dir / "crop.yaml").read_text())
+    raw["labels"] = {**raw["labels"], **labels}
+    raw["patch_size"] = patch
+    for section in ("inputs", "aux"):  # the crop's rasters, from the task's own folder
+        for source in raw[section].values():
+            source["path"] = str(crop_dir / source["path"])
+    raw["labels"]["path"] = str(crop_dir / raw["labels"]["path"])
+    config = tmp_path / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    opts = TrainOptions(steps=4, batch_size=4, eval_every=4, architecture=Architecture(encoder_depth=3))
+    result = train(load_config(config), opts, progress=False)
+    path = tmp_path / f"{name}.mtl.safetensors"
+    save_model(path, result.spec, result.state_dict)
+    return path, result.spec
+
+
+def _explain(model, crop_dir, out):
+    out.mkdir()
+    return explain(model, crop_dir / "raleigh_vnir.tif", out, PredictOptions(
+        aux_truth={"swir": str(crop_dir / "raleigh_swir.tif")}, labels=str(crop_dir / "raleigh_landcover.tif"),
+        products=("main", "confidence", "entropy", "aux", "recon_error", "main_error", "error_score", "agreement",
+                  "error_probability", "sensitivity")))
+
+
+@pytest.mark.slow
+def test_patch_classification_is_scored_per_cell_against_the_majority_label(crop_dir, tmp_path):
+    model, spec = _model(crop_dir, tmp_path, "cls", {"task": "classification"}, patch=16)
+    res = _explain(model, crop_dir, tmp_path / "out")
+    labels = gdal.Open(str(crop_dir / "raleigh_landcover.tif")).ReadAsArray()
+    idx = class_indices(labels, np.ones(labels.shape, bool), np.array([c.value for c in spec.classes]))
+    ref, has = cell_majority(idx, idx >= 0, 16, len(spec.classes))
+    pred = gdal.Open(str(res.outputs["main"])).ReadAsArray()
+    err = gdal.Open(str(res.outputs["main_error"])).ReadAsArray()
+    assert err.shape == pred.shape == (10, 12)  # one value per 16 px cell of the 192 x 160 crop
+    lut = {c.value: i for i, c in enumerate(spec.classes)}
+    pred_idx = np.vectorize(lambda v: lut.get(int(v), -1))(pred)
+    np.testing.assert_array_equal(err[has], (pred_idx != ref)[has].astype(np.uint8))
+    assert (err[~has] == ERROR_NODATA).all()
+    stats = res.stats
+    assert stats["unit"] == "cells" and stats["pixels_labelled"] == int(has.sum())
+    assert stats["metrics"]["overall_accuracy"] == pytest.approx(float((pred_idx == ref)[has].mean()))
+    assert set(stats.get("detectors", {})) <= {"entropy", "one_minus_confidence"}
+    page = res.report["html"].read_text()
+    assert "Labelled cells: " + str(int(has.sum())) in page and "scored per cell" in page
+
+
+@pytest.mark.slow
+def test_regression_gets_regression_metrics_words_and_an_error_score(crop_dir, tmp_path):
+    model, spec = _model(crop_dir, tmp_path, "reg", {"task": "regression", "name": "code", "units": "class code"})
+    res = _explain(model, crop_dir, tmp_path / "out")
+    assert "error_score" in res.outputs and "agreement" not in res.outputs and "error_probability" not in res.outputs
+    pred = gdal.Open(str(res.outputs["main"])).ReadAsArray().astype(np.float64)
+    ref = gdal.Open(str(crop_dir / "raleigh_landcover.tif")).ReadAsArray().astype(np.float64)
+    ok = (pred != FLOAT_NODATA) & (ref != 0)
+    metrics = res.stats["metrics"]
+    assert metrics["rmse"] == pytest.approx(np.sqrt(np.mean((pred[ok] - ref[ok]) ** 2)), rel=1e-4)
+    assert metrics["mae"] == pytest.approx(np.mean(np.abs(pred[ok] - ref[ok])), rel=1e-4)
+    assert metrics["pixels"] == int(ok.sum()) and metrics["units"] == "class code"
+    assert "error_score" in res.stats["correlations"]
+    page = res.report["html"].read_text()
+    assert "RMSE (class code)" in page and "no agreement map" in page
+    for words in ("Predicted class", "1 = wrong", "class probabilities"):
+        assert words not in page, words
+    assert json.loads(res.report["json"].read_text())["metrics"]["r2"] == pytest.approx(metrics["r2"])
