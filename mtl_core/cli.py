@@ -227,9 +227,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         aux[name] = path
     if not args.no_sensitivity and "sensitivity" not in args.products:
         args.products = list(args.products) + ["sensitivity"]
-    job = _engine_job("explain", args, aux_truth=aux, labels=args.labels, labels_band=args.labels_band)
+    job = _engine_job("explain", args, aux_truth=aux, labels=args.labels, labels_band=args.labels_band,
+                      split=args.split)
     with _out_folder(job.out):
-        result = explain(job.model, job.raster, job.out, job.predict_options(), progress=not args.quiet)
+        result = explain(job.model, job.raster, job.out, job.predict_options(), progress=not args.quiet,
+                         split=job.split)
     print(f"Device: {result.device}")
     for key, path in {**result.outputs, **{f"report {k}": v for k, v in result.report.items()}}.items():
         print(f"  {key:<22} {path}")
@@ -383,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--labels-band", type=_positive, metavar="N",
                     help="band of --labels holding the labels (default: the band the model was trained on, "
                          "recorded in the model file, else 1)")
+    ex.add_argument("--split", choices=["all", "train", "val", "test"], default="all",
+                    help="which labelled pixels to score: all (default), or only the train, val or test blocks of the "
+                         "model's own split when the raster is the one it was trained on (held-out numbers: test)")
     _engine_arguments(ex)
     ex.add_argument("--no-sensitivity", action="store_true",
                     help="skip the sensitivity layers (they cost one extra forward pass per input band)")

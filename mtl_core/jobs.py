@@ -65,6 +65,8 @@ class Job:
         aux_truth: modality name -> raster of the real auxiliary bands (explain).
         labels: reference label raster (explain).
         labels_band: its band with the labels (default: the band the model was trained on).
+        split: which labelled pixels an explain job scores: ``all``, or the ``train``, ``val`` or ``test`` blocks of
+            the model's own split (the raster must be its training raster).
         config: dataset configuration (train).
         train: :class:`~mtl_core.train.TrainOptions` fields (train).
         half: store trained weights as float16 (train).
@@ -92,6 +94,7 @@ class Job:
     aux_truth: dict[str, str] = field(default_factory=dict)
     labels: str | None = None
     labels_band: int | None = None
+    split: str = "all"
     config: str = ""
     train: dict[str, Any] = field(default_factory=dict)
     half: bool = False
@@ -269,7 +272,7 @@ def run_job(job: Job, progress: Progress | bool = False, cancelled: Callable[[],
                 raise ConfigError("an explain job needs ground truth: the real auxiliary rasters ('aux_truth') "
                                   "and/or reference labels ('labels'); without them run a predict job")
             done = explain(job.model, job.raster, job.out, job.predict_options(), progress=progress,
-                           cancelled=cancelled)
+                           cancelled=cancelled, split=job.split)
             metrics = {f"auroc {k}": d.get("auroc") for k, d in done.stats.get("detectors", {}).items()}
             result = JobResult(outputs={k: str(v) for k, v in done.outputs.items()},
                                report=str(done.report["html"]) if done.report.get("html") else None,

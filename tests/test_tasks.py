@@ -80,3 +80,36 @@ def test_regression_gets_regression_metrics_words_and_an_error_score(crop_dir, t
     for words in ("Predicted class", "1 = wrong", "class probabilities"):
         assert words not in page, words
     assert json.loads(res.report["json"].read_text())["metrics"]["r2"] == pytest.approx(metrics["r2"])
+
+
+def test_split_scores_only_the_models_own_held_out_blocks(trained_model, crop_dir, tmp_path):
+    from mtl_core.errors import ConfigError
+    from mtl_core.training.data import Scene, block_split
+
+    model, _ = trained_model
+    opts = PredictOptions(labels=str(crop_dir / "raleigh_landcover.tif"), products=("main", "main_error"))
+    res = explain(model, crop_dir / "raleigh_vnir.tif", tmp_path, opts, split="test")
+    cfg = load_config(crop_dir / "crop.yaml")
+    test_blocks = block_split(Scene(cfg), cfg.split)["test"]  # training's own code
+    err = gdal.Open(str(res.outputs["main_error"])).ReadAsArray()
+    inside = np.zeros(err.shape, bool)
+    for x, y, w, h in test_blocks:
+        inside[y:y + h, x:x + w] = True
+    scored = err[inside & (err != ERROR_NODATA)]
+    assert res.stats["pixels_labelled"] == scored.size and 0 < scored.size < (err != ERROR_NODATA).sum()
+    assert res.stats["metrics"]["overall_accuracy"] == pytest.approx(1 - scored.mean())
+    assert res.stats["scored"] == {"split": "test", "blocks": len(test_blocks), "of": res.stats["scored"]["of"],
+                                   "block_size": 64}
+    assert "Scored: the test blocks" in res.report["html"].read_text()
+
+    every = explain(model, crop_dir / "raleigh_vnir.tif", tmp_path, PredictOptions(
+        labels=opts.labels, products=opts.products, overwrite=True))
+    assert "optimistic" in every.stats["scored"]["warning"] and "--split test" in every.stats["scored"]["warning"]
+
+    other = tmp_path / "other.tif"  # another part of the scene: the model's blocks mean nothing there
+    gdal.Translate(str(other), str(crop_dir / "raleigh_vnir.tif"), srcWin=[10, 10, 160, 128])
+    gdal.Translate(str(tmp_path / "other_labels.tif"), opts.labels, srcWin=[10, 10, 160, 128])
+    (tmp_path / "o").mkdir()
+    with pytest.raises(ConfigError, match="not the raster the model was trained on.*use --split all"):
+        explain(model, other, tmp_path / "o", PredictOptions(labels=str(tmp_path / "other_labels.tif")), split="test")
+    assert list((tmp_path / "o").iterdir()) == []

@@ -10,17 +10,81 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import OutputError
+import numpy as np
+
+from ..errors import ConfigError, OutputError
 from ..explain.report import report_paths, write_report
 from ..explain.sink import ExplainStats
 from ..io.fileio import check_outputs
+from ..io.raster import Grid, open_raster, read_window
+from ..norm import class_indices
 from ..spec import ModelSpec
+from ..split import SPLITS, block_grid, split_blocks
 from .inputs import labels_band_of, run_inputs
 from .products import all_layers
 from .run import PredictOptions, predict
 from .runtime import open_runner
 
 log = logging.getLogger(__name__)
+
+
+def _training_raster(spec: ModelSpec, raster_path: str | os.PathLike) -> str | None:
+    """The raster the model was trained on (its first input), when ``raster_path`` is that raster, else None."""
+    data = spec.training.get("data") or {}
+    source = (data.get("sources") or {}).get(spec.inputs[0].name)
+    if not source:
+        return None
+    if Path(source).resolve() == Path(raster_path).resolve():
+        return source
+    if Path(source).exists() and Grid.of(open_raster(source, "training raster")).same_as(
+            Grid.of(open_raster(raster_path, "input raster"))):
+        return source
+    return None
+
+
+def scored_blocks(spec: ModelSpec, raster_path: str | os.PathLike, labels: str | None, labels_band: int,
+                  split: str) -> tuple[np.ndarray | None, int, dict[str, Any]]:
+    """Which blocks ``mtl explain --split`` scores: the model's own train/val/test blocks of its training raster,
+    rebuilt with training's code from the split recorded in the model file and the labels.
+
+    Returns:
+        (blocks down, blocks across) bool grid of the scored blocks (None: every pixel), the block size, and what
+        the report says about it (``split``, ``blocks``, ``of``, and a ``warning`` when training pixels count).
+
+    Raises:
+        ConfigError: an unknown split, or a split asked for on a raster the model was not trained on (or a model
+            file that does not record its split, or no labels).
+    """
+    if split not in ("all", *SPLITS):
+        raise ConfigError(f"unknown split {split!r}; choose all, train, val or test")
+    source = _training_raster(spec, raster_path)
+    recorded = (spec.training.get("data") or {}).get("split")
+    info: dict[str, Any] = {"split": split}
+    if split == "all":
+        if source and labels:
+            info["warning"] = ("the input is the model's training raster: the scores mix in its training blocks "
+                               "and are optimistic; score only held-out blocks with --split test")
+        return None, 0, info
+    if not (source and recorded and labels):
+        trained_on = ((spec.training.get("data") or {}).get("sources") or {}).get(spec.inputs[0].name)
+        why = ("it needs --labels" if not labels else "this model file does not record its split" if not recorded
+               else f"the input is not the raster the model was trained on ({trained_on!r})")
+        raise ConfigError(f"--split {split} scores the blocks of the model's own train/val/test split, but {why}; "
+                          "use --split all to score every labelled pixel")
+    ds = open_raster(labels, "label raster")
+    values = np.array([c.value for c in spec.classes])
+
+    def labelled(w) -> bool:
+        raw, valid = read_window(ds, [labels_band], w)
+        return bool((class_indices(raw[0], valid, values) >= 0).any() if spec.task != "regression" else valid.any())
+
+    size = int(recorded["block_size"])
+    blocks = split_blocks(ds.RasterXSize, ds.RasterYSize, size, float(recorded["val_fraction"]),
+                          float(recorded["test_fraction"]), int(recorded["seed"]), labelled)
+    info.update(blocks=len(blocks[split]), of=sum(len(b) for b in blocks.values()), block_size=size)
+    if split == "train":
+        info["warning"] = "only training blocks are scored: the numbers are optimistic"
+    return block_grid(blocks[split], ds.RasterXSize, ds.RasterYSize, size), size, info
 
 
 @dataclass
@@ -43,6 +107,7 @@ def explain(
     cancelled: Callable[[], bool] | None = None,
     sample_pixels: int = 1_000_000,
     seed: int = 0,
+    split: str = "all",
 ) -> ExplainResult:
     """Write every explanation layer of a model on a raster, the statistics and a self-contained HTML report.
 
@@ -59,6 +124,8 @@ def explain(
         sample_pixels: most pixels kept (uniform random sample) for rank statistics; the confusion
             matrix, agreement counts and sensitivity totals use every pixel.
         seed: seed of the pixel sample.
+        split: ``all`` scores every labelled pixel; ``train``, ``val`` or ``test`` only the blocks of the model's own
+            split (the input must be its training raster). Every layer covers the whole extent either way.
 
     Returns:
         The layers, the report files (``html``, ``json``, ``detectors_csv``, ``per_class_csv``) and the statistics.
@@ -78,7 +145,11 @@ def explain(
                   run_inputs(raster_path, aux_truth, labels, opts.mask), opts.overwrite)
     products = tuple(dict.fromkeys(("main",) + tuple(opts.products)))
     popts = dataclasses.replace(opts, products=products, aux_truth=aux_truth or None, labels=labels)
-    sink = ExplainStats(spec, bool(labels), sample_pixels, seed)
+    band = labels_band_of(spec, opts.labels_band)
+    region, block_size, scored = scored_blocks(spec, raster_path, labels, band, split)
+    if scored.get("warning"):
+        log.warning("%s", scored["warning"])
+    sink = ExplainStats(spec, bool(labels), sample_pixels, seed, region=region, block_size=block_size)
     # Honest progress: the prediction is 90 % of the run, statistics and report the rest.
     phase = (lambda f: progress(0.9 * f)) if callable(progress) else progress
     result = predict(model_path, raster_path, out_dir, popts, progress=phase, cancelled=cancelled, sink=sink,
@@ -86,8 +157,8 @@ def explain(
     if aux_truth and "error_score" not in result.outputs and spec.task == "segmentation":
         log.warning("the model file holds no error model (trained before explanation layers existed?): "
                     "no error score or agreement layer; retrain it with 'mtl train' to get them")
-    band = labels_band_of(spec, opts.labels_band)
     stats = sink.result()
+    stats["scored"] = scored
     stats["inputs"] = {"model": str(model_path), "raster": str(raster_path), "aux_truth": aux_truth,
                        "labels": labels, "labels_band": band if labels else None, "device": result.device}
     report = write_report(spec, stats, result.outputs, all_layers(spec), Path(out_dir), Path(raster_path).stem)

@@ -274,6 +274,13 @@ def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path
              f"({spec.variant}, {spec.task}) on {html.escape(str(stats.get('inputs', {}).get('raster', '')))}. "
              f"Labelled {unit}: {stats.get('pixels_labelled', 0)}; rank statistics on a uniform sample of "
              f"{stats.get('pixels_sampled', 0)}.</p>"]
+    scored = stats.get("scored") or {}
+    if scored.get("blocks") is not None:
+        parts.append(f"<p class='note'>Scored: the {html.escape(str(scored['split']))} blocks of the model's own "
+                     f"split, {scored['blocks']} of {scored['of']} blocks of {scored['block_size']} px; the layers "
+                     "cover the whole extent.</p>")
+    if scored.get("warning"):
+        parts.append(f"<p class='note'><b>Note:</b> {html.escape(scored['warning'])}.</p>")
     if spec.task == "classification":
         parts.append("<p class='note'>Patch classification is scored per cell: a cell is right when its class is "
                      "the majority label of its labelled pixels (as training builds its targets). Reconstruction "

@@ -28,12 +28,16 @@ class ExplainStats:
     Args:
         spec: the model's spec.
         labelled: whether the run has reference labels.
+        region: (blocks down, blocks across) bool grid of the blocks to score (None: every pixel), in input
+            raster pixels of ``block_size``.
         sample_pixels: most pixels kept for rank statistics.
         seed: seed of the pixel sample.
     """
 
-    def __init__(self, spec: ModelSpec, labelled: bool, sample_pixels: int = 1_000_000, seed: int = 0) -> None:
+    def __init__(self, spec: ModelSpec, labelled: bool, sample_pixels: int = 1_000_000, seed: int = 0,
+                 region: np.ndarray | None = None, block_size: int = 0) -> None:
         self.spec, self.labelled, self.sample_pixels, self.seed = spec, labelled, sample_pixels, seed
+        self.region, self.block_size = region, block_size
         self.start([])
 
     def start(self, keys: list[str]) -> None:
@@ -73,13 +77,18 @@ class ExplainStats:
             total += np.where(valid, arr, 0.0).sum(axis=(1, 2))
             count += valid.sum()
         if "agreement" in layers:
-            self.agree_counts += np.bincount(layers["agreement"][0].ravel(), minlength=self.agree_counts.size)
+            agree = layers["agreement"][0]
+            if self.region is not None:
+                agree = agree[self._in_region(block, agree.shape)]
+            self.agree_counts += np.bincount(agree.ravel(), minlength=self.agree_counts.size)
         if "main_error" not in layers or not self.labelled:
             return
         err = layers["main_error"][0].astype(np.float64)
         keep = err != (ERROR_NODATA if self.classes else FLOAT_NODATA)
         ref, labelled = block.cell_labels if self.cells else block.labels
         cols: dict[str, np.ndarray] = {"wrong": err, "reference": ref.astype(np.float64)}
+        if self.region is not None:
+            keep &= self._in_region(block, keep.shape)
         if self.regression is not None:
             self.regression.update(ref[None], block.value[None], labelled & keep)
         if self.classes:
@@ -109,6 +118,15 @@ class ExplainStats:
             p[p == FLOAT_NODATA] = np.nan
             cols["combined"] = p
         self.sample.add(cols, keep)
+
+    def _in_region(self, block, shape: tuple[int, int]) -> np.ndarray:
+        """Which pixels (or cells) of a block lie in the scored blocks."""
+        x, y = block.window[:2]
+        step = block.cell if self.cells else 1
+        rows = (y + np.arange(shape[0]) * step) // self.block_size
+        cols = (x + np.arange(shape[1]) * step) // self.block_size
+        rows, cols = rows.clip(0, self.region.shape[0] - 1), cols.clip(0, self.region.shape[1] - 1)
+        return self.region[np.ix_(rows, cols)]
 
     def result(self) -> dict[str, Any]:
         """The statistics: metrics, agreement fractions, sensitivity means and the detectors' scores."""

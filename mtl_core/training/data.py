@@ -29,6 +29,7 @@ from .losses import IGNORE_INDEX
 from ..io.raster import Grid, Window, align_to, check_bands, check_georeferenced, open_raster, read_window, windows
 from ..norm import cell_majority, class_indices, denormalise, normalise  # noqa: F401  (part of this module's interface)
 from ..spec import Band, Modality, Target
+from ..split import split_blocks
 
 SPLITS = ("train", "val", "test")
 
@@ -141,25 +142,13 @@ class Scene:
 
 
 def block_split(scene: Scene, split: SplitConfig) -> dict[str, list[Window]]:
-    """Assign square blocks of the grid to train/val/test at random (seeded), never single pixels.
+    """Assign square blocks of the grid to train/val/test at random (seeded), never single pixels
+    (:func:`mtl_core.split.split_blocks`: ``mtl explain --split`` rebuilds the same blocks).
 
     Blocks without a single labelled pixel are left out. Each split receives at least one block.
     """
-    blocks = []
-    for w in windows(scene.grid.width, scene.grid.height, split.block_size):
-        _, labelled = scene.read_labels(w)
-        if labelled.any():
-            blocks.append(w)
-    if len(blocks) < 3:
-        raise RasterError(
-            f"only {len(blocks)} block(s) of {split.block_size} px hold labelled pixels; a train/val/test split "
-            "needs at least 3: lower split.block_size or label a larger area"
-        )
-    order = np.random.default_rng(split.seed).permutation(len(blocks))
-    n_test = max(1, round(split.test_fraction * len(blocks)))
-    n_val = max(1, round(split.val_fraction * len(blocks)))
-    test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
-    return {name: sorted(blocks[i] for i in idx) for name, idx in (("train", train), ("val", val), ("test", test))}
+    return split_blocks(scene.grid.width, scene.grid.height, split.block_size, split.val_fraction,
+                        split.test_fraction, split.seed, lambda w: bool(scene.read_labels(w)[1].any()))
 
 
 def _moments(sources: list[Source], scene: Scene, blocks: list[Window]) -> list[tuple[float, float]]:
