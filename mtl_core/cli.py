@@ -380,8 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("model", help="model file")
     ex.add_argument("raster", help="input raster holding the model's input bands")
     ex.add_argument("--aux", action="append", metavar="NAME=PATH",
-                    help="real raster of an auxiliary modality, on the input grid (repeatable), e.g. swir=swir.tif")
-    ex.add_argument("--labels", help="reference label raster, on the input grid")
+                    help="real raster of an auxiliary modality (repeatable), e.g. swir=swir.tif; on another grid it is "
+                         "warped onto the input's (bilinear), as training does")
+    ex.add_argument("--labels", help="reference label raster; on another grid it is warped onto the input's "
+                                     "(nearest neighbour), as training does")
     ex.add_argument("--labels-band", type=_positive, metavar="N",
                     help="band of --labels holding the labels (default: the band the model was trained on, "
                          "recorded in the model file, else 1)")

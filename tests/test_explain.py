@@ -189,15 +189,20 @@ def test_auxiliary_raster_with_the_wrong_band_count_is_refused(trained, crop_dir
 
 
 @pytest.mark.slow
-def test_auxiliary_raster_on_another_grid_is_refused(trained, crop_dir, tmp_path):
-    shifted = tmp_path / "shifted_swir.tif"
+def test_an_auxiliary_raster_on_another_grid_is_aligned_as_training_aligns_it(trained, crop_dir, tmp_path):
+    shifted = tmp_path / "shifted_swir.tif"  # columns 10..159 of the input grid only
     gdal.Translate(str(shifted), str(crop_dir / "raleigh_swir.tif"), srcWin=[10, 0, 150, 160])
-    out = tmp_path / "out"
-    out.mkdir()
-    with pytest.raises(RasterError, match="not on the input raster's grid"):
-        explain(trained, crop_dir / "raleigh_vnir.tif", out,
-                truth({"swir": shifted}, crop_dir / "raleigh_landcover.tif"))
-    assert list(out.iterdir()) == []
+    runs = {}
+    for name, swir in (("same", crop_dir / "raleigh_swir.tif"), ("shifted", shifted)):
+        (tmp_path / name).mkdir()
+        runs[name] = explain(trained, crop_dir / "raleigh_vnir.tif", tmp_path / name,
+                             truth({"swir": swir}, crop_dir / "raleigh_landcover.tif", sensitivity=False))
+    err = {k: gdal.Open(str(r.outputs["recon_error_swir"])).ReadAsArray()[0] for k, r in runs.items()}
+    np.testing.assert_allclose(err["shifted"][:, 11:159], err["same"][:, 11:159], rtol=1e-5)
+    assert (err["shifted"][:, :10] == -9999).all() and (err["shifted"][:, 160:] == -9999).all()
+    assert runs["same"].stats["inputs"]["warped"] == []
+    assert runs["shifted"].stats["inputs"]["warped"] == ["auxiliary raster 'swir' shifted_swir.tif (bilinear)"]
+    assert "Warped onto the input grid" in runs["shifted"].report["html"].read_text()
 
 
 @pytest.mark.slow

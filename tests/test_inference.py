@@ -219,11 +219,13 @@ def test_aux_truth_with_wrong_band_count_or_grid(model, crop_dir, tmp_path):
     vnir = crop_dir / "raleigh_vnir.tif"
     with pytest.raises(RasterError, match=r"has 4 band\(s\) but the model's 'swir' modality has 2"):
         predict(model, vnir, tmp_path, PredictOptions(aux_truth={"swir": str(vnir)}))
-    shifted = tmp_path / "shifted.tif"
+    shifted = tmp_path / "shifted.tif"  # another grid: warped onto the input's, as training does
     gdal.Translate(str(shifted), str(crop_dir / "raleigh_swir.tif"), srcWin=[5, 5, 100, 100])
-    with pytest.raises(RasterError, match="not on the input raster's grid"):
-        predict(model, vnir, tmp_path, PredictOptions(aux_truth={"swir": str(shifted)}))
-    assert [p.name for p in tmp_path.iterdir()] == ["shifted.tif"]
+    far = tmp_path / "far.tif"
+    gdal.Translate(str(far), str(shifted), options="-a_ullr 0 100 100 0")
+    with pytest.raises(RasterError, match="does not overlap the input raster"):
+        predict(model, vnir, tmp_path, PredictOptions(aux_truth={"swir": str(far)}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["far.tif", "shifted.tif"]
 
 
 def test_overviews_are_written_along_the_way(model, sample_config, tmp_path):

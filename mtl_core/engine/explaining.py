@@ -160,7 +160,8 @@ def explain(
     stats = sink.result()
     stats["scored"] = scored
     stats["inputs"] = {"model": str(model_path), "raster": str(raster_path), "aux_truth": aux_truth,
-                       "labels": labels, "labels_band": band if labels else None, "device": result.device}
+                       "labels": labels, "labels_band": band if labels else None, "device": result.device,
+                       "warped": result.warped}
     report = write_report(spec, stats, result.outputs, all_layers(spec), Path(out_dir), Path(raster_path).stem)
     log.info("explanation report written to %s", report["html"])
     if callable(progress):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 from osgeo import gdal, ogr
 
 from ..errors import RasterError
-from ..io.raster import Grid, Window, check_georeferenced, open_raster, read_window
+from ..io.raster import Grid, Window, align_to, check_georeferenced, open_raster, read_window
 from ..norm import class_indices
 from ..spec import ModelSpec
 from .tiling import sub_grid
@@ -137,7 +138,7 @@ class Truth:
 
     def __init__(self, spec: ModelSpec, grid: Grid, aux_truth: dict[str, str], labels: str | None,
                  labels_band: int | None = None) -> None:
-        self.spec, self.aux, self.labels = spec, {}, None
+        self.spec, self.aux, self.labels, self.warped = spec, {}, None, []
         self.labels_band = labels_band_of(spec, labels_band)
         known = [m.name for m in spec.aux]
         for name, path in aux_truth.items():
@@ -154,26 +155,24 @@ class Truth:
                     f"modality has {len(m.bands)} ({', '.join(m.band_names)}); give a raster with exactly these bands, "
                     "in this order"
                 )
-            self.aux[name] = self._open(path, grid, f"auxiliary raster {name!r}")
+            self.aux[name] = self._open(path, grid, f"auxiliary raster {name!r}", categorical=False)
         if labels:
-            self.labels = self._open(labels, grid, "label raster")
+            self.labels = self._open(labels, grid, "label raster", categorical=spec.task != "regression")
             if not 1 <= self.labels_band <= self.labels.RasterCount:
                 raise RasterError(f"label raster {str(labels)!r} has {self.labels.RasterCount} band(s); band "
                                   f"{self.labels_band} was asked for: give --labels-band between 1 and "
                                   f"{self.labels.RasterCount}")
             self.values = np.array([c.value for c in spec.classes])
 
-    @staticmethod
-    def _open(path: str, grid: Grid, what: str) -> gdal.Dataset:
+    def _open(self, path: str, grid: Grid, what: str, categorical: bool) -> gdal.Dataset:
+        """The raster on the input grid: as it is, or warped window by window as training aligns its rasters
+        (:func:`mtl_core.io.raster.align_to`: nearest neighbour for labels, bilinear otherwise); each warp is
+        logged and listed in :attr:`warped`."""
         ds = open_raster(path, what)
-        check_georeferenced(ds, what)
-        if not Grid.of(ds).same_as(grid):
-            raise RasterError(
-                f"{what} {str(path)!r} is not on the input raster's grid (CRS, pixel size, origin and size must "
-                f"match); warp it first, e.g. gdalwarp -t_srs <input CRS> -te <input extent> -ts {grid.width} "
-                f"{grid.height}"
-            )
-        return ds
+        aligned = align_to(ds, grid, what, categorical)
+        if aligned is not ds:
+            self.warped.append(f"{what} {Path(path).name} ({'nearest' if categorical else 'bilinear'})")
+        return aligned
 
     def read_aux(self, name: str, window: Window) -> tuple[np.ndarray, np.ndarray]:
         ds = self.aux[name]

@@ -117,6 +117,7 @@ class PredictResult:
     tiles: int = 0
     skipped_tiles: int = 0
     spec: ModelSpec | None = None
+    warped: list[str] = field(default_factory=list)  # ground-truth rasters warped onto the input grid
 
 
 def _layout(spec: ModelSpec, products: list[Product]) -> Layout:
@@ -274,7 +275,7 @@ def predict(
         for rows, valid, row, col in blender.finished(b):
             write_block(outputs, rows, valid, row, col)
 
-    result = PredictResult(device=runner.device, grid=out_grid, tiles=plan.tiles, spec=spec)
+    result = PredictResult(device=runner.device, grid=out_grid, tiles=plan.tiles, spec=spec, warped=truth.warped)
     bar = tqdm(total=result.tiles, unit="tile", desc="predict", disable=progress is not True)
     done = 0
     with ExitStack() as stack:

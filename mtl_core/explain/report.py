@@ -279,6 +279,10 @@ def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path
         parts.append(f"<p class='note'>Scored: the {html.escape(str(scored['split']))} blocks of the model's own "
                      f"split, {scored['blocks']} of {scored['of']} blocks of {scored['block_size']} px; the layers "
                      "cover the whole extent.</p>")
+    warped = stats.get("inputs", {}).get("warped")
+    if warped:
+        parts.append(f"<p class='note'>Warped onto the input grid as training aligns its rasters: "
+                     f"{html.escape('; '.join(warped))}.</p>")
     if scored.get("warning"):
         parts.append(f"<p class='note'><b>Note:</b> {html.escape(scored['warning'])}.</p>")
     if spec.task == "classification":
