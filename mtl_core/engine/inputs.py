@@ -160,8 +160,9 @@ class Truth:
             self.labels = self._open(labels, grid, "label raster", categorical=spec.task != "regression")
             if not 1 <= self.labels_band <= self.labels.RasterCount:
                 raise RasterError(f"label raster {str(labels)!r} has {self.labels.RasterCount} band(s); band "
-                                  f"{self.labels_band} was asked for: give --labels-band between 1 and "
-                                  f"{self.labels.RasterCount}")
+                                  f"{self.labels_band} was asked for (or recorded in the model file): choose a labels "
+                                  f"band between 1 and {self.labels.RasterCount} (mtl explain --labels-band N; "
+                                  "the panel's and Processing's 'Labels band')")
             self.values = np.array([c.value for c in spec.classes])
 
     def _open(self, path: str, grid: Grid, what: str, categorical: bool) -> gdal.Dataset:

@@ -18,7 +18,7 @@ from qgis.core import (
     QgsRectangle,
     QgsSettings,
 )
-from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
+from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox, QgsRasterBandComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal, pyqtSlot
 from qgis.PyQt.QtWidgets import (
     QApplication,
@@ -150,6 +150,19 @@ class MtlExplainDock(QgsDockWidget):
         self.labels_combo.setAllowEmptyLayer(True)
         self.labels_combo.setLayer(None)
         self.truth_form.addRow(self.tr("Reference labels"), self.labels_combo)
+        self.labels_band = QgsRasterBandComboBox()
+        self.labels_band.setToolTip(self.tr("The band holding the labels; proposed: the band the model was trained "
+                                            "on (recorded in the model file)"))
+        self.labels_combo.layerChanged.connect(self._labels_layer_changed)
+        self.truth_form.addRow(self.tr("Labels band"), self.labels_band)
+        self.split_combo = QComboBox()
+        for key, label in (("all", self.tr("Every labelled pixel")), ("test", self.tr("Test blocks of the model")),
+                           ("val", self.tr("Validation blocks of the model")),
+                           ("train", self.tr("Training blocks of the model (optimistic)"))):
+            self.split_combo.addItem(label, key)
+        self.split_combo.setToolTip(self.tr("On the raster the model was trained on, score only the blocks of its own "
+                                            "split (held-out numbers: test blocks); the layers cover everything"))
+        self.truth_form.addRow(self.tr("Score"), self.split_combo)
         layout.addWidget(self.truth_box)
 
         opts = QgsCollapsibleGroupBox(self.tr("Options"))
@@ -394,6 +407,16 @@ class MtlExplainDock(QgsDockWidget):
         else:
             self._rebuild_mapping()
 
+    def _labels_layer_changed(self, layer) -> None:
+        """Offer the label layer's bands, the model's training band first."""
+        self.labels_band.setLayer(layer)
+        if layer is not None and self.spec is not None:
+            from mtl_core.engine.inputs import labels_band_of
+
+            band = labels_band_of(self.spec)
+            if band <= layer.bandCount():
+                self.labels_band.setBand(band)
+
     def _rebuild_truth(self) -> None:
         for combo in self.truth_combos.values():
             self.truth_form.removeRow(combo)
@@ -518,6 +541,8 @@ class MtlExplainDock(QgsDockWidget):
             products=[k for k, c in self.product_checks.items() if c.isChecked()],
             aux_truth=aux_truth,
             labels=labels,
+            labels_band=self.labels_band.currentBand() if labels and self.labels_band.currentBand() > 0 else None,
+            split=self.split_combo.currentData() if labels else "all",
             mask=mask,
         )
 

@@ -23,6 +23,7 @@ from qgis.core import (
     QgsProcessingOutputHtml,
     QgsProcessingOutputRasterLayer,
     QgsProcessingOutputString,
+    QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
@@ -47,6 +48,7 @@ from ..core.styling import apply_style, save_sidecar, title
 DEVICES = ["auto", "cpu", "cuda"]
 PRODUCTS = ["main", "confidence", "entropy", "aux", "probabilities", "sensitivity", "hillshade"]
 VARIANTS = ["mtl", "unimodal", "multimodal"]
+SPLITS = ["all", "test", "val", "train"]
 #: Post-processors outlive the algorithm instance that registered them: Processing runs a copy of the
 #: algorithm and deletes it before it loads the outputs on the main thread, which would drop their styles.
 _POST_PROCESSORS: list = []
@@ -282,6 +284,13 @@ class ExplainAlgorithm(PredictAlgorithm):
             self.AUX_TRUTH, self.tr("True auxiliary rasters (one per modality, in the model's order)"),
             QgsProcessing.TypeRaster, optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(self.LABELS, self.tr("Reference labels"), optional=True))
+        self.addParameter(QgsProcessingParameterBand(
+            "LABELS_BAND", self.tr("Labels band (empty: the band the model was trained on)"), None, self.LABELS,
+            optional=True))
+        self.addParameter(QgsProcessingParameterEnum(
+            "SPLIT", self.tr("Score (on the model's training raster: only the blocks of its own split)"),
+            [self.tr("every labelled pixel"), self.tr("test blocks"), self.tr("validation blocks"),
+             self.tr("training blocks (optimistic)")], defaultValue=0))
         self.addParameter(QgsProcessingParameterBoolean("SENSITIVITY", self.tr("Sensitivity maps"), True))
 
     def _extra_outputs(self) -> None:
@@ -300,6 +309,9 @@ class ExplainAlgorithm(PredictAlgorithm):
         job.aux_truth = {m.name: _raster_path(t, m.name) for m, t in zip(spec.aux, truths)}
         labels = self.parameterAsRasterLayer(parameters, self.LABELS, context)
         job.labels = _raster_path(labels, self.tr("Reference labels")) if labels else None
+        band = self.parameterAsInt(parameters, "LABELS_BAND", context)
+        job.labels_band = band if labels and band > 0 else None
+        job.split = SPLITS[self.parameterAsEnum(parameters, "SPLIT", context)] if labels else "all"
         if job.has_ground_truth:
             job.kind = "explain"
         if self.parameterAsBool(parameters, "SENSITIVITY", context) and "sensitivity" not in job.products:

@@ -179,6 +179,24 @@ def test_run_with_ground_truth_adds_explanation_layers(loaded_plugin, crop_dir, 
     assert dock.layer_combo.currentLayer() == layer
 
 
+def test_labels_band_and_split_reach_the_run(loaded_plugin, crop_dir, tiny_model, tmp_path):
+    from osgeo import gdal
+
+    two = tmp_path / "labels_two_bands.tif"  # band 2 holds the labels, band 1 something else
+    gdal.Translate(str(two), str(crop_dir / "raleigh_landcover.tif"), options="-b 1 -b 1")
+    layer = QgsRasterLayer(str(crop_dir / "raleigh_vnir.tif"), "vnir crop")
+    labels = QgsRasterLayer(str(two), "labels")
+    QgsProject.instance().addMapLayer(labels)
+    dock = _prepare(loaded_plugin, layer, tiny_model, tmp_path / "out")
+    dock.truth_box.setChecked(True)
+    dock.labels_combo.setLayer(labels)
+    assert dock.labels_band.currentBand() == 1  # the model was trained on band 1
+    dock.labels_band.setBand(2)
+    dock.split_combo.setCurrentIndex(dock.split_combo.findData("test"))
+    job = dock.parameters()
+    assert (job.kind, job.labels, job.labels_band, job.split) == ("explain", str(two), 2, "test")
+
+
 def test_ground_truth_ticked_without_raster_is_refused(loaded_plugin, crop_dir, tiny_model, tmp_path):
     layer = QgsRasterLayer(str(crop_dir / "raleigh_vnir.tif"), "vnir crop")
     dock = _prepare(loaded_plugin, layer, tiny_model, tmp_path / "out")

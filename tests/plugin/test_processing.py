@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,20 @@ def test_explain_algorithm(processing_ready, crop_dir, tiny_model, tmp_path):
     assert err.DataType == gdal.GDT_Byte
     values = set(err.ReadAsArray().ravel().tolist())
     assert values <= {0, 1, 255} and 1 in values  # a 4-step model is wrong somewhere
+
+
+def test_explain_algorithm_labels_band_and_split(processing_ready, crop_dir, tiny_model, tmp_path):
+    two = tmp_path / "labels_two_bands.tif"  # band 1 all nodata, band 2 the labels
+    gdal.Translate(str(two), str(crop_dir / "raleigh_landcover.tif"), options="-b 1 -b 1")
+    ds = gdal.Open(str(two), gdal.GA_Update)
+    ds.GetRasterBand(1).Fill(0)
+    ds = None
+    params = {"INPUT": str(crop_dir / "raleigh_vnir.tif"), "MODEL": str(tiny_model), "DEVICE": 1, "LABELS": str(two),
+              "LABELS_BAND": 2, "SPLIT": 1, "SENSITIVITY": False, "OUTPUT_FOLDER": str(tmp_path / "out")}
+    result = processing_ready.run("mtl_explain:explain", params)
+    report = json.loads(Path(result["REPORT"]).with_suffix(".json").read_text())
+    assert report["inputs"]["labels_band"] == 2 and report["scored"]["split"] == "test"
+    assert 0 < report["pixels_labelled"] < 192 * 160
 
 
 @pytest.mark.slow
