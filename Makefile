@@ -49,7 +49,7 @@ demo: setup
 	@mkdir -p $(DEMO)
 	$(MTL) train $(SAMPLE_CONFIG) --variant mtl --steps $(DEMO_STEPS) --out $(DEMO)/model.mtl.safetensors
 	$(MTL) -q explain $(DEMO)/model.mtl.safetensors $(SAMPLE)/raleigh_vnir.tif --aux swir=$(SAMPLE)/raleigh_swir.tif \
-	  --labels $(SAMPLE)/raleigh_landcover.tif --out $(DEMO) --overwrite
+	  --labels $(SAMPLE)/raleigh_landcover.tif --out $(DEMO) --overwrite --split test
 	$(PY) tools/demo_project.py $(DEMO)/model.mtl.safetensors $(dir $(SAMPLE_CONFIG))raleigh_vnir.tif $(DEMO)
 	@echo; echo "Demo outputs in $(DEMO)/ (report: $(DEMO)/raleigh_vnir_report.html); open $(DEMO)/demo.qgz in QGIS (or: make qgis) to see them styled."
 

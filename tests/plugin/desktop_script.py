@@ -19,6 +19,7 @@ Inputs come from environment variables (``MTL_DESKTOP_*``): QGIS passes no argum
 import json
 import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -30,7 +31,7 @@ from qgis.core import (
     QgsProcessingFeedback,
     QgsProject,
 )
-from qgis.PyQt.QtCore import QTimer
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.utils import iface, plugins
 
 RASTER = os.environ["MTL_DESKTOP_RASTER"]
@@ -102,6 +103,22 @@ def panel_run() -> None:
     report["started"] = time.monotonic()
     dock.run_button.click()
     report["steps"].append("run clicked")
+    # A screenshot during the run: at the first progress report the main thread grabs the window while the
+    # task's thread waits (at most 10 s) for it, so the picture shows the run mid-way.
+    grabbed = threading.Event()
+
+    def grab_during(progress: float) -> None:
+        if not grabbed.is_set():
+            report["progress_during"] = round(progress, 1)
+            report["cancel_enabled_during"] = dock.cancel_button.isEnabled()
+            window.grab().save(str(OUT / "panel_during.png"))
+            grabbed.set()
+
+    def hold(_progress: float) -> None:
+        grabbed.wait(10)
+
+    plugin.task.progressChanged.connect(grab_during, Qt.QueuedConnection)
+    plugin.task.progressChanged.connect(hold, Qt.DirectConnection)
     wait(lambda: plugin.task is None, panel_done)
 
 

@@ -77,6 +77,8 @@ def test_panel_run_with_the_defaults_adds_styled_layers(desktop):
     assert desktop["layers"] == {"main": "paletted", "confidence": "singlebandpseudocolor",
                                  "entropy": "singlebandpseudocolor", "aux_swir": "multibandcolor"}, desktop["status"]
     assert (desktop["out"] / "panel.png").stat().st_size > 10_000
+    assert (desktop["out"] / "panel_during.png").stat().st_size > 10_000
+    assert desktop["cancel_enabled_during"] and 0 <= desktop["progress_during"] < 100
     assert desktop["footer_visible"], desktop["window"]  # Run and progress in view at 1366 x 768
 
 
