@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -191,3 +192,30 @@ def test_a_mask_that_misses_the_raster_is_refused(trained_model, crop_dir, tmp_p
     with pytest.raises(RasterError, match="does not overlap the input raster.*draw the area of interest over it"):
         predict(trained_model[0], crop_dir / "raleigh_vnir.tif", out, PredictOptions(mask=str(aoi)))
     assert list(out.iterdir()) == []
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 512 KiB file system (tmpfs): outputs stop fitting part-way, as on a full disk."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode:
+        pytest.skip(f"mounting a small tmpfs needs root: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("command", [["predict", "--products", "main", "confidence", "entropy", "probabilities"],
+                                     ["explain", "--cog", "--aux", "swir={crop}/raleigh_swir.tif", "--labels",
+                                      "{crop}/raleigh_landcover.tif"]])
+def test_a_full_disk_is_one_clear_error_and_leaves_nothing(full_disk, crop_dir, command, capsys):
+    model = str(Path(__file__).resolve().parent.parent / "resources" / "default_model.mtl.onnx")
+    args = [a.format(crop=crop_dir) for a in command]
+    code = main(["-q", args[0], model, str(crop_dir / "raleigh_vnir.tif"), *args[1:], "--out", str(full_disk / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert any("failed" in line and "free some space or choose another output folder" in line for line in err), err
+    assert not any("Traceback" in line or "Exception ignored" in line for line in err), err
+    assert list(full_disk.rglob("*")) == []  # not a temporary, not a sidecar, not the folder it created

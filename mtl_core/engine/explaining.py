@@ -21,6 +21,7 @@ from ..norm import class_indices
 from ..spec import ModelSpec
 from ..split import SPLITS, block_grid, split_blocks
 from .inputs import labels_band_of, run_inputs
+from .outputs import write_error
 from .products import all_layers
 from .run import PredictOptions, predict
 from .runtime import open_runner
@@ -157,12 +158,20 @@ def explain(
     if aux_truth and "error_score" not in result.outputs and spec.task == "segmentation":
         log.warning("the model file holds no error model (trained before explanation layers existed?): "
                     "no error score or agreement layer; retrain it with 'mtl train' to get them")
-    stats = sink.result()
-    stats["scored"] = scored
-    stats["inputs"] = {"model": str(model_path), "raster": str(raster_path), "aux_truth": aux_truth,
-                       "labels": labels, "labels_band": band if labels else None, "device": result.device,
-                       "warped": result.warped}
-    report = write_report(spec, stats, result.outputs, all_layers(spec), Path(out_dir), Path(raster_path).stem)
+    try:
+        stats = sink.result()
+        stats["scored"] = scored
+        stats["inputs"] = {"model": str(model_path), "raster": str(raster_path), "aux_truth": aux_truth,
+                           "labels": labels, "labels_band": band if labels else None, "device": result.device,
+                           "warped": result.warped}
+        report = write_report(spec, stats, result.outputs, all_layers(spec), Path(out_dir), Path(raster_path).stem)
+    except BaseException as exc:  # a run is its layers and its report: keep neither when the report fails
+        for path in result.outputs.values():
+            Path(path).unlink(missing_ok=True)
+            Path(str(path) + ".aux.xml").unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            raise write_error(report_paths(Path(out_dir), Path(raster_path).stem)["html"], exc) from exc
+        raise
     log.info("explanation report written to %s", report["html"])
     if callable(progress):
         progress(1.0)

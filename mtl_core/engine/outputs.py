@@ -7,15 +7,21 @@ the end, reusing the overviews written along the way.
 
 from __future__ import annotations
 
+import logging
+import shutil
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 from osgeo import gdal
 
+from ..errors import OutputError
 from ..io.fileio import atomic_path, check_outputs, run_lock
 from ..io.raster import Grid, create_geotiff, set_classes
 from .product import Layer
+
+log = logging.getLogger(__name__)
 
 
 class Outputs:
@@ -49,12 +55,15 @@ class Outputs:
             if cog:  # write a plain GeoTIFF first, translate to COG into the atomic temporary at the end
                 path = tmp.with_name(tmp.name + ".gtiff.tif")
                 stack.callback(path.unlink, missing_ok=True)
+                stack.callback(Path(str(path) + ".aux.xml").unlink, missing_ok=True)  # its PAM metadata
             self.final[layer.key], self.temp[layer.key] = final, (tmp, path)
-            ds = create_geotiff(path, cell_grid if layer.cells else grid, layer.bands, layer.dtype, layer.nodata)
-            _describe(ds, layer)
-            self.datasets[layer.key] = ds
-            self.overviews[layer.key] = Overviews(ds, layer.nodata, layer.categorical)
-        stack.callback(self.close)  # close datasets before the temporary files are renamed or removed
+            # Closed before its temporaries are renamed or removed (the stack unwinds in reverse). No local name
+            # holds a dataset in the main thread's code, so a traceback (a signal) keeps none open past this.
+            stack.callback(self.close, layer.key)
+            self.datasets[layer.key] = create_geotiff(path, cell_grid if layer.cells else grid, layer.bands,
+                                                      layer.dtype, layer.nodata)
+            _describe(self.datasets[layer.key], layer)
+            self.overviews[layer.key] = Overviews(self.datasets[layer.key], layer.nodata, layer.categorical)
 
     def write(self, key: str, data: np.ndarray, row: int, col: int = 0) -> None:
         ds = self.datasets[key]
@@ -64,25 +73,51 @@ class Outputs:
 
     def read(self, key: str, window: tuple[int, int, int, int]) -> np.ndarray:
         """A window of a layer written so far (for halo products), nodata kept."""
-        ds = self.datasets[key]
-        return np.stack([ds.GetRasterBand(i).ReadAsArray(*window) for i in range(1, ds.RasterCount + 1)])
+        bands = range(1, self.datasets[key].RasterCount + 1)
+        return np.stack([self.datasets[key].GetRasterBand(i).ReadAsArray(*window) for i in bands])
 
-    def close(self) -> None:
-        """Drop every reference to the output datasets, which closes them."""
-        self.overviews.clear()
-        self.datasets.clear()
+    def close(self, key: str) -> None:
+        """Drop the references to a layer's dataset, which closes it (after a failure: its temporaries are removed
+        next, so a write error while closing is only logged, not raised from a destructor)."""
+        self.overviews.pop(key, None)
+        if key not in self.datasets:
+            return
+        hook = sys.unraisablehook  # GDAL's bindings raise close errors from the datasets' destructors
+        sys.unraisablehook = lambda u: log.debug("closing a failed run's output %s: %s", key, u.exc_value)
+        try:
+            del self.datasets[key]
+        finally:
+            sys.unraisablehook = hook
 
     def finish(self) -> dict[str, Path]:
+        """Flush and close every output (the caller's atomic paths then rename them).
+
+        Raises:
+            OutputError: a write failed (a full disk shows here: GDAL reports it when blocks are flushed).
+        """
         self.overviews.clear()
+        # No local name holds a dataset: if this fails (or a signal lands here), the traceback keeps none alive, so
+        # close() really closes them all before the temporaries (and GDAL's .aux.xml sidecars) are removed.
         for key in list(self.datasets):
-            ds = self.datasets.pop(key)
-            if self.cog:  # the COG driver reuses the overviews written along the way
-                ds.FlushCache()
-                tmp, _ = self.temp[key]
-                gdal.Translate(str(tmp), ds, format="COG", creationOptions=[
-                    "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER", "OVERVIEWS=FORCE_USE_EXISTING"])
-            ds = None
+            try:
+                self.datasets[key].FlushCache()  # a write error raises here, not when the dataset is dropped
+                if self.cog:  # the COG driver reuses the overviews written along the way
+                    gdal.Translate(str(self.temp[key][0]), self.datasets[key], format="COG", creationOptions=[
+                        "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER", "OVERVIEWS=FORCE_USE_EXISTING"])
+            except RuntimeError as exc:
+                raise write_error(self.final[key], exc) from exc
+            del self.datasets[key]  # closes it
         return dict(self.final)
+
+
+def write_error(path: Path, exc: Exception) -> OutputError:
+    """The one-line error of a failed write, with the free space of the folder (a full disk is the usual cause)."""
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    return OutputError(f"writing {path.name!r} failed ({str(exc).strip()[:160]}); {free}: free some space or "
+                       f"choose another output folder; nothing was written")
 
 
 def _describe(ds: gdal.Dataset, layer: Layer) -> None:
