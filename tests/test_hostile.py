@@ -219,3 +219,25 @@ def test_a_full_disk_is_one_clear_error_and_leaves_nothing(full_disk, crop_dir, 
     assert any("failed" in line and "free some space or choose another output folder" in line for line in err), err
     assert not any("Traceback" in line or "Exception ignored" in line for line in err), err
     assert list(full_disk.rglob("*")) == []  # not a temporary, not a sidecar, not the folder it created
+
+
+@pytest.mark.parametrize("damage", ["vrt_source_missing", "truncated_tiff"])
+def test_an_unreadable_raster_is_one_clear_error(crop_dir, tmp_path, damage, capsys):
+    from osgeo import gdal
+
+    if damage == "vrt_source_missing":
+        source = tmp_path / "source.tif"
+        shutil.copy(crop_dir / "raleigh_vnir.tif", source)
+        raster = tmp_path / "mosaic.vrt"
+        gdal.BuildVRT(str(raster), [str(source)]).FlushCache()
+        source.unlink()
+    else:
+        raster = tmp_path / "cut.tif"
+        gdal.Translate(str(tmp_path / "whole.tif"), str(crop_dir / "raleigh_vnir.tif"), creationOptions=["TILED=YES"])
+        raster.write_bytes((tmp_path / "whole.tif").read_bytes()[:60_000])
+    model = str(Path(__file__).resolve().parent.parent / "resources" / "default_model.mtl.onnx")
+    code = main(["-q", "predict", model, str(raster), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "cannot read band" in err and "gdalinfo -checksum" in err, err
+    assert not (tmp_path / "out").exists()

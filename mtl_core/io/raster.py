@@ -178,13 +178,25 @@ def read_window(ds: gdal.Dataset, bands: list[int], window: Window) -> tuple[np.
     Returns:
         ``(data, valid)``: data (C, h, w) float32, valid (h, w) bool — False where any band is
         nodata or not finite.
+
+    Raises:
+        RasterError: GDAL cannot read the pixels (a damaged or truncated file, a VRT whose source is missing).
     """
     x, y, w, h = window
     data = np.empty((len(bands), h, w), dtype=np.float32)
     valid = np.ones((h, w), dtype=bool)
     for i, b in enumerate(bands):
         band = ds.GetRasterBand(b)
-        arr = band.ReadAsArray(x, y, w, h)
+        try:
+            arr = band.ReadAsArray(x, y, w, h)
+        except RuntimeError as exc:
+            raise RasterError(
+                f"cannot read band {b} of {ds.GetDescription()!r} at pixels {x}..{x + w}, {y}..{y + h} "
+                f"({str(exc).strip()[:200]}): the file is damaged or truncated, or a file it refers to is missing "
+                "(a VRT's source); check it with gdalinfo -checksum and copy or rebuild it") from exc
+        if arr is None:  # GDAL without exceptions
+            raise RasterError(f"cannot read band {b} of {ds.GetDescription()!r}: {gdal.GetLastErrorMsg()}; "
+                              "check the file with gdalinfo -checksum")
         data[i] = arr
         nodata = band.GetNoDataValue()
         if nodata is not None:
