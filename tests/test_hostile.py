@@ -241,3 +241,52 @@ def test_an_unreadable_raster_is_one_clear_error(crop_dir, tmp_path, damage, cap
     assert code == 2 and "Traceback" not in err
     assert "cannot read band" in err and "gdalinfo -checksum" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def _onnx(tmp_path, name: str, spec_json: str, input_name: str = "input", main_channels: int = 3, divisor="8",
+          pooled: bool = False) -> Path:
+    """A small ONNX graph with our metadata: ``main`` is the first ``main_channels`` input channels (halved in size
+    when ``pooled``), ``aux_swir`` the first two; the tests make the names, shapes or metadata wrong."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    dims = ["batch", 4, "height", "width"]
+    starts = helper.make_tensor("starts", TensorProto.INT64, [1], [0])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    ends_main = helper.make_tensor("ends_main", TensorProto.INT64, [1], [main_channels])
+    ends_aux = helper.make_tensor("ends_aux", TensorProto.INT64, [1], [2])
+    nodes = [helper.make_node("Slice", [input_name, "starts", "ends_main", "axes"], ["sliced" if pooled else "main"]),
+             helper.make_node("Slice", [input_name, "starts", "ends_aux", "axes"], ["aux_swir"])]
+    if pooled:
+        nodes.append(helper.make_node("AveragePool", ["sliced"], ["main"], kernel_shape=[2, 2], strides=[2, 2]))
+    graph = helper.make_graph(
+        nodes, "hostile", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("main", TensorProto.FLOAT, ["batch", main_channels, "h", "w"]),
+         helper.make_tensor_value_info("aux_swir", TensorProto.FLOAT, ["batch", 2, "height", "width"])],
+        [starts, axes, ends_main, ends_aux])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    for key, value in (("mtl_spec", spec_json), ("mtl_divisor", divisor)):
+        model.metadata_props.add(key=key, value=value)
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("case, kwargs, message", [
+    ("input_name", {"input_name": "x"}, "takes x .*one input named 'input' of shape \\(batch, 4, height, width\\)"),
+    ("static_channels", {"main_channels": 4}, "output 'main' has 4 channels but its spec promises 3"),
+    ("divisor_text", {"divisor": "abc"}, "divisor 'abc' is not a whole number between 1 and 1024"),
+    ("divisor_zero", {"divisor": "0"}, "divisor '0' is not a whole number"),
+    ("runtime_shape", {"pooled": True}, r"output 'main' has shape \(\d+, 3, 16, 16\) .* promises \(\d+, 3, 32, 32\)"),
+])
+def test_a_foreign_or_damaged_onnx_file_is_one_clear_error(crop_dir, tmp_path, case, kwargs, message):
+    import json
+
+    from .conftest import make_spec
+
+    spec = json.dumps(make_spec().to_dict())  # 4 bands in, 3 classes, 2-band swir
+    model = _onnx(tmp_path, case, spec, **kwargs)
+    with pytest.raises(ModelFileError, match=message):
+        predict(model, crop_dir / "raleigh_vnir.tif", tmp_path, PredictOptions(tile=32, overlap=0))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{case}.onnx"]

@@ -77,15 +77,38 @@ def _onnx_spec(session, path: Path) -> tuple[ModelSpec, int]:
     if SPEC_KEY not in meta:
         raise ModelFileError(f"{path.name!r} is an ONNX model but not an MTL Explain one (no {SPEC_KEY!r} metadata)")
     spec = parse_spec(meta[SPEC_KEY], path)
-    outputs = {o.name for o in session.get_outputs()}
-    missing = {"main"} | {f"aux_{m.name}" for m in spec.aux}
-    missing -= outputs
+    again = "export it again with 'mtl export MODEL --onnx OUT.onnx'"
+    inputs = session.get_inputs()
+    shape = inputs[0].shape if len(inputs) == 1 else []
+    if [i.name for i in inputs] != ["input"] or len(shape) != 4 or (
+            isinstance(shape[1], int) and shape[1] != spec.in_channels):
+        found = ", ".join(f"{i.name} {list(i.shape)}" for i in inputs)
+        raise ModelFileError(f"{path.name!r} takes {found}; its spec needs one input named 'input' of shape "
+                             f"(batch, {spec.in_channels}, height, width): {again}")
+    expected = output_channels(spec)
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    missing = sorted(set(expected) - set(outputs))
     if missing:
-        raise ModelFileError(
-            f"{path.name!r} lacks the output(s) {sorted(missing)} its spec promises; export it again with "
-            "'mtl export MODEL --onnx OUT.onnx'"
-        )
-    return spec, int(meta.get(DIVISOR_KEY, 32))
+        raise ModelFileError(f"{path.name!r} lacks the output(s) {missing} its spec promises; {again}")
+    for name, channels in expected.items():
+        declared = outputs[name][1] if len(outputs[name]) > 1 else None
+        if isinstance(declared, int) and declared != channels:
+            raise ModelFileError(f"{path.name!r}: output {name!r} has {declared} channels but its spec promises "
+                                 f"{channels}; {again}")
+    try:
+        divisor = int(meta.get(DIVISOR_KEY, 32))
+    except ValueError:
+        divisor = 0
+    if not 1 <= divisor <= 1024:
+        raise ModelFileError(f"{path.name!r}: its input-size divisor {meta.get(DIVISOR_KEY)!r} is not a whole number "
+                             f"between 1 and 1024; {again}")
+    return spec, divisor
+
+
+def output_channels(spec: ModelSpec) -> dict[str, int]:
+    """Channels of each output a model of this spec answers: ``main`` and ``aux_<name>``."""
+    main = 1 if spec.task == "regression" else len(spec.classes)
+    return {"main": main, **{f"aux_{m.name}": len(m.bands) for m in spec.aux}}
 
 
 def read_spec(path: str | os.PathLike) -> ModelSpec:
@@ -104,9 +127,21 @@ class OnnxRunner:
         self.spec, self.divisor = _onnx_spec(self.session, path)
         self.device = "cuda" if "CUDAExecutionProvider" in self.session.get_providers() else "cpu"
         self.aux_names = [m.name for m in self.spec.aux]
+        self.path, self.expected = path, output_channels(self.spec)
 
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        outs = self.session.run(["main"] + [f"aux_{n}" for n in self.aux_names], {"input": x})
+        names = ["main"] + [f"aux_{n}" for n in self.aux_names]
+        try:
+            outs = self.session.run(names, {"input": x})
+        except Exception as exc:  # onnxruntime's own types: a graph that cannot take this tile
+            raise ModelFileError(f"{self.path.name!r} failed on a tile of shape {x.shape} ({str(exc)[:200]}); the "
+                                 "file is damaged or not an MTL Explain export: export it again") from exc
+        classification = self.spec.task == "classification"
+        for name, out in zip(names, outs):
+            want = (x.shape[0], self.expected[name]) + (() if classification and name == "main" else x.shape[2:])
+            if out.shape != want:
+                raise ModelFileError(f"{self.path.name!r}: output {name!r} has shape {out.shape} for a tile of shape "
+                                     f"{x.shape}, where its spec promises {want}; export it again")
         # The arrays are views of ONNX Runtime's own buffers; copies free them at once, so the engine
         # holding a few batches does not make the runtime's memory arena grow (measured: -20 to 30 MiB).
         outs = [o.copy() for o in outs]
