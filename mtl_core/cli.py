@@ -227,8 +227,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
         aux[name] = path
     if not args.no_sensitivity and "sensitivity" not in args.products:
         args.products = list(args.products) + ["sensitivity"]
+    aux_bands = {}
+    for item in args.aux_bands or []:
+        name, _, numbers = item.partition("=")
+        try:
+            aux_bands[name] = [int(n) for n in numbers.split(",")]
+        except ValueError:
+            raise MtlError(f"--aux-bands {item!r} must look like NAME=N,N,…, e.g. swir=5,6") from None
     job = _engine_job("explain", args, aux_truth=aux, labels=args.labels, labels_band=args.labels_band,
-                      split=args.split)
+                      split=args.split, aux_bands=aux_bands)
     with _out_folder(job.out):
         result = explain(job.model, job.raster, job.out, job.predict_options(), progress=not args.quiet,
                          split=job.split)
@@ -382,6 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--aux", action="append", metavar="NAME=PATH",
                     help="real raster of an auxiliary modality (repeatable), e.g. swir=swir.tif; on another grid it is "
                          "warped onto the input's (bilinear), as training does")
+    ex.add_argument("--aux-bands", action="append", metavar="NAME=N,N",
+                    help="bands of an --aux raster holding the modality's bands, in its order (repeatable), e.g. "
+                         "swir=5,6 for a 7-band stack (default: by band description, else 1..K)")
     ex.add_argument("--labels", help="reference label raster; on another grid it is warped onto the input's "
                                      "(nearest neighbour), as training does")
     ex.add_argument("--labels-band", type=_positive, metavar="N",

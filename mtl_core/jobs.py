@@ -65,6 +65,8 @@ class Job:
         aux_truth: modality name -> raster of the real auxiliary bands (explain).
         labels: reference label raster (explain).
         labels_band: its band with the labels (default: the band the model was trained on).
+        aux_bands: modality name -> bands of its ``aux_truth`` raster (1-based, in the modality's order); default
+            by band description, else 1..K.
         split: which labelled pixels an explain job scores: ``all``, or the ``train``, ``val`` or ``test`` blocks of
             the model's own split (the raster must be its training raster).
         config: dataset configuration (train).
@@ -94,6 +96,7 @@ class Job:
     aux_truth: dict[str, str] = field(default_factory=dict)
     labels: str | None = None
     labels_band: int | None = None
+    aux_bands: dict[str, list[int]] = field(default_factory=dict)
     split: str = "all"
     config: str = ""
     train: dict[str, Any] = field(default_factory=dict)
@@ -153,6 +156,7 @@ class Job:
             backend=self.backend, threads=self.threads, extent=tuple(self.extent) if self.extent else None,
             mask=self.mask, bands=list(self.bands) if self.bands else None, products=tuple(products),
             aux_truth=dict(self.aux_truth) or None, labels=self.labels or None, cog=self.cog,
+            aux_bands={k: list(v) for k, v in self.aux_bands.items()} or None,
             overwrite=self.overwrite, labels_band=self.labels_band,
         )
 

@@ -8,7 +8,7 @@ import yaml
 from osgeo import gdal
 
 from mtl_core.config import load_config
-from mtl_core.engine import PredictOptions, explain
+from mtl_core.engine import PredictOptions, explain, predict
 from mtl_core.modelfile import save_model
 from mtl_core.norm import cell_majority, class_indices
 from mtl_core.spec import ERROR_NODATA, FLOAT_NODATA, Architecture
@@ -113,3 +113,44 @@ def test_split_scores_only_the_models_own_held_out_blocks(trained_model, crop_di
     with pytest.raises(ConfigError, match="not the raster the model was trained on.*use --split all"):
         explain(model, other, tmp_path / "o", PredictOptions(labels=str(tmp_path / "other_labels.tif")), split="test")
     assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_the_auxiliary_bands_of_a_stack_are_found_by_description_or_chosen(trained_model, crop_dir, tmp_path):
+    from mtl_core.errors import RasterError
+
+    model, _ = trained_model
+    raster = crop_dir / "raleigh_vnir.tif"
+    src = [gdal.Open(str(raster)), gdal.Open(str(crop_dir / "raleigh_swir.tif"))]
+    arrays = [b for s in src for b in s.ReadAsArray()]
+    out = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "stack.tif"), 192, 160, 6, gdal.GDT_Float32)
+    out.SetGeoTransform(src[0].GetGeoTransform())
+    out.SetProjection(src[0].GetProjection())
+    for i, a in enumerate(arrays, start=1):
+        out.GetRasterBand(i).WriteArray(a)
+        out.GetRasterBand(i).SetNoDataValue(src[0].GetRasterBand(1).GetNoDataValue() or 0)
+    out = None
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    base = predict(model, raster, plain, PredictOptions(aux_truth={"swir": str(crop_dir / "raleigh_swir.tif")},
+                                                        products=("recon_error",)))
+    reference = gdal.Open(str(base.outputs["recon_error_swir"])).ReadAsArray()
+
+    (tmp_path / "chosen").mkdir()
+    chosen = predict(model, raster, tmp_path / "chosen", PredictOptions(
+        aux_truth={"swir": str(tmp_path / "stack.tif")}, aux_bands={"swir": [5, 6]}, products=("recon_error",)))
+    np.testing.assert_allclose(gdal.Open(str(chosen.outputs["recon_error_swir"])).ReadAsArray(), reference)
+
+    ds = gdal.Open(str(tmp_path / "stack.tif"), gdal.GA_Update)  # now name them: found without being chosen
+    ds.GetRasterBand(5).SetDescription("swir1")
+    ds.GetRasterBand(6).SetDescription("SWIR2")
+    ds = None
+    (tmp_path / "named").mkdir()
+    named = predict(model, raster, tmp_path / "named", PredictOptions(
+        aux_truth={"swir": str(tmp_path / "stack.tif")}, products=("recon_error",)))
+    np.testing.assert_allclose(gdal.Open(str(named.outputs["recon_error_swir"])).ReadAsArray(), reference)
+
+    with pytest.raises(RasterError, match=r"has 4 band\(s\) .*'swir' modality has 2 .*--aux-bands swir=1,2"):
+        predict(model, raster, tmp_path, PredictOptions(aux_truth={"swir": str(raster)}))
+    with pytest.raises(RasterError, match=r"auxiliary bands \[5, 9\] for 'swir' must be 2 band number"):
+        predict(model, raster, tmp_path, PredictOptions(aux_truth={"swir": str(tmp_path / "stack.tif")},
+                                                        aux_bands={"swir": [5, 9]}))

@@ -15,12 +15,12 @@ from ..spec import ModelSpec
 from .tiling import sub_grid
 
 
-def bands_by_description(spec: ModelSpec, descriptions: list[str]) -> list[int] | None:
-    """The raster band (1-based) whose description is each model band's name (case and spaces aside), or None
-    when a name is not found."""
+def bands_by_description(names: list[str], descriptions: list[str]) -> list[int] | None:
+    """The raster band (1-based) whose description is each of ``names`` (case and spaces aside), or None when a
+    name is not found."""
     lower = [d.strip().lower() for d in descriptions]
-    names = [b.name.lower() for b in spec.input_bands]
-    return [lower.index(n) + 1 for n in names] if all(n in lower for n in names) else None
+    wanted = [n.lower() for n in names]
+    return [lower.index(n) + 1 for n in wanted] if all(n in lower for n in wanted) else None
 
 
 def band_mapping(spec: ModelSpec, ds: gdal.Dataset, bands: list[int] | None = None) -> list[int]:
@@ -41,7 +41,7 @@ def band_mapping(spec: ModelSpec, ds: gdal.Dataset, bands: list[int] | None = No
                 f"one for each model band: {expected}"
             )
         return list(bands)
-    by_name = bands_by_description(spec, [ds.GetRasterBand(i).GetDescription() for i in range(1, ds.RasterCount + 1)])
+    by_name = bands_by_description(names, [ds.GetRasterBand(i).GetDescription() for i in range(1, ds.RasterCount + 1)])
     if by_name is not None:
         return by_name
     if ds.RasterCount != len(names):
@@ -137,8 +137,8 @@ class Truth:
     """Ground-truth rasters (auxiliary modalities and labels) read per window, on the input grid."""
 
     def __init__(self, spec: ModelSpec, grid: Grid, aux_truth: dict[str, str], labels: str | None,
-                 labels_band: int | None = None) -> None:
-        self.spec, self.aux, self.labels, self.warped = spec, {}, None, []
+                 labels_band: int | None = None, aux_bands: dict[str, list[int]] | None = None) -> None:
+        self.spec, self.aux, self.labels, self.warped, self.aux_bands = spec, {}, None, [], {}
         self.labels_band = labels_band_of(spec, labels_band)
         known = [m.name for m in spec.aux]
         for name, path in aux_truth.items():
@@ -149,12 +149,7 @@ class Truth:
                 )
             m = spec.aux_modality(name)
             ds = open_raster(path, f"auxiliary raster {name!r}")
-            if ds.RasterCount != len(m.bands):
-                raise RasterError(
-                    f"auxiliary raster {name!r} ({str(path)!r}) has {ds.RasterCount} band(s) but the model's {name!r} "
-                    f"modality has {len(m.bands)} ({', '.join(m.band_names)}); give a raster with exactly these bands, "
-                    "in this order"
-                )
+            self.aux_bands[name] = self._aux_bands(m, ds, path, (aux_bands or {}).get(name))
             self.aux[name] = self._open(path, grid, f"auxiliary raster {name!r}", categorical=False)
         if labels:
             self.labels = self._open(labels, grid, "label raster", categorical=spec.task != "regression")
@@ -164,6 +159,27 @@ class Truth:
                                   f"band between 1 and {self.labels.RasterCount} (mtl explain --labels-band N; "
                                   "the panel's and Processing's 'Labels band')")
             self.values = np.array([c.value for c in spec.classes])
+
+    @staticmethod
+    def _aux_bands(m, ds: gdal.Dataset, path: str, chosen: list[int] | None) -> list[int]:
+        """The raster bands holding a modality's bands, in its order: as chosen, else by band description, else
+        bands 1..K when the counts agree."""
+        k, n = len(m.bands), ds.RasterCount
+        fix = (f"give a raster with exactly these bands, or choose them (mtl explain --aux-bands {m.name}="
+               f"{','.join(str(i) for i in range(1, k + 1))}; the panel matches them by band description)")
+        if chosen is not None:
+            if len(chosen) != k or not all(1 <= b <= n for b in chosen):
+                raise RasterError(f"auxiliary bands {chosen} for {m.name!r} must be {k} band number(s) between 1 and "
+                                  f"{n} ({str(path)!r} has {n}), one per band: {', '.join(m.band_names)}")
+            return list(chosen)
+        found = bands_by_description(m.band_names, [ds.GetRasterBand(i).GetDescription() for i in range(1, n + 1)])
+        if found is not None:
+            return found
+        if n != k:
+            raise RasterError(f"auxiliary raster {m.name!r} ({str(path)!r}) has {n} band(s) but the model's "
+                              f"{m.name!r} modality has {k} ({', '.join(m.band_names)}) and no band description "
+                              f"names them; {fix}")
+        return list(range(1, k + 1))
 
     def _open(self, path: str, grid: Grid, what: str, categorical: bool) -> gdal.Dataset:
         """The raster on the input grid: as it is, or warped window by window as training aligns its rasters
@@ -176,8 +192,7 @@ class Truth:
         return aligned
 
     def read_aux(self, name: str, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        ds = self.aux[name]
-        return read_window(ds, list(range(1, ds.RasterCount + 1)), window)
+        return read_window(self.aux[name], self.aux_bands[name], window)
 
     def read_labels(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Class indices (-1 where unlabelled) or raw values for regression, and validity."""

@@ -81,7 +81,9 @@ class PredictOptions:
             bands 1..N.
         products: which products to write (names of :data:`mtl_core.engine.products.REGISTRY`);
             products that need ground truth the run does not have are skipped.
-        aux_truth: modality name -> raster of the real auxiliary bands, on the input grid.
+        aux_truth: modality name -> raster of the real auxiliary bands (another grid is warped onto the input's).
+        aux_bands: modality name -> the raster's bands (1-based) holding its bands, in order; default by band
+            description, else bands 1..K.
         labels: reference raster of the main task, on the input grid.
         labels_band: its band holding the labels; default the band the model was trained on (recorded in
             the model file), else 1.
@@ -104,6 +106,7 @@ class PredictOptions:
     aux_truth: dict[str, str] | None = None
     labels: str | None = None
     labels_band: int | None = None
+    aux_bands: dict[str, list[int]] | None = None
     cog: bool = False
     overwrite: bool = False
 
@@ -214,7 +217,7 @@ def predict(
     grid = Grid.of(ds)
     win = extent_window(grid, opts.extent)
     out_grid = sub_grid(grid, win)
-    truth = Truth(spec, grid, opts.aux_truth or {}, opts.labels, opts.labels_band)
+    truth = Truth(spec, grid, opts.aux_truth or {}, opts.labels, opts.labels_band, opts.aux_bands)
     mask = Mask(opts.mask, grid) if opts.mask else None
     wx, wy, W, H = win
     plan = Plan.of(spec, W, H, runner.divisor, opts.tile, opts.overlap, opts.chunk, opts.batch_size)

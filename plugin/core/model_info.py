@@ -56,7 +56,7 @@ def default_mapping(spec, raster_bands: list[str]) -> BandMapping:
 
     names = [b.name for b in spec.input_bands]
     result = BandMapping(model_bands(spec), raster_bands, [0] * len(names))
-    found = bands_by_description(spec, raster_bands)
+    found = bands_by_description(names, raster_bands)
     if found is not None:
         result.mapping, result.by_name = found, True
     elif len(raster_bands) >= len(names):

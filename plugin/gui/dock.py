@@ -407,6 +407,23 @@ class MtlExplainDock(QgsDockWidget):
         else:
             self._rebuild_mapping()
 
+    def _aux_bands(self, name: str, layer: QgsRasterLayer) -> list[int]:
+        """The bands of a real auxiliary layer holding the modality's bands: by band description, else 1..K when
+        the counts agree; raises ValueError (shown before Run) when neither works."""
+        from mtl_core.engine.inputs import bands_by_description
+
+        from ..core.model_info import raster_band_names
+
+        m = self.spec.aux_modality(name)
+        found = bands_by_description(m.band_names, raster_band_names(layer.source()))
+        if found is not None:
+            return found
+        if layer.bandCount() != len(m.bands):
+            raise ValueError(self.tr("The real {} layer has {} band(s) but the model's {} modality has {} ({}) and no "
+                                     "band description names them; choose a layer with exactly these bands.").format(
+                name, layer.bandCount(), name, len(m.bands), ", ".join(m.band_names)))
+        return list(range(1, len(m.bands) + 1))
+
     def _labels_layer_changed(self, layer) -> None:
         """Offer the label layer's bands, the model's training band first."""
         self.labels_band.setLayer(layer)
@@ -511,12 +528,13 @@ class MtlExplainDock(QgsDockWidget):
         if not out_dir or out_dir == self._proposed_out:  # not chosen by the user: follow the project now
             out_dir = self._proposed_out = self.default_output_folder()
             self.out_dir.setFilePath(out_dir)
-        aux_truth, labels = {}, None
+        aux_truth, aux_bands, labels = {}, {}, None
         if self.truth_box.isChecked():
             for name, combo in self.truth_combos.items():
                 truth = combo.currentLayer()
                 if truth is not None:
                     aux_truth[name] = truth.source()
+                    aux_bands[name] = self._aux_bands(name, truth)
             lab = self.labels_combo.currentLayer()
             labels = lab.source() if lab is not None else None
             if not aux_truth and not labels:
@@ -540,6 +558,7 @@ class MtlExplainDock(QgsDockWidget):
             device=self.device_combo.currentData(),
             products=[k for k, c in self.product_checks.items() if c.isChecked()],
             aux_truth=aux_truth,
+            aux_bands=aux_bands,
             labels=labels,
             labels_band=self.labels_band.currentBand() if labels and self.labels_band.currentBand() > 0 else None,
             split=self.split_combo.currentData() if labels else "all",

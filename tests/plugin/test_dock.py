@@ -197,6 +197,18 @@ def test_labels_band_and_split_reach_the_run(loaded_plugin, crop_dir, tiny_model
     assert (job.kind, job.labels, job.labels_band, job.split) == ("explain", str(two), 2, "test")
 
 
+def test_a_real_auxiliary_layer_with_other_bands_is_refused_before_run(loaded_plugin, crop_dir, tiny_model,
+                                                                       tmp_path):
+    layer = QgsRasterLayer(str(crop_dir / "raleigh_vnir.tif"), "vnir crop")
+    dock = _prepare(loaded_plugin, layer, tiny_model, tmp_path / "out")
+    dock.truth_box.setChecked(True)
+    dock.truth_combos["swir"].setLayer(layer)  # 4 optical bands offered as the 2 SWIR bands
+    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    assert loaded_plugin.task is None
+    assert "has 4 band(s) but the model's swir modality has 2 (swir1, swir2)" in dock.status_label.text()
+    assert not (tmp_path / "out").exists()
+
+
 def test_ground_truth_ticked_without_raster_is_refused(loaded_plugin, crop_dir, tiny_model, tmp_path):
     layer = QgsRasterLayer(str(crop_dir / "raleigh_vnir.tif"), "vnir crop")
     dock = _prepare(loaded_plugin, layer, tiny_model, tmp_path / "out")
