@@ -5,6 +5,6 @@ results; :mod:`mtl_core.engine.products` holds the product registry.
 """
 
 from .explaining import ExplainResult, explain
-from .run import DEFAULT_PRODUCTS, PRODUCTS, PredictOptions, PredictResult, predict
+from .run import DEFAULT_PRODUCTS, PredictOptions, PredictResult, predict
 
-__all__ = ["DEFAULT_PRODUCTS", "PRODUCTS", "ExplainResult", "PredictOptions", "PredictResult", "explain", "predict"]
+__all__ = ["DEFAULT_PRODUCTS", "ExplainResult", "PredictOptions", "PredictResult", "explain", "predict"]

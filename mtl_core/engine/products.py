@@ -31,8 +31,6 @@ from ..norm import denormalise
 from ..spec import CLASS_NODATA, ERROR_NODATA, FLOAT_NODATA, Band, Modality, ModelSpec
 from .product import Available, Block, Layer, Product
 
-F32 = gdal.GDT_Float32
-
 
 def _classes(spec: ModelSpec) -> tuple[tuple[int, str, str], ...]:
     return tuple((c.value, c.name, c.color) for c in spec.classes)

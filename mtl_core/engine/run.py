@@ -39,13 +39,12 @@ from .blend import Blender, Layout
 from .inputs import Mask, Truth, check_input, read_input, run_inputs
 from .outputs import Outputs
 from .product import Available, Block, Layer, Product
-from .products import default_names, names, plan_layers
+from .products import default_names, plan_layers
 from .runtime import Backend, Runner, open_runner
 from .tiling import Plan, check_memory, extent_window, sub_grid
 
 log = logging.getLogger(__name__)
 
-PRODUCTS = tuple(names())
 DEFAULT_PRODUCTS = default_names()
 #: Rows (and columns, x 8) of the windows a halo product is computed in.
 HALO_WINDOW = 256
