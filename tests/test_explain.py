@@ -141,6 +141,12 @@ def test_explain_writes_every_layer_and_a_report_that_names_them(trained, crop_d
     assert sum(v["pixels"] for v in counts.values()) == labelled.sum()
     # The report's metrics are the confusion of the class map with the labels.
     assert stats["metrics"]["overall_accuracy"] == pytest.approx(1 - main_error[main_error != 255].mean())
+    # The confident half: the confidence raster's median over labelled pixels, and its errors.
+    conf = gdal.Open(str(result.outputs["confidence"])).ReadAsArray()[main_error != 255]
+    confident = stats["confident"]
+    assert confident["confidence_at_least"] == pytest.approx(float(np.median(conf)), abs=1e-6)
+    assert confident["wrong"] == int((main_error[main_error != 255][conf >= np.median(conf)] == 1).sum())
+    assert set(confident["detectors"]) == set(stats["detectors"]) and "Errors the model is confident about" in page
 
 
 @pytest.mark.slow

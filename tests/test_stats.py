@@ -119,3 +119,20 @@ def test_pixel_sample_is_bounded_and_keeps_rows_together():
     small = PixelSample(["a"], capacity=1000)
     small.add({"a": np.arange(10.0)})
     assert sorted(small["a"]) == list(range(10))
+
+
+def test_confident_errors_score_only_the_confident_half():
+    from mtl_core.explain.stats import confident_errors
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    confidence = np.where(np.arange(n) < n // 2, 0.95, 0.4)  # the first half is the confident one
+    wrong = rng.random(n) < 0.2
+    perfect_there = np.where(np.arange(n) < n // 2, wrong.astype(float), 0.0)  # knows the confident errors only
+    out = confident_errors({"perfect": perfect_there, "noise": rng.random(n), "constant": np.zeros(n)},
+                           confidence, wrong, false_alarm=0.1)
+    assert out["confidence_at_least"] == pytest.approx(0.675)  # the median
+    assert out["pixels"] == n // 2 and out["wrong"] == int(wrong[:n // 2].sum())
+    assert out["detectors"]["perfect"] == {"auroc": pytest.approx(1.0), "caught": pytest.approx(1.0)}
+    assert 0.4 < out["detectors"]["noise"]["auroc"] < 0.6 and out["detectors"]["noise"]["caught"] < 0.25
+    assert out["detectors"]["constant"]["auroc"] == pytest.approx(0.5) and out["detectors"]["constant"]["caught"] == 0

@@ -316,6 +316,16 @@ def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path
         order = sorted(det, key=lambda c: (c not in ("entropy", "one_minus_confidence"), c == "combined"))
         parts.append(_table(["detector", "AUROC", "Spearman", "point-biserial", "pixels", "wrong"],
                             detector_rows({"detectors": {c: det[c] for c in order}})))
+        confident = stats.get("confident")
+        if confident and confident["wrong"]:
+            parts.append(f"<h3>Errors the model is confident about</h3><p class='note'>Among the most confident half "
+                         f"of the {unit} (confidence at least {_fmt(confident['confidence_at_least'])}: "
+                         f"{confident['pixels']} {unit}, {confident['wrong']} of them wrong): each score's AUROC "
+                         f"there, and the share of those confident errors it flags when its threshold lets "
+                         f"{_fmt(100 * confident['false_alarm'], 0)} % of the confident correct {unit} through. "
+                         "This is what a score adds to the model's own confidence.</p>")
+            parts.append(_table(["detector", "AUROC (confident)", "confident errors caught"],
+                                [[_label(c), d["auroc"], d["caught"]] for c, d in confident["detectors"].items()]))
         parts.append("<h3>Per reference class</h3><p class='note'>AUROC within the pixels of each reference "
                      "class (– where the class has no error or no correct pixel), and the class's IoU.</p>")
         rows = []

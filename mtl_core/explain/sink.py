@@ -19,7 +19,7 @@ import numpy as np
 from ..metrics import ConfusionMatrix, RegressionErrors
 from ..spec import ERROR_NODATA, FLOAT_NODATA, ModelSpec
 from .scores import AGREEMENT_CLASSES
-from .stats import PixelSample, detector_stats, per_group, spearman
+from .stats import PixelSample, confident_errors, detector_stats, per_group, spearman
 
 
 class ExplainStats:
@@ -162,6 +162,9 @@ class ExplainStats:
                 d["spearman_per_class"] = per_group(spearman, sample["reference"], classes, sample[col], wrong)
                 detectors[col] = d
             stats["detectors"] = detectors
+            if "one_minus_confidence" in self.cols:
+                stats["confident"] = confident_errors({c: sample[c] for c in self.cols[2:]},
+                                                      1.0 - sample["one_minus_confidence"], wrong)
         elif len(sample):  # regression: how reconstruction errors follow the absolute error
             stats["correlations"] = {col: {"spearman": spearman(sample[col], sample["wrong"])}
                                      for col in self.cols[2:]}

@@ -120,6 +120,40 @@ def detector_stats(score: np.ndarray, wrong: np.ndarray) -> dict[str, float]:
     }
 
 
+def confident_errors(scores: dict[str, np.ndarray], confidence: np.ndarray, wrong: np.ndarray,
+                     false_alarm: float = 0.1) -> dict[str, Any]:
+    """How well each score finds the errors the model is confident about: among the most confident half of the
+    pixels (confidence at least its median), the AUROC of each score and the share of wrong pixels it flags when
+    its threshold lets ``false_alarm`` of the correct ones through.
+
+    Args:
+        scores: name -> (n,) detector score (higher = more likely wrong).
+        confidence: (n,) the model's confidence (highest class probability).
+        wrong: (n,) 0/1 main-task error.
+        false_alarm: share of confident correct pixels flagged, which sets each score's threshold.
+
+    Returns:
+        ``{"confidence_at_least", "pixels", "wrong", "false_alarm", "detectors": {name: {"auroc", "caught"}}}``;
+        NaN where a score has no finite value among confident pixels or there is no confident error.
+    """
+    conf = np.asarray(confidence, dtype=np.float64)
+    bad = np.asarray(wrong, dtype=np.float64) > 0.5
+    finite = np.isfinite(conf)
+    level = float(np.median(conf[finite])) if finite.any() else float("nan")
+    sure = finite & (conf >= level)
+    out: dict[str, Any] = {"confidence_at_least": level, "pixels": int(sure.sum()), "wrong": int((sure & bad).sum()),
+                           "false_alarm": float(false_alarm), "detectors": {}}
+    for name, score in scores.items():
+        s = np.asarray(score, dtype=np.float64)
+        ok = sure & np.isfinite(s)
+        right, errors = s[ok & ~bad], s[ok & bad]
+        caught = float("nan")
+        if right.size and errors.size:
+            caught = float((errors > np.quantile(right, 1.0 - false_alarm)).mean())
+        out["detectors"][name] = {"auroc": auroc(s[ok], bad[ok]), "caught": caught}
+    return out
+
+
 def per_group(
     fn: Callable[..., float], groups: np.ndarray, names: dict[int, str], *arrays: np.ndarray
 ) -> dict[str, float]:
