@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -71,10 +70,7 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .modelfile import save_model
-    from .spec import Architecture
-    from .training.train import TrainOptions, train
+    from .jobs import run_job
 
     aux_weights = {}
     for item in args.aux_weight or []:
@@ -86,34 +82,19 @@ def cmd_train(args: argparse.Namespace) -> int:
                            "e.g. swir=0.5") from None
         if not name or not aux_weights[name] >= 0:
             raise MtlError(f"--aux-weight {item!r} must look like NAME=WEIGHT with a weight of at least 0")
-    arch = Architecture(arch=args.arch, encoder=args.encoder, encoder_depth=args.encoder_depth)
-    opts = TrainOptions(
-        variant=args.variant, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        eval_every=args.eval_every, device=args.device, seed=args.seed, architecture=arch,
-        aux_loss=args.aux_loss, main_weight=args.main_weight, aux_weights=aux_weights,
-        uncertainty_weighting=args.uncertainty_weighting,
-    )
-    set_torch_threads(args.threads)
-    cfg = load_config(args.config)
-    names = [s.name for s in cfg.aux]
-    unknown = sorted(set(aux_weights) - set(names))
-    if unknown:
-        raise MtlError(f"--aux-weight names {unknown}, which the configuration does not have; its auxiliary "
-                       f"modalities are {names or 'none'}")
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise MtlError(f"folder {str(out.parent)!r} for the model file does not exist; create it first")
-    if out.is_dir():
-        raise MtlError(f"--out {str(out)!r} is a folder; give the model file to write, "
-                       f"e.g. {out / 'model.mtl.safetensors'}")
-    if not os.access(out.parent, os.W_OK):  # refused now, not after the training
-        raise MtlError(f"folder {str(out.parent)!r} is read-only; choose a folder you can write to for --out")
-    result = train(cfg, opts, progress=not args.quiet)
-    if result.test:  # rank 0 only under torchrun
-        save_model(out, result.spec, result.state_dict, half=args.half)
-        print(f"Model written to {out}")
-        print(f"Held-out test blocks ({result.spec.training['data']['blocks']['test']}):")
-        print(_metrics_table(result.test))
+    options = {"variant": args.variant, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
+               "eval_every": args.eval_every, "seed": args.seed, "aux_loss": args.aux_loss,
+               "main_weight": args.main_weight, "aux_weights": aux_weights,
+               "uncertainty_weighting": args.uncertainty_weighting,
+               "architecture": {"arch": args.arch, "encoder": args.encoder, "encoder_depth": args.encoder_depth}}
+    job = Job(kind="train", config=args.config, out=args.out, device=args.device, threads=args.threads,
+              half=args.half, train=options)
+    result = run_job(job, progress=not args.quiet)
+    if result.outputs:  # rank 0 only under torchrun
+        test = result.spec["training"]["test"]
+        print(f"Model written to {result.outputs['model']}")
+        print(f"Held-out test blocks ({result.spec['training']['data']['blocks']['test']}):")
+        print(_metrics_table(test))
     return 0
 
 

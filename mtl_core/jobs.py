@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ConfigError
+from .errors import ConfigError, OutputError
 from .io.fileio import json_safe
 
 JobKind = Literal["predict", "explain", "train", "export"]
@@ -226,7 +227,17 @@ def _train(job: Job, progress: Progress | bool, cancelled: Callable[[], bool] | 
     out = Path(job.out)
     if not out.parent.is_dir():
         raise ConfigError(f"folder {str(out.parent)!r} for the model file does not exist; create it first")
+    if out.is_dir():
+        raise ConfigError(f"{str(out)!r} is a folder; give the model file to write, "
+                          f"e.g. {out / 'model.mtl.safetensors'}")
+    if not os.access(out.parent, os.W_OK):  # refused now, not after the training
+        raise OutputError(f"folder {str(out.parent)!r} is read-only; choose a folder you can write to for the model")
     cfg = load_config(job.config)
+    names = [s.name for s in cfg.aux]
+    unknown = sorted(set(opts.get("aux_weights") or {}) - set(names))
+    if unknown:
+        raise ConfigError(f"aux weights (--aux-weight) name {unknown}, which the configuration does not have; its "
+                          f"auxiliary modalities are {names or 'none'}")
     result = train(cfg, TrainOptions(**opts), progress=progress, cancelled=cancelled)
     if not result.test:  # not rank 0 under torchrun: nothing to write
         return JobResult(device=str(opts["device"]))
