@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ModelFileError
-from .io.fileio import atomic_path
+from .io.fileio import atomic_path, write_error
 from .spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -113,7 +113,10 @@ def save_model(
         v = v.detach().cpu()
         tensors[k] = (v.half() if half and v.is_floating_point() else v).contiguous()
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={SPEC_KEY: json.dumps(spec.to_dict())})
+        try:
+            save_file(tensors, str(tmp), metadata={SPEC_KEY: json.dumps(spec.to_dict())})
+        except Exception as exc:  # safetensors' own error type for I/O failures (a full disk)
+            raise write_error(path, exc) from exc
     return path
 
 

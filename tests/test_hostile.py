@@ -290,3 +290,14 @@ def test_a_foreign_or_damaged_onnx_file_is_one_clear_error(crop_dir, tmp_path, c
     with pytest.raises(ModelFileError, match=message):
         predict(model, crop_dir / "raleigh_vnir.tif", tmp_path, PredictOptions(tile=32, overlap=0))
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"{case}.onnx"]
+
+
+def test_a_full_disk_while_writing_a_model_file_is_one_clear_error(full_disk, trained_model, crop_dir, capsys):
+    model = str(trained_model[0])  # megabytes of weights: more than the 512 KiB file system holds
+    for args in (["export", model, "--onnx", str(full_disk / "m.onnx")],
+                 ["train", str(crop_dir / "crop.yaml"), "--steps", "1", "--eval-every", "1", "--encoder-depth", "3",
+                  "--out", str(full_disk / "m.mtl.safetensors")]):
+        assert main(["-q", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert "failed" in err and "free some space" in err and "Traceback" not in err, err
+        assert list(full_disk.iterdir()) == [], args

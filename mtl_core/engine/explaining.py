@@ -15,13 +15,12 @@ import numpy as np
 from ..errors import ConfigError, OutputError
 from ..explain.report import report_paths, write_report
 from ..explain.sink import ExplainStats
-from ..io.fileio import check_outputs
+from ..io.fileio import check_outputs, write_error
 from ..io.raster import Grid, open_raster, read_window
 from ..norm import class_indices
 from ..spec import ModelSpec
 from ..split import SPLITS, block_grid, split_blocks
 from .inputs import labels_band_of, run_inputs
-from .outputs import write_error
 from .products import all_layers
 from .run import PredictOptions, predict
 from .runtime import open_runner

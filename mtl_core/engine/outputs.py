@@ -8,7 +8,6 @@ the end, reusing the overviews written along the way.
 from __future__ import annotations
 
 import logging
-import shutil
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -16,8 +15,7 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal
 
-from ..errors import OutputError
-from ..io.fileio import atomic_path, check_outputs, run_lock
+from ..io.fileio import atomic_path, check_outputs, run_lock, write_error
 from ..io.raster import Grid, create_geotiff, set_classes
 from .product import Layer
 
@@ -108,16 +106,6 @@ class Outputs:
                 raise write_error(self.final[key], exc) from exc
             del self.datasets[key]  # closes it
         return dict(self.final)
-
-
-def write_error(path: Path, exc: Exception) -> OutputError:
-    """The one-line error of a failed write, with the free space of the folder (a full disk is the usual cause)."""
-    try:
-        free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free there"
-    except OSError:
-        free = "free space unknown"
-    return OutputError(f"writing {path.name!r} failed ({str(exc).strip()[:160]}); {free}: free some space or "
-                       f"choose another output folder; nothing was written")
 
 
 def _describe(ds: gdal.Dataset, layer: Layer) -> None:

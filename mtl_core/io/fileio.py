@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -49,9 +50,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if sidecar.exists():
             os.replace(sidecar, str(path) + ".aux.xml")
         os.replace(tmp_path, path)
+    except OSError as exc:  # a full disk, most often: one line, nothing left
+        if isinstance(exc, OutputError):
+            raise
+        raise write_error(path, exc) from exc
     finally:
         tmp_path.unlink(missing_ok=True)
         sidecar.unlink(missing_ok=True)
+
+
+def write_error(path: Path, exc: Exception) -> OutputError:
+    """The one-line error of a failed write, with the free space of the folder (a full disk is the usual cause)."""
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 2**20:.0f} MiB free there"
+    except OSError:
+        free = "free space unknown"
+    reason = getattr(exc, "strerror", None) or str(exc).strip()[:160]
+    return OutputError(f"writing {path.name!r} failed ({reason}); {free}: free some space or choose another "
+                       "output folder; nothing was written")
 
 
 def check_outputs(outputs: Iterable[str | os.PathLike], inputs: Iterable[str | os.PathLike],
