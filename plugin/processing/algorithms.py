@@ -84,6 +84,23 @@ class _Base(QgsProcessingAlgorithm):
     def icon(self) -> QIcon:
         return QIcon(str(icon_path()))
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS name)
+        """Name a raster file GDAL cannot open (QGIS alone only says the parameter check failed)."""
+        from osgeo import gdal
+
+        for name in ("INPUT", "LABELS", "AUX_TRUTH"):
+            values = parameters.get(name)
+            for value in values if isinstance(values, list) else [values]:
+                if not isinstance(value, str) or not Path(value).is_file():
+                    continue  # a layer id, or nothing: QGIS resolves and checks those
+                try:
+                    if gdal.OpenEx(value, gdal.OF_RASTER) is None:
+                        raise RuntimeError(gdal.GetLastErrorMsg() or "no raster driver recognises it")
+                except RuntimeError as exc:
+                    return False, self.tr("{}: {!r} is not a raster GDAL can open ({}); check it with gdalinfo, or "
+                                          "save it again as GeoTIFF").format(name, value, str(exc).strip()[:200])
+        return super().checkParameterValues(parameters, context)
+
     def group(self) -> str:
         return ""
 

@@ -72,6 +72,18 @@ def test_explain_algorithm(processing_ready, crop_dir, tiny_model, tmp_path):
     assert values <= {0, 1, 255} and 1 in values  # a 4-step model is wrong somewhere
 
 
+@pytest.mark.parametrize("parameter", ["INPUT", "LABELS"])
+def test_a_corrupt_raster_file_is_named_with_the_reason(processing_ready, crop_dir, tiny_model, tmp_path, parameter):
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"II*\0garbage" * 10)
+    params = {"INPUT": str(crop_dir / "raleigh_vnir.tif"), "MODEL": str(tiny_model), "DEVICE": 1,
+              "OUTPUT_FOLDER": str(tmp_path / "out"), parameter: str(bad)}
+    message = rf"{parameter}: .*bad.tif' is not a raster GDAL can open \(.*TIFFReadDirectory.*\); check it with"
+    with pytest.raises(QgsProcessingException, match=message):
+        processing_ready.run("mtl_explain:explain", params)
+    assert not (tmp_path / "out").exists()
+
+
 def test_explain_algorithm_labels_band_and_split(processing_ready, crop_dir, tiny_model, tmp_path):
     two = tmp_path / "labels_two_bands.tif"  # band 1 all nodata, band 2 the labels
     gdal.Translate(str(two), str(crop_dir / "raleigh_landcover.tif"), options="-b 1 -b 1")
