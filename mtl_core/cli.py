@@ -110,6 +110,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     spec, model = load_model(args.model, device)
     cfg = load_config(args.config)
+    have = [n for s in cfg.inputs for n in (s.names or [f"band {b}" for b in (s.bands or [])])]
+    want = [b.name for b in spec.input_bands]
+    listed = all(s.names or s.bands for s in cfg.inputs)  # else every band of the raster: counted when read
+    if listed and spec.variant != "multimodal" and len(have) != len(want):
+        raise MtlError(f"the configuration's inputs give {len(have)} band(s) ({', '.join(have)}) but the model takes "
+                       f"{len(want)} ({', '.join(want)}); evaluate it with the configuration it was trained on")
     split = spec.training.get("data", {}).get("split")
     if split and not args.config_split:
         for k, v in split.items():

@@ -94,6 +94,16 @@ def _path(value: Any, base: Path, where: str) -> Path:
     return p
 
 
+def _number(value: Any, kind: type, where: str) -> Any:
+    """``value`` as ``kind`` (int or float), or a ConfigError naming the key and the value."""
+    if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"{where} must be a {'whole ' if kind is int else ''}number, got {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be a {'whole ' if kind is int else ''}number, got {value!r}") from None
+
+
 def _int_list(value: Any, where: str) -> list[int] | None:
     if value is None:
         return None
@@ -162,18 +172,20 @@ def parse_config(raw: dict, base: Path, path: Path | None = None) -> DatasetConf
         units=str(lab.get("units", "")),
     )
     s = raw.get("split", {}) or {}
+    if not isinstance(s, dict):
+        raise ConfigError(f"split must be a mapping (block_size, val_fraction, test_fraction, seed), got {s!r}")
     split = SplitConfig(
-        block_size=int(s.get("block_size", 64)),
-        val_fraction=float(s.get("val_fraction", 0.15)),
-        test_fraction=float(s.get("test_fraction", 0.2)),
-        seed=int(s.get("seed", 0)),
+        block_size=_number(s.get("block_size", 64), int, "split.block_size"),
+        val_fraction=_number(s.get("val_fraction", 0.15), float, "split.val_fraction"),
+        test_fraction=_number(s.get("test_fraction", 0.2), float, "split.test_fraction"),
+        seed=_number(s.get("seed", 0), int, "split.seed"),
     )
     val, test = split.val_fraction, split.test_fraction
     if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
         raise ConfigError(
             f"split fractions val={split.val_fraction} test={split.test_fraction} must be in (0, 1) and sum below 1"
         )
-    patch = int(raw.get("patch_size", 64))
+    patch = _number(raw.get("patch_size", 64), int, "patch_size")
     if patch < 16 or patch % 16:
         raise ConfigError(f"patch_size {patch} must be a multiple of 16 and at least 16")
     if split.block_size < patch:

@@ -301,3 +301,30 @@ def test_a_full_disk_while_writing_a_model_file_is_one_clear_error(full_disk, tr
         err = capsys.readouterr().err
         assert "failed" in err and "free some space" in err and "Traceback" not in err, err
         assert list(full_disk.iterdir()) == [], args
+
+
+@pytest.mark.parametrize("change, command, message", [
+    (lambda raw: raw.update(split={"block_size": "big"}), "train",
+     "split.block_size must be a whole number, got 'big'"),
+    (lambda raw: raw.update(split="half"), "train", "split must be a mapping"),
+    (lambda raw: raw.update(patch_size=[64]), "train", "patch_size must be a whole number, got [64]"),
+    (lambda raw: raw["inputs"]["optical"].update(bands=[1, 2, 3], names=["blue", "green", "red"]), "evaluate",
+     "the configuration's inputs give 3 band(s) (blue, green, red) but the model takes 4"),
+])
+def test_a_configuration_mistake_is_one_line(trained_model, crop_dir, tmp_path, change, command, message, capsys):
+    import yaml
+
+    raw = yaml.safe_load((crop_dir / "crop.yaml").read_text())
+    for section in ("inputs", "aux"):
+        for source in raw[section].values():
+            source["path"] = str(crop_dir / source["path"])
+    raw["labels"]["path"] = str(crop_dir / raw["labels"]["path"])
+    change(raw)
+    config = tmp_path / "changed.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    args = (["train", str(config), "--steps", "1", "--out", str(tmp_path / "m.mtl.safetensors")] if command == "train"
+            else ["evaluate", str(trained_model[0]), str(config)])
+    assert main(["-q", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["changed.yaml"]
