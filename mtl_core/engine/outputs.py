@@ -41,9 +41,9 @@ class Outputs:
         self.layers = {layer.key: layer for layer in layers}
         self.datasets: dict[str, gdal.Dataset] = {}
         self.final: dict[str, Path] = {}
-        self.temp: dict[str, tuple[Path, Path]] = {}
+        self.temp: dict[str, Path] = {}  # the atomic temporary each layer is renamed from
         self.overviews: dict[str, Overviews] = {}
-        self.grid, self.cog = grid, cog
+        self.cog = cog
         check_outputs([out_dir / f"{stem}_{layer.suffix}.tif" for layer in layers], inputs, overwrite)
         stack.enter_context(run_lock(out_dir, stem))
         for layer in layers:
@@ -54,7 +54,7 @@ class Outputs:
                 path = tmp.with_name(tmp.name + ".gtiff.tif")
                 stack.callback(path.unlink, missing_ok=True)
                 stack.callback(Path(str(path) + ".aux.xml").unlink, missing_ok=True)  # its PAM metadata
-            self.final[layer.key], self.temp[layer.key] = final, (tmp, path)
+            self.final[layer.key], self.temp[layer.key] = final, tmp
             # Closed before its temporaries are renamed or removed (the stack unwinds in reverse). No local name
             # holds a dataset in the main thread's code, so a traceback (a signal) keeps none open past this.
             stack.callback(self.close, layer.key)
@@ -100,7 +100,7 @@ class Outputs:
             try:
                 self.datasets[key].FlushCache()  # a write error raises here, not when the dataset is dropped
                 if self.cog:  # the COG driver reuses the overviews written along the way
-                    gdal.Translate(str(self.temp[key][0]), self.datasets[key], format="COG", creationOptions=[
+                    gdal.Translate(str(self.temp[key]), self.datasets[key], format="COG", creationOptions=[
                         "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER", "OVERVIEWS=FORCE_USE_EXISTING"])
             except RuntimeError as exc:
                 raise write_error(self.final[key], exc) from exc

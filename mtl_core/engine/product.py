@@ -188,6 +188,10 @@ class Block:
         """One value per patch-classification cell: the cells' top-left pixels."""
         return arr[..., ::self.cell, ::self.cell].copy()
 
+    def for_layer(self, arr: np.ndarray) -> np.ndarray:
+        """A new array of a per-prediction layer: one value per cell in patch classification, else a copy."""
+        return self.on_cells(arr) if self.cell > 1 else arr.copy()
+
     @cached_property
     def cell_valid(self) -> np.ndarray:
         """Per cell: does it hold a valid pixel."""
@@ -240,6 +244,10 @@ class Product:
         The engine sets the pixels (or cells) without valid input to the layer's nodata; a product sets
         any other nodata itself (unlabelled pixels, missing truth).
         """
+        raise NotImplementedError
+
+    def source_key(self, layer: Layer) -> str:
+        """For a halo product: the key of the ``source`` product's layer that ``layer`` is computed from."""
         raise NotImplementedError
 
     def compute_halo(self, layer: Layer, source: np.ndarray, source_layer: Layer, halo: tuple[int, int, int, int],

@@ -55,8 +55,7 @@ class MainProduct(Product):
     def compute(self, block):
         if not block.classes:
             return {"main": block.value[None].copy()}
-        values = block.class_values[None]
-        return {"main": block.on_cells(values) if block.cell > 1 else values.copy()}
+        return {"main": block.for_layer(block.class_values[None])}
 
 
 class ConfidenceProduct(Product):
@@ -71,8 +70,7 @@ class ConfidenceProduct(Product):
                       description="max class probability", cells=spec.task == "classification")]
 
     def compute(self, block):
-        conf = block.confidence[None]
-        return {"confidence": block.on_cells(conf) if block.cell > 1 else conf.astype(np.float32)}
+        return {"confidence": block.for_layer(block.confidence[None])}  # float32, as the probabilities
 
 
 class EntropyProduct(Product):
@@ -87,8 +85,7 @@ class EntropyProduct(Product):
                       description="entropy of class probabilities", cells=spec.task == "classification")]
 
     def compute(self, block):
-        ent = block.entropy[None]
-        return {"entropy": block.on_cells(ent) if block.cell > 1 else ent.copy()}
+        return {"entropy": block.for_layer(block.entropy[None])}
 
 
 class ProbabilitiesProduct(Product):
@@ -104,8 +101,7 @@ class ProbabilitiesProduct(Product):
                       cells=spec.task == "classification")]
 
     def compute(self, block):
-        p = block.probs
-        return {"probabilities": block.on_cells(p) if block.cell > 1 else p.astype(np.float32)}
+        return {"probabilities": block.for_layer(block.probs)}
 
 
 class ReconstructionProduct(Product):
@@ -246,7 +242,7 @@ class ErrorProbabilityProduct(Product):
         return det
 
     def compute(self, block):
-        x = detector_features(block.probs, block.recon_error, block.score)
+        x = detector_features(block.probs, block.recon_error, block.score, block.entropy, block.confidence)
         p = self._detector(block).score(x).reshape(block.valid.shape).astype(np.float32)
         p[block.no_truth | ~np.isfinite(p)] = FLOAT_NODATA
         return {"error_probability": p[None]}

@@ -40,7 +40,7 @@ from .inputs import Mask, Truth, check_input, read_input, run_inputs
 from .outputs import Outputs
 from .product import Available, Block, Layer, Product
 from .products import default_names, plan_layers
-from .runtime import Backend, Runner, open_runner
+from .runtime import Backend, Runner, open_runner, output_channels
 from .tiling import Plan, check_memory, extent_window, sub_grid
 
 log = logging.getLogger(__name__)
@@ -124,9 +124,10 @@ class PredictResult:
 
 def _layout(spec: ModelSpec, products: list[Product]) -> Layout:
     """The blended channels the chosen products need."""
+    channels = output_channels(spec)  # what the model answers: main, then aux_<name>
     return Layout(
-        main=len(spec.classes) if spec.task != "regression" else 1,
-        aux={m.name: len(m.bands) for m in spec.aux} if any(p.reconstructions for p in products) else {},
+        main=channels["main"],
+        aux={m.name: channels[f"aux_{m.name}"] for m in spec.aux} if any(p.reconstructions for p in products) else {},
         sensitivity={n: spec.in_channels for n in ["main"] + [m.name for m in spec.aux]}
         if any(p.sensitivity for p in products) else {},
     )

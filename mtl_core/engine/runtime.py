@@ -107,8 +107,7 @@ def _onnx_spec(session, path: Path) -> tuple[ModelSpec, int]:
 
 def output_channels(spec: ModelSpec) -> dict[str, int]:
     """Channels of each output a model of this spec answers: ``main`` and ``aux_<name>``."""
-    main = 1 if spec.task == "regression" else len(spec.classes)
-    return {"main": main, **{f"aux_{m.name}": len(m.bands) for m in spec.aux}}
+    return {"main": spec.out_channels, **{f"aux_{m.name}": len(m.bands) for m in spec.aux}}
 
 
 def read_spec(path: str | os.PathLike) -> ModelSpec:

@@ -222,16 +222,20 @@ def entropy(probs: np.ndarray) -> np.ndarray:
     return ent
 
 
-def detector_features(probs: np.ndarray, recon_error: dict[str, np.ndarray], score: np.ndarray) -> np.ndarray:
+def detector_features(probs: np.ndarray, recon_error: dict[str, np.ndarray], score: np.ndarray,
+                      ent: np.ndarray | None = None, confidence: np.ndarray | None = None) -> np.ndarray:
     """Stack the :data:`DETECTOR_FEATURES` of pixels.
 
     Args:
         probs: (C, ...) class probabilities.
         recon_error: modality name -> (K, ...) normalised absolute errors.
         score: (...) :func:`error_score`.
+        ent, confidence: (...) :func:`entropy` and highest probability of ``probs``, when already computed.
 
     Returns:
         (n, 4) float64, one row per pixel (flattened).
     """
+    ent = entropy(probs) if ent is None else ent
+    confidence = probs.max(0) if confidence is None else confidence
     mean_err = np.mean(np.concatenate([e.reshape(e.shape[0], -1) for e in recon_error.values()]), axis=0)
-    return np.stack([entropy(probs).ravel(), 1.0 - probs.max(0).ravel(), score.ravel(), mean_err], axis=1)
+    return np.stack([ent.ravel(), 1.0 - confidence.ravel(), score.ravel(), mean_err], axis=1)
