@@ -104,6 +104,7 @@ def save_model(
         state_dict: the model's weights.
         half: store floating-point weights as float16 (half the size; loaded back as float32).
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     spec.validate()
@@ -115,7 +116,7 @@ def save_model(
     with atomic_path(path) as tmp:
         try:
             save_file(tensors, str(tmp), metadata={SPEC_KEY: json.dumps(spec.to_dict())})
-        except Exception as exc:  # safetensors' own error type for I/O failures (a full disk)
+        except SafetensorError as exc:  # safetensors' own error type for I/O failures (a full disk)
             raise write_error(path, exc) from exc
     return path
 

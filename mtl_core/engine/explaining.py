@@ -15,12 +15,11 @@ import numpy as np
 from ..errors import ConfigError, OutputError
 from ..explain.report import report_paths, write_report
 from ..explain.sink import ExplainStats
-from ..io.fileio import check_outputs, write_error
-from ..io.raster import Grid, open_raster, read_window
-from ..norm import class_indices
+from ..io.fileio import check_outputs
+from ..io.raster import Grid, open_raster
 from ..spec import ModelSpec
 from ..split import SPLITS, block_grid, split_blocks
-from .inputs import labels_band_of, run_inputs
+from .inputs import Truth, labels_band_of, run_inputs
 from .products import all_layers
 from .run import PredictOptions, predict
 from .runtime import open_runner
@@ -28,16 +27,16 @@ from .runtime import open_runner
 log = logging.getLogger(__name__)
 
 
-def _training_raster(spec: ModelSpec, raster_path: str | os.PathLike) -> str | None:
-    """The raster the model was trained on (its first input), when ``raster_path`` is that raster, else None."""
+def _training_raster(spec: ModelSpec, raster_path: str | os.PathLike, grid: Grid) -> str | None:
+    """The raster the model was trained on (its first input), when ``raster_path`` (on ``grid``) is that raster
+    or lies on its grid, else None."""
     data = spec.training.get("data") or {}
     source = (data.get("sources") or {}).get(spec.inputs[0].name)
     if not source:
         return None
     if Path(source).resolve() == Path(raster_path).resolve():
         return source
-    if Path(source).exists() and Grid.of(open_raster(source, "training raster")).same_as(
-            Grid.of(open_raster(raster_path, "input raster"))):
+    if Path(source).exists() and Grid.of(open_raster(source, "training raster")).same_as(grid):
         return source
     return None
 
@@ -57,7 +56,8 @@ def scored_blocks(spec: ModelSpec, raster_path: str | os.PathLike, labels: str |
     """
     if split not in ("all", *SPLITS):
         raise ConfigError(f"unknown split {split!r}; choose all, train, val or test")
-    source = _training_raster(spec, raster_path)
+    grid = Grid.of(open_raster(raster_path, "input raster"))
+    source = _training_raster(spec, raster_path, grid)
     recorded = (spec.training.get("data") or {}).get("split")
     info: dict[str, Any] = {"split": split}
     if split == "all":
@@ -71,20 +71,15 @@ def scored_blocks(spec: ModelSpec, raster_path: str | os.PathLike, labels: str |
                else f"the input is not the raster the model was trained on ({trained_on!r})")
         raise ConfigError(f"--split {split} scores the blocks of the model's own train/val/test split, but {why}; "
                           "use --split all to score every labelled pixel")
-    ds = open_raster(labels, "label raster")
-    values = np.array([c.value for c in spec.classes])
-
-    def labelled(w) -> bool:
-        raw, valid = read_window(ds, [labels_band], w)
-        return bool((class_indices(raw[0], valid, values) >= 0).any() if spec.task != "regression" else valid.any())
-
+    truth = Truth(spec, grid, {}, labels, labels_band)  # the labels as the engine reads them, on the input grid
     size = int(recorded["block_size"])
-    blocks = split_blocks(ds.RasterXSize, ds.RasterYSize, size, float(recorded["val_fraction"]),
-                          float(recorded["test_fraction"]), int(recorded["seed"]), labelled)
+    blocks = split_blocks(grid.width, grid.height, size, float(recorded["val_fraction"]),
+                          float(recorded["test_fraction"]), int(recorded["seed"]),
+                          lambda w: bool(truth.read_labels(w)[1].any()))
     info.update(blocks=len(blocks[split]), of=sum(len(b) for b in blocks.values()), block_size=size)
     if split == "train":
         info["warning"] = "only training blocks are scored: the numbers are optimistic"
-    return block_grid(blocks[split], ds.RasterXSize, ds.RasterYSize, size), size, info
+    return block_grid(blocks[split], grid.width, grid.height, size), size, info
 
 
 @dataclass
@@ -164,12 +159,10 @@ def explain(
                            "labels": labels, "labels_band": band if labels else None, "device": result.device,
                            "warped": result.warped}
         report = write_report(spec, stats, result.outputs, all_layers(spec), Path(out_dir), Path(raster_path).stem)
-    except BaseException as exc:  # a run is its layers and its report: keep neither when the report fails
-        for path in result.outputs.values():
+    except BaseException:  # a run is its layers and its report: keep neither when the report fails
+        for path in result.outputs.values():  # (a failed write is already one OutputError: see atomic_path)
             Path(path).unlink(missing_ok=True)
             Path(str(path) + ".aux.xml").unlink(missing_ok=True)
-        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
-            raise write_error(report_paths(Path(out_dir), Path(raster_path).stem)["html"], exc) from exc
         raise
     log.info("explanation report written to %s", report["html"])
     if callable(progress):

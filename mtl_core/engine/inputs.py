@@ -23,6 +23,15 @@ def bands_by_description(names: list[str], descriptions: list[str]) -> list[int]
     return [lower.index(n) + 1 for n in wanted] if all(n in lower for n in wanted) else None
 
 
+def modality_bands(names: list[str], descriptions: list[str]) -> list[int] | None:
+    """The raster bands (1-based) holding a modality's bands, in its order: by band description, else bands 1..K
+    when the raster has exactly K; None when neither works."""
+    found = bands_by_description(names, descriptions)
+    if found is None and len(descriptions) == len(names):
+        found = list(range(1, len(names) + 1))
+    return found
+
+
 def band_mapping(spec: ModelSpec, ds: gdal.Dataset, bands: list[int] | None = None) -> list[int]:
     """The raster band (1-based) feeding each model input band.
 
@@ -150,9 +159,10 @@ class Truth:
             m = spec.aux_modality(name)
             ds = open_raster(path, f"auxiliary raster {name!r}")
             self.aux_bands[name] = self._aux_bands(m, ds, path, (aux_bands or {}).get(name))
-            self.aux[name] = self._open(path, grid, f"auxiliary raster {name!r}", categorical=False)
+            self.aux[name] = self._aligned(ds, path, grid, f"auxiliary raster {name!r}", categorical=False)
         if labels:
-            self.labels = self._open(labels, grid, "label raster", categorical=spec.task != "regression")
+            self.labels = self._aligned(open_raster(labels, "label raster"), labels, grid, "label raster",
+                                        categorical=spec.task != "regression")
             if not 1 <= self.labels_band <= self.labels.RasterCount:
                 raise RasterError(f"label raster {str(labels)!r} has {self.labels.RasterCount} band(s); band "
                                   f"{self.labels_band} was asked for (or recorded in the model file): choose a labels "
@@ -172,20 +182,17 @@ class Truth:
                 raise RasterError(f"auxiliary bands {chosen} for {m.name!r} must be {k} band number(s) between 1 and "
                                   f"{n} ({str(path)!r} has {n}), one per band: {', '.join(m.band_names)}")
             return list(chosen)
-        found = bands_by_description(m.band_names, [ds.GetRasterBand(i).GetDescription() for i in range(1, n + 1)])
-        if found is not None:
-            return found
-        if n != k:
+        found = modality_bands(m.band_names, [ds.GetRasterBand(i).GetDescription() for i in range(1, n + 1)])
+        if found is None:
             raise RasterError(f"auxiliary raster {m.name!r} ({str(path)!r}) has {n} band(s) but the model's "
                               f"{m.name!r} modality has {k} ({', '.join(m.band_names)}) and no band description "
                               f"names them; {fix}")
-        return list(range(1, k + 1))
+        return found
 
-    def _open(self, path: str, grid: Grid, what: str, categorical: bool) -> gdal.Dataset:
+    def _aligned(self, ds: gdal.Dataset, path: str, grid: Grid, what: str, categorical: bool) -> gdal.Dataset:
         """The raster on the input grid: as it is, or warped window by window as training aligns its rasters
         (:func:`mtl_core.io.raster.align_to`: nearest neighbour for labels, bilinear otherwise); each warp is
         logged and listed in :attr:`warped`."""
-        ds = open_raster(path, what)
         aligned = align_to(ds, grid, what, categorical)
         if aligned is not ds:
             self.warped.append(f"{what} {Path(path).name} ({'nearest' if categorical else 'bilinear'})")

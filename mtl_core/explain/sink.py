@@ -22,6 +22,13 @@ from .scores import AGREEMENT_CLASSES
 from .stats import PixelSample, confident_errors, detector_stats, per_group, spearman
 
 
+def _values(arr: np.ndarray) -> np.ndarray:
+    """A written float layer block as float64, its nodata as NaN."""
+    out = arr.astype(np.float64)
+    out[out == FLOAT_NODATA] = np.nan
+    return out
+
+
 class ExplainStats:
     """Accumulates the statistics of ``mtl explain`` (see :meth:`add` and :meth:`result`).
 
@@ -102,21 +109,16 @@ class ExplainStats:
         if self.recon_keys:
             bands = []
             for key in self.recon_keys:
-                arr = layers[key].astype(np.float64)
-                arr[arr == FLOAT_NODATA] = np.nan
+                arr = _values(layers[key])
                 name = key[len("recon_error_"):]
                 for b, band in zip(self.spec.aux_modality(name).bands, arr[1:]):
                     cols[f"{key}/{b.name}"] = band
                 bands.append(arr[1:])
             cols["recon_error_mean"] = np.concatenate(bands).mean(axis=0)  # over every band, as the detector's
         if "error_score" in self.cols:
-            s = layers["error_score"][0].astype(np.float64)
-            s[s == FLOAT_NODATA] = np.nan
-            cols["error_score"] = s
+            cols["error_score"] = _values(layers["error_score"][0])
         if "combined" in self.cols:
-            p = layers["error_probability"][0].astype(np.float64)
-            p[p == FLOAT_NODATA] = np.nan
-            cols["combined"] = p
+            cols["combined"] = _values(layers["error_probability"][0])
         self.sample.add(cols, keep)
 
     def _in_region(self, block, shape: tuple[int, int]) -> np.ndarray:

@@ -408,21 +408,19 @@ class MtlExplainDock(QgsDockWidget):
             self._rebuild_mapping()
 
     def _aux_bands(self, name: str, layer: QgsRasterLayer) -> list[int]:
-        """The bands of a real auxiliary layer holding the modality's bands: by band description, else 1..K when
-        the counts agree; raises ValueError (shown before Run) when neither works."""
-        from mtl_core.engine.inputs import bands_by_description
+        """The bands of a real auxiliary layer holding the modality's bands (the engine's rule); raises ValueError,
+        shown before Run, when the layer cannot provide them."""
+        from mtl_core.engine.inputs import modality_bands
 
         from ..core.model_info import raster_band_names
 
         m = self.spec.aux_modality(name)
-        found = bands_by_description(m.band_names, raster_band_names(layer.source()))
-        if found is not None:
-            return found
-        if layer.bandCount() != len(m.bands):
+        found = modality_bands(m.band_names, raster_band_names(layer.source()))
+        if found is None:
             raise ValueError(self.tr("The real {} layer has {} band(s) but the model's {} modality has {} ({}) and no "
                                      "band description names them; choose a layer with exactly these bands.").format(
                 name, layer.bandCount(), name, len(m.bands), ", ".join(m.band_names)))
-        return list(range(1, len(m.bands) + 1))
+        return found
 
     def _labels_layer_changed(self, layer) -> None:
         """Offer the label layer's bands, the model's training band first."""
