@@ -89,7 +89,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                "architecture": {"arch": args.arch, "encoder": args.encoder, "encoder_depth": args.encoder_depth}}
     job = Job(kind="train", config=args.config, out=args.out, device=args.device, threads=args.threads,
               half=args.half, train=options)
-    result = run_job(job, progress=not args.quiet)
+    with _out_folder(Path(args.out).parent):
+        result = run_job(job, progress=not args.quiet)
     if result.outputs:  # rank 0 only under torchrun
         test = result.spec["training"]["test"]
         print(f"Model written to {result.outputs['model']}")
@@ -144,17 +145,18 @@ def _engine_job(kind: str, args: argparse.Namespace, **extra) -> Job:
 
 
 @contextlib.contextmanager
-def _out_folder(path: str):
+def _out_folder(path: str | Path, option: str = "--out"):
     """The output folder, created when missing (``mkdir -p``) and removed again if the run fails and leaves it
     empty; a path that is a file is refused."""
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
-        raise MtlError(f"--out {path!r} is a file, not a folder; give the folder to write the outputs into")
+        raise MtlError(f"{option} {str(path)!r} is a file, not a folder; give the folder to write the outputs into")
     missing = [p for p in [folder, *folder.parents] if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise MtlError(f"cannot create the output folder {path!r} ({exc.strerror}); choose another --out") from exc
+        raise MtlError(f"cannot create the output folder {str(path)!r} ({exc.strerror}); "
+                       f"choose another {option}") from exc
     try:
         yield folder
     except BaseException:
@@ -188,7 +190,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                        "set the int8 ranges (e.g. the training input raster)")
     if not args.int8 and (args.calibration or args.bands):
         raise MtlError("--calibration and --bands are used only with --int8; add --int8 to quantise the export")
-    out = export_onnx(args.model, args.onnx, opset=args.opset, calibration=args.calibration, bands=args.bands)
+    with _out_folder(Path(args.onnx).parent, "--onnx"):
+        out = export_onnx(args.model, args.onnx, opset=args.opset, calibration=args.calibration, bands=args.bands)
     kind = "int8 ONNX model" if args.int8 else "ONNX model"
     print(f"{kind} written to {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0

@@ -139,6 +139,11 @@ def test_a_missing_output_folder_is_created_and_removed_again_if_the_run_fails(t
     assert main(["-q", "predict", str(trained_model[0]), str(crop_dir / "raleigh_swir.tif"), "--out",
                  str(failed)]) == 2  # two bands for a four-band model
     assert not (tmp_path / "failed").exists()
+    onnx = tmp_path / "exports" / "m.onnx"  # the file options (export --onnx, train --out) alike
+    assert main(["-q", "export", str(trained_model[0]), "--onnx", str(onnx)]) == 0 and onnx.is_file()
+    assert main(["-q", "train", str(crop_dir / "crop.yaml"), "--out", str(tmp_path / "models" / "m.mtl.safetensors"),
+                 "--aux-weight", "unknown=2"]) == 2
+    assert not (tmp_path / "models").exists()
 
 
 def test_nan_model_outputs_are_refused_and_write_nothing(trained_model, crop_dir, tmp_path):
@@ -205,6 +210,40 @@ def full_disk(tmp_path):
         pytest.skip(f"mounting a small tmpfs needs root: {done.stderr.strip()}")
     yield mount
     subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A read-only file system (refuses writes even to root, unlike a chmod 555 folder)."""
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode:
+        pytest.skip(f"mounting a read-only tmpfs needs root: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.parametrize("command, out, message", [
+    (["predict", "{model}", "{crop}/raleigh_vnir.tif"], "{ro}", "output folder '{ro}' is read-only"),
+    (["explain", "{model}", "{crop}/raleigh_vnir.tif"], "{ro}/sub", "cannot create the output folder '{ro}/sub'"),
+    (["train", "{config}"], "{ro}/m.mtl.safetensors", "folder '{ro}' is read-only"),
+    (["export", "{safetensors}", "--onnx"], "{ro}/m.onnx", "output folder '{ro}' is read-only"),
+])
+def test_a_read_only_output_folder_is_refused_before_any_work(read_only, trained_model, crop_dir, sample_config,
+                                                              command, out, message, capsys):
+    names = dict(model=Path(__file__).resolve().parent.parent / "resources" / "default_model.mtl.onnx",
+                 crop=crop_dir, ro=read_only, config=sample_config, safetensors=trained_model[0])
+    args = [a.format(**names) for a in command]
+    if args[0] != "export":
+        args.append("--out")
+    start = time.monotonic()
+    code = main(["-q", *args, out.format(**names)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message.format(**names) in err[0], err
+    assert time.monotonic() - start < 60  # refused up front (train would take minutes), not after the work
+    assert list(read_only.iterdir()) == []
 
 
 @pytest.mark.parametrize("command", [["predict", "--products", "main", "confidence", "entropy", "probabilities"],

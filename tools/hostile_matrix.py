@@ -32,6 +32,7 @@ def cases(sample: Path) -> list[tuple[str, Callable[[Path], tuple[list[str], lis
     from osgeo import gdal
 
     vnir, swir, labels = (sample / f"raleigh_{n}.tif" for n in ("vnir", "swir", "landcover"))
+    config = sample / "raleigh.yaml"
 
     def copy(folder: Path, src: Path, name: str | None = None) -> Path:
         dst = folder / (name or src.name)
@@ -106,6 +107,15 @@ def cases(sample: Path) -> list[tuple[str, Callable[[Path], tuple[list[str], lis
         ("--aux with the optical bands", simple(["explain", *base, "--aux", f"swir={vnir}"])),
         ("--split test on another raster", split_elsewhere),
         ("--aux-bands out of range", simple(["explain", *base, "--aux", f"swir={swir}", "--aux-bands", "swir=1,9"])),
+        ("--threads -1", simple(["predict", *base, "--threads", "-1"])),
+        ("train --steps 0", simple(["train", str(config), "--out", "{out}/m.mtl.safetensors", "--steps", "0"])),
+        ("train --lr -1", simple(["train", str(config), "--out", "{out}/m.mtl.safetensors", "--lr", "-1"])),
+        ("train --aux-weight abc", simple(["train", str(config), "--out", "{out}/m.mtl.safetensors",
+                                           "--aux-weight", "abc"])),
+        ("train --aux-weight unknown=2", simple(["train", str(config), "--out", "{out}/m.mtl.safetensors",
+                                                 "--aux-weight", "unknown=2"])),
+        ("evaluate given an .onnx", simple(["evaluate", str(MODEL), str(config)])),
+        ("export given an .onnx", simple(["export", str(MODEL), "--onnx", "{out}/m.onnx"])),
         ("south-up raster (works)", south_up),
         ("a missing --out folder is created (works)", simple(["predict", *base], ok=True)),
     ]
