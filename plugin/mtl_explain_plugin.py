@@ -13,10 +13,28 @@ from qgis.PyQt.QtWidgets import QAction
 
 from .core import deps
 from .core.logger import get_logger, remove_handlers
-from .core.paths import PLUGIN_NAME, icon_path
+from .core.paths import PLUGIN_NAME, i18n_dir, icon_path
 from .core.task import PredictTask, TaskResult
 
 MENU = "&MTL Explain"
+
+
+def load_translation():
+    """Install ``i18n/mtl_explain_<locale>.qm`` for QGIS's user locale (e.g. ``fr`` or ``pt_BR``), when one is
+    shipped; returns the installed translator or None. Every text the plugin shows goes through ``tr()``
+    or ``QCoreApplication.translate`` (product titles: context ``MtlExplainProducts``)."""
+    from qgis.core import QgsSettings
+    from qgis.PyQt.QtCore import QTranslator
+
+    locale = str(QgsSettings().value("locale/userLocale", "") or "")
+    for name in (locale, locale[:2]):
+        qm = i18n_dir() / f"mtl_explain_{name}.qm"
+        if name and qm.is_file():
+            translator = QTranslator()
+            if translator.load(str(qm)):
+                QCoreApplication.installTranslator(translator)
+                return translator
+    return None
 
 
 class MtlExplainPlugin:
@@ -32,6 +50,7 @@ class MtlExplainPlugin:
         self.export_task = None
         self.install_task = None
         deps.add_private_folder_to_path()
+        self.translator = load_translation()
 
     @staticmethod
     def tr(text: str) -> str:
@@ -104,6 +123,9 @@ class MtlExplainPlugin:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
         remove_handlers()
+        if self.translator is not None:
+            QCoreApplication.removeTranslator(self.translator)
+            self.translator = None
 
     # ---- runs -----------------------------------------------------------------------------------------------------
     def start_run(self, job) -> PredictTask | None:

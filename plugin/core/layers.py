@@ -49,9 +49,11 @@ def add_run_layers(outcome: RunOutcome, input_name: str, project: QgsProject | N
     from mtl_core.spec import ModelSpec
 
     rank = group_rank(ModelSpec.from_dict(outcome.spec))
+    model = outcome.spec.get("name", "model")
     for key in sorted(outcome.outputs, key=lambda k: (rank.get(k, 99), k)):
         path = outcome.outputs[key]
-        layer = QgsRasterLayer(path, title(key, outcome.spec), "gdal")
+        # the model in the name too: a layer dragged out of its group or exported still says which model made it
+        layer = QgsRasterLayer(path, f"{title(key, outcome.spec)} [{model}]", "gdal")
         if not layer.isValid():
             log.warning("output %s (%s) cannot be opened as a raster layer; skipped", key, path)
             continue

@@ -28,6 +28,11 @@ def resources_dir() -> Path:
     return _first_existing(PLUGIN_DIR / "resources", PLUGIN_DIR.parent / "resources")
 
 
+def i18n_dir() -> Path:
+    """The folder of compiled translations, ``mtl_explain_<locale>.qm`` (none ship yet)."""
+    return _first_existing(PLUGIN_DIR / "i18n", PLUGIN_DIR.parent / "i18n")
+
+
 def styles_dir() -> Path:
     """The folder of QML styles, one per output product."""
     return resources_dir() / "styles"

@@ -44,9 +44,13 @@ def layer_info(key: str, spec: dict | None):
 
 
 def title(key: str, spec: dict | None = None) -> str:
-    """Layer name of a product key, e.g. ``aux_swir`` -> ``swir (reconstructed)``, from the engine's registry."""
+    """Layer name of a product key, e.g. ``aux_swir`` -> ``swir (reconstructed)``, from the engine's registry,
+    through Qt's translation (context ``MtlExplainProducts``: the registry's English title is the source text)."""
+    from qgis.PyQt.QtCore import QCoreApplication
+
     info = layer_info(key, spec)
-    return info.title if info is not None else key.replace("_", " ").capitalize()
+    text = info.title if info is not None else key.replace("_", " ").capitalize()
+    return QCoreApplication.translate("MtlExplainProducts", text)
 
 
 def template_for(key: str, layer: QgsRasterLayer, spec: dict | None) -> tuple[str, str]:

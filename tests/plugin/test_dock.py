@@ -172,7 +172,9 @@ def test_run_with_ground_truth_adds_explanation_layers(loaded_plugin, crop_dir, 
     assert layers["recon_error_swir"].renderer().type() == "singlebandpseudocolor"
     assert [c.label for c in layers["main_error"].renderer().classes()] == ["correct", "wrong"]
     assert len(layers["agreement"].renderer().classes()) == 4  # the trained model holds an error model
-    assert layers["recon_error_swir"].name() == "Reconstruction error — swir"
+    name = layers["recon_error_swir"].name()
+    prefix = "Reconstruction error — swir ["
+    assert name.startswith(prefix) and name.endswith("]") and f"— {name[len(prefix):-1]} (" in groups[0].name()
     # The report is one click away; clicking a result layer does not make it the panel's input.
     assert dock.report_button.isVisibleTo(dock) and Path(dock.report_path).is_file()
     dock.follow_layer(layers["agreement"])

@@ -105,3 +105,23 @@ def test_rgb_bands_and_titles(spec):
     assert title("agreement", spec) == "Error agreement"
     assert title("aux_sar", spec) == "sar (reconstructed)"  # a modality this model does not have
     assert title("something_new", spec) == "Something new"
+
+
+def test_product_titles_go_through_qt_translation(spec):
+    from qgis.PyQt.QtCore import QCoreApplication, QTranslator
+
+    class French(QTranslator):  # what a loaded mtl_explain_fr.qm answers for this context
+        def translate(self, context, text, disambiguation=None, n=-1):
+            return {"Error agreement": "Concordance des erreurs"}.get(text) if context == "MtlExplainProducts" else None
+
+        def isEmpty(self):  # noqa: N802 (Qt name)
+            return False
+
+    french = French()
+    assert QCoreApplication.installTranslator(french)
+    try:
+        assert title("agreement", spec) == "Concordance des erreurs"
+        assert title("confidence", spec) == "Confidence"  # no translation: the registry's text
+    finally:
+        QCoreApplication.removeTranslator(french)
+    assert title("agreement", spec) == "Error agreement"
