@@ -27,36 +27,39 @@ from pathlib import Path
 CACHE = Path(os.environ.get("MTL_EXPLAIN_CACHE", Path.home() / ".cache" / "mtl-explain")) / "bench"
 
 
-def build_mosaic(size: int) -> Path:
-    """A GeoTIFF of at least size x size px, tiled from the valid interior of the sample scene."""
+def build_mosaic(size: int, name: str = "vnir") -> Path:
+    """A GeoTIFF of at least size x size px, tiled from the valid interior of one raster of the sample scene
+    (``vnir``, ``swir`` or ``landcover``: the same tiling, so they stay aligned)."""
     from osgeo import gdal
 
     from mtl_core.sample_data import prepare_sample
 
     gdal.UseExceptions()
-    out = CACHE / f"mosaic_{size}.tif"
+    out = CACHE / (f"mosaic_{size}.tif" if name == "vnir" else f"mosaic_{name}_{size}.tif")
     if out.exists():
         return out
     CACHE.mkdir(parents=True, exist_ok=True)
-    src = prepare_sample("raleigh").parent / "raleigh_vnir.tif"
+    src = prepare_sample("raleigh").parent / f"raleigh_{name}.tif"
     ds = gdal.Open(str(src))
     x0, dx, _, y0, _, dy = ds.GetGeoTransform()
     cx, cy, cw, ch = 24, 24, ds.RasterXSize - 48, ds.RasterYSize - 48  # inside the nodata border
     nx, ny = -(-size // cw), -(-size // ch)
-    bands = "".join(
-        f'<VRTRasterBand dataType="Float32" band="{b}"><NoDataValue>-99999</NoDataValue>'
-        + "".join(
-            f"<SimpleSource><SourceFilename>{src}</SourceFilename><SourceBand>{b}</SourceBand>"
-            f'<SrcRect xOff="{cx}" yOff="{cy}" xSize="{cw}" ySize="{ch}"/>'
-            f'<DstRect xOff="{i * cw}" yOff="{j * ch}" xSize="{cw}" ySize="{ch}"/></SimpleSource>'
-            for j in range(ny) for i in range(nx)
-        )
-        + f"<Description>{ds.GetRasterBand(b).GetDescription()}</Description></VRTRasterBand>"
-        for b in range(1, 5)
-    )
+
+    def band_xml(b: int) -> str:
+        band = ds.GetRasterBand(b)
+        nodata = band.GetNoDataValue()
+        return (f'<VRTRasterBand dataType="{gdal.GetDataTypeName(band.DataType)}" band="{b}">'
+                + (f"<NoDataValue>{nodata:g}</NoDataValue>" if nodata is not None else "")
+                + "".join(f"<SimpleSource><SourceFilename>{src}</SourceFilename><SourceBand>{b}</SourceBand>"
+                          f'<SrcRect xOff="{cx}" yOff="{cy}" xSize="{cw}" ySize="{ch}"/>'
+                          f'<DstRect xOff="{i * cw}" yOff="{j * ch}" xSize="{cw}" ySize="{ch}"/></SimpleSource>'
+                          for j in range(ny) for i in range(nx))
+                + f"<Description>{band.GetDescription()}</Description></VRTRasterBand>")
+
     gt = f"{x0 + cx * dx}, {dx}, 0, {y0 + cy * dy}, 0, {dy}"
     xml = (f'<VRTDataset rasterXSize="{size}" rasterYSize="{size}"><SRS>{ds.GetProjection()}</SRS>'
-           f"<GeoTransform>{gt}</GeoTransform>{bands}</VRTDataset>")
+           f"<GeoTransform>{gt}</GeoTransform>{''.join(band_xml(b) for b in range(1, ds.RasterCount + 1))}"
+           "</VRTDataset>")
     tmp = out.with_suffix(".tmp.tif")
     gdal.Translate(str(tmp), xml, creationOptions=["TILED=YES", "COMPRESS=ZSTD", "BIGTIFF=YES", "NUM_THREADS=2"])
     tmp.rename(out)

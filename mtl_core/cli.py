@@ -57,7 +57,7 @@ def _not_onnx(path: str, command: str) -> None:
 
     if is_onnx(path):
         raise MtlError(f"{path!r} is an ONNX export, which 'mtl {command}' cannot use: give the .safetensors model "
-                       "file it was exported from (predict, explain and info take .onnx files)")
+                       "file it was exported from (predict, explain, info and export --deepness take .onnx files)")
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
@@ -141,6 +141,7 @@ def _engine_job(kind: str, args: argparse.Namespace, **extra) -> Job:
                extent=list(args.extent) if args.extent else None, mask=args.mask, tile=args.tile,
                overlap=args.overlap, chunk=args.chunk, batch_size=args.batch, device=args.device,
                backend=args.backend, threads=args.threads, products=list(args.products), cog=args.cog,
+               float32=args.float32,
                overwrite=args.overwrite, **extra)
 
 
@@ -181,19 +182,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .training.export import export_onnx
 
-    _not_onnx(args.model, "export")
-    if Path(args.onnx).is_dir():
-        raise MtlError(f"--onnx {args.onnx!r} is a folder; give the file to write, "
-                       f"e.g. {Path(args.onnx) / 'model.onnx'}")
+    if not args.onnx and not args.deepness:
+        raise MtlError("give --onnx FILE (our complete ONNX model file) and/or --deepness FILE (the Deepness "
+                       "plugin's flavour)")
+    if args.onnx:
+        _not_onnx(args.model, "export --onnx")
+    for option, path in (("--onnx", args.onnx), ("--deepness", args.deepness)):
+        if path and Path(path).is_dir():
+            raise MtlError(f"{option} {path!r} is a folder; give the file to write, e.g. {Path(path) / 'model.onnx'}")
     if args.int8 and not args.calibration:
         raise MtlError("--int8 needs --calibration RASTER: a raster holding the model's input bands, whose tiles "
                        "set the int8 ranges (e.g. the training input raster)")
     if not args.int8 and (args.calibration or args.bands):
         raise MtlError("--calibration and --bands are used only with --int8; add --int8 to quantise the export")
-    with _out_folder(Path(args.onnx).parent, "--onnx"):
-        out = export_onnx(args.model, args.onnx, opset=args.opset, calibration=args.calibration, bands=args.bands)
-    kind = "int8 ONNX model" if args.int8 else "ONNX model"
-    print(f"{kind} written to {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    if args.int8 and not args.onnx:
+        raise MtlError("--int8 quantises the --onnx export; give --onnx FILE too")
+    if args.resolution is not None and not args.deepness:
+        raise MtlError("--resolution is used only with --deepness")
+    if args.onnx:
+        with _out_folder(Path(args.onnx).parent, "--onnx"):
+            out = export_onnx(args.model, args.onnx, opset=args.opset, calibration=args.calibration,
+                              bands=args.bands)
+        kind = "int8 ONNX model" if args.int8 else "ONNX model"
+        print(f"{kind} written to {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    if args.deepness:
+        from .training.deepness import export_deepness
+
+        with _out_folder(Path(args.deepness).parent, "--deepness"):
+            out = export_deepness(args.onnx or args.model, args.deepness, args.resolution, opset=args.opset)
+        print(f"Deepness model written to {out} ({out.stat().st_size / 1e6:.1f} MB): main head only, "
+              "open it in Deepness as a segmentation (or regression) model")
     return 0
 
 
@@ -268,6 +286,10 @@ def _engine_arguments(r: argparse.ArgumentParser) -> None:
                    help=f"products to write, from: {', '.join(products)} (default: {' '.join(default)}); "
                         "a product the model cannot make is skipped")
     r.add_argument("--cog", action="store_true", help="write Cloud Optimized GeoTIFFs")
+    r.add_argument("--float32", action="store_true",
+                   help="write confidence, entropy, probabilities, reconstructions and error layers as Float32 "
+                        "(default: packed integers with the GeoTIFF's scale/offset, which GDAL and QGIS apply; "
+                        "3-4x smaller)")
     r.add_argument("--overwrite", action="store_true",
                    help="replace outputs that already exist in the folder (the run's inputs are never replaced)")
 
@@ -342,16 +364,21 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_arguments(r)
     r.set_defaults(func=cmd_predict)
 
-    x = sub.add_parser("export", help="export a model file to ONNX, optionally int8-quantised",
+    x = sub.add_parser("export", help="export a model file to ONNX (optionally int8) and/or for Deepness",
                        description="Export a model file to ONNX: outputs 'main' and 'aux_<name>', dynamic batch and "
-                                   "size, the same JSON spec in the metadata (plus the Deepness plugin's keys), so "
-                                   "the .onnx file is a complete model file that runs without PyTorch. With --int8 "
-                                   "the network is quantised to int8 (ONNX Runtime static quantisation, calibrated "
-                                   "on up to 32 wholly valid tiles of the --calibration raster); its input and "
-                                   "outputs stay float32, so mtl predict and ONNX Runtime run it like the float "
-                                   "export.")
-    x.add_argument("model", help="model file (.safetensors)")
-    x.add_argument("--onnx", required=True, help="ONNX file to write")
+                                   "size, the same JSON spec in the metadata, so the .onnx file is a complete model "
+                                   "file that runs without PyTorch. With --int8 the network is quantised to int8 "
+                                   "(ONNX Runtime static quantisation, calibrated on up to 32 wholly valid tiles of "
+                                   "the --calibration raster); its input and outputs stay float32, so mtl predict "
+                                   "and ONNX Runtime run it like the float export. --deepness writes a second file "
+                                   "for the Deepness QGIS plugin: the main head alone (softmax probabilities), a "
+                                   "fixed tile size and Deepness's metadata (resolution, tile size, overlap, "
+                                   "class names, standardisation); it can be made from an .onnx export too.")
+    x.add_argument("model", help="model file (.safetensors; with --deepness alone an .onnx export too)")
+    x.add_argument("--onnx", help="ONNX file to write (our complete model file)")
+    x.add_argument("--deepness", metavar="FILE", help="ONNX file to write for the Deepness plugin (main head only)")
+    x.add_argument("--resolution", type=_positive_float, metavar="CM",
+                   help="with --deepness: the model's pixel size in cm per pixel (default: recorded at training)")
     x.add_argument("--opset", type=_opset, default=17, help="ONNX opset, 11 to 20 (default: 17)")
     x.add_argument("--int8", action="store_true", help="quantise weights and activations to int8 (needs --calibration)")
     x.add_argument("--calibration", metavar="RASTER",

@@ -9,7 +9,7 @@ Kinds and the fields they read:
 
 * ``predict`` — ``model``, ``raster``, ``out`` (output folder) and the engine fields (``bands``,
   ``extent``, ``mask``, ``tile``, ``overlap``, ``chunk``, ``batch_size``, ``device``, ``backend``,
-  ``threads``, ``products``, ``cog``);
+  ``threads``, ``products``, ``cog``, ``float32``);
 * ``explain`` — as ``predict``, plus ``aux_truth`` and/or ``labels``; the explanation products are
   added to ``products``;
 * ``train`` — ``config`` (dataset configuration), ``out`` (model file), ``train`` (options of
@@ -62,6 +62,7 @@ class Job:
         tile, overlap, chunk, batch_size, device, backend, threads: tiling and runtime (as ``mtl predict``).
         products: products to write (``mtl predict --products``).
         cog: write Cloud Optimized GeoTIFFs.
+        float32: write continuous layers as float32 instead of packed integers with scale/offset.
         overwrite: replace existing outputs (never the job's inputs); without it they are refused.
         aux_truth: modality name -> raster of the real auxiliary bands (explain).
         labels: reference label raster (explain).
@@ -93,6 +94,7 @@ class Job:
     threads: int | None = None
     products: list[str] = field(default_factory=_default_products)
     cog: bool = False
+    float32: bool = False
     overwrite: bool = False
     aux_truth: dict[str, str] = field(default_factory=dict)
     labels: str | None = None
@@ -156,7 +158,7 @@ class Job:
             tile=self.tile, overlap=self.overlap, chunk=self.chunk, batch_size=self.batch_size, device=self.device,
             backend=self.backend, threads=self.threads, extent=tuple(self.extent) if self.extent else None,
             mask=self.mask, bands=list(self.bands) if self.bands else None, products=tuple(products),
-            aux_truth=dict(self.aux_truth) or None, labels=self.labels or None, cog=self.cog,
+            aux_truth=dict(self.aux_truth) or None, labels=self.labels or None, cog=self.cog, float32=self.float32,
             aux_bands={k: list(v) for k, v in self.aux_bands.items()} or None,
             overwrite=self.overwrite, labels_band=self.labels_band,
         )

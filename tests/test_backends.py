@@ -17,6 +17,8 @@ from mtl_core.errors import ConfigError, ModelFileError, RasterError
 from mtl_core.engine import PredictOptions, predict
 from mtl_core.spec import CLASS_NODATA, FORMAT_VERSION, describe
 
+from .rasters import read
+
 pytestmark = pytest.mark.slow
 
 
@@ -40,9 +42,7 @@ def test_export_round_trip_keeps_the_spec_and_the_outputs(exported, crop_dir):
     np.testing.assert_allclose(main_o, main_t, atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(aux_o["swir"], aux_t["swir"], atol=1e-4, rtol=1e-4)
     meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
-    assert json.loads(meta["model_type"]) == "Segmentor"
-    assert len(json.loads(meta["standardization_mean"])) == 4
-    assert json.loads(meta["class_names"])["0"] == "developed"
+    assert set(meta) == {"mtl_spec", "mtl_divisor"}  # Deepness's keys go in the --deepness file only
 
 
 def test_engine_gives_the_same_products_with_either_backend(exported, crop_dir, tmp_path):
@@ -61,8 +61,9 @@ def test_engine_gives_the_same_products_with_either_backend(exported, crop_dir, 
         assert a.GetGeoTransform() == b.GetGeoTransform() and a.GetProjection() == b.GetProjection()
         if key == "main":
             np.testing.assert_array_equal(a.ReadAsArray(), b.ReadAsArray())  # the same class map
-        else:  # float32 kernels differ in summation order: 1e-3 of the values' scale
-            np.testing.assert_allclose(b.ReadAsArray(), a.ReadAsArray(), atol=1e-3, rtol=1e-3)
+        else:  # float32 kernels differ in summation order (1e-3 of the values' scale); packing may round apart
+            step = max(a.GetRasterBand(i).GetScale() or 0 for i in range(1, a.RasterCount + 1))
+            np.testing.assert_allclose(read(o.outputs[key]), read(t.outputs[key]), atol=1e-3 + step, rtol=1e-3)
 
 
 def test_backend_choice_and_mismatches(exported):
@@ -167,8 +168,8 @@ def test_engine_runs_the_int8_export_close_to_the_float_one(exported, exported_i
         out.mkdir()
         opts = PredictOptions(tile=64, overlap=16, products=("main", "aux"))
         result = predict(model, crop_dir / "raleigh_vnir.tif", out, opts)
-        maps[name] = gdal.Open(str(result.outputs["main"])).ReadAsArray()
-        aux[name] = gdal.Open(str(result.outputs["aux_swir"])).ReadAsArray()
+        maps[name] = read(result.outputs["main"])
+        aux[name] = read(result.outputs["aux_swir"])
     valid = maps["float"] != CLASS_NODATA
     assert valid.mean() > 0.9
     assert (maps["int8"] == maps["float"])[valid].mean() >= 0.80
@@ -195,3 +196,15 @@ def test_int8_export_needs_a_raster_that_can_feed_the_model(trained_model, crop_
     with pytest.raises(RasterError, match="is wholly valid"):
         export_onnx(path, out, calibration=empty)
     assert list(tmp_path.iterdir()) == [crop_copy]  # no partial or temporary file
+
+
+def test_an_int8_twin_is_found_beside_its_float_model(tmp_path):
+    from mtl_core.engine.runtime import int8_twin
+
+    for name, twin in (("m.mtl.onnx", "m.int8.mtl.onnx"), ("m.onnx", "m.int8.onnx")):
+        (tmp_path / name).write_bytes(b"")
+        assert int8_twin(tmp_path / name) is None  # not there yet
+        (tmp_path / twin).write_bytes(b"")
+        assert int8_twin(tmp_path / name) == tmp_path / twin
+        assert int8_twin(tmp_path / twin) is None  # an int8 file has no twin of its own
+    assert int8_twin(tmp_path / "m.mtl.safetensors") is None

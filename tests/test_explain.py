@@ -18,6 +18,8 @@ from mtl_core.modelfile import read_spec, save_model
 from mtl_core.spec import Architecture
 from mtl_core.training.train import TrainOptions, train
 
+from .rasters import read
+
 SMALL = Architecture(encoder="resnet18", encoder_depth=3)
 
 
@@ -114,8 +116,8 @@ def test_training_stores_the_error_model_in_the_model_file(trained):
 
 @pytest.mark.slow
 def test_explain_writes_every_layer_and_a_report_that_names_them(trained, crop_dir, tmp_path):
-    result = explain(trained, crop_dir / "raleigh_vnir.tif", tmp_path,
-                     truth({"swir": crop_dir / "raleigh_swir.tif"}, crop_dir / "raleigh_landcover.tif"))
+    result = explain(trained, crop_dir / "raleigh_vnir.tif", tmp_path,  # float32: the layers as computed
+                     truth({"swir": crop_dir / "raleigh_swir.tif"}, crop_dir / "raleigh_landcover.tif", float32=True))
     expected = {"main", "confidence", "entropy", "aux_swir", "recon_error_swir", "main_error", "error_score",
                 "agreement", "sensitivity", "sensitivity_swir"}
     assert expected <= set(result.outputs)
@@ -131,9 +133,9 @@ def test_explain_writes_every_layer_and_a_report_that_names_them(trained, crop_d
     assert csv_header.startswith("detector,auroc,spearman,point_biserial")
     # The agreement layer follows the main error, the error score and the threshold in the model file.
     threshold = read_spec(trained).training["error_model"]["threshold"]
-    main_error = gdal.Open(str(result.outputs["main_error"])).ReadAsArray()
-    score = gdal.Open(str(result.outputs["error_score"])).ReadAsArray()
-    agree = gdal.Open(str(result.outputs["agreement"])).ReadAsArray()
+    main_error = read(result.outputs["main_error"])
+    score = read(result.outputs["error_score"])
+    agree = read(result.outputs["agreement"])
     labelled = (main_error != 255) & (score != -9999)
     assert labelled.sum() > 1000
     np.testing.assert_array_equal(agree[labelled], agreement(main_error[labelled] == 1, score[labelled], threshold))
@@ -142,7 +144,7 @@ def test_explain_writes_every_layer_and_a_report_that_names_them(trained, crop_d
     # The report's metrics are the confusion of the class map with the labels.
     assert stats["metrics"]["overall_accuracy"] == pytest.approx(1 - main_error[main_error != 255].mean())
     # The confident half: the confidence raster's median over labelled pixels, and its errors.
-    conf = gdal.Open(str(result.outputs["confidence"])).ReadAsArray()[main_error != 255]
+    conf = read(result.outputs["confidence"])[main_error != 255]
     confident = stats["confident"]
     assert confident["confidence_at_least"] == pytest.approx(float(np.median(conf)), abs=1e-6)
     assert confident["wrong"] == int((main_error[main_error != 255][conf >= np.median(conf)] == 1).sum())
@@ -157,7 +159,7 @@ def test_statistics_of_a_sub_extent_read_the_labels_at_the_right_place(trained, 
     result = explain(trained, crop_dir / "raleigh_vnir.tif", tmp_path,
                      truth({"swir": crop_dir / "raleigh_swir.tif"}, crop_dir / "raleigh_landcover.tif",
                            sensitivity=False, extent=extent))
-    main_error = gdal.Open(str(result.outputs["main_error"])).ReadAsArray()
+    main_error = read(result.outputs["main_error"])
     assert main_error.shape == (50, 90)
     labelled = main_error != 255
     assert result.stats["pixels_labelled"] == labelled.sum()
@@ -203,7 +205,7 @@ def test_an_auxiliary_raster_on_another_grid_is_aligned_as_training_aligns_it(tr
         (tmp_path / name).mkdir()
         runs[name] = explain(trained, crop_dir / "raleigh_vnir.tif", tmp_path / name,
                              truth({"swir": swir}, crop_dir / "raleigh_landcover.tif", sensitivity=False))
-    err = {k: gdal.Open(str(r.outputs["recon_error_swir"])).ReadAsArray()[0] for k, r in runs.items()}
+    err = {k: read(r.outputs["recon_error_swir"])[0] for k, r in runs.items()}
     np.testing.assert_allclose(err["shifted"][:, 11:159], err["same"][:, 11:159], rtol=1e-5)
     assert (err["shifted"][:, :10] == -9999).all() and (err["shifted"][:, 160:] == -9999).all()
     assert runs["same"].stats["inputs"]["warped"] == []

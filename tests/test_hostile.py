@@ -246,7 +246,8 @@ def test_a_read_only_output_folder_is_refused_before_any_work(read_only, trained
     assert list(read_only.iterdir()) == []
 
 
-@pytest.mark.parametrize("command", [["predict", "--products", "main", "confidence", "entropy", "probabilities"],
+@pytest.mark.parametrize("command", [["predict", "--float32", "--products", "main", "confidence", "entropy",
+                                      "probabilities"],
                                      ["explain", "--cog", "--aux", "swir={crop}/raleigh_swir.tif", "--labels",
                                       "{crop}/raleigh_landcover.tif"]])
 def test_a_full_disk_is_one_clear_error_and_leaves_nothing(full_disk, crop_dir, command, capsys):

@@ -14,6 +14,8 @@ from mtl_core.io.raster import Grid
 
 from .conftest import write_polygon
 
+from .rasters import read, unpack
+
 pytestmark = pytest.mark.slow
 
 
@@ -30,15 +32,10 @@ def square(crop_dir, tmp_path_factory):
     return path
 
 
-def _read(path, band=None):
-    ds = gdal.Open(str(path))
-    return ds.ReadAsArray() if band is None else ds.GetRasterBand(band).ReadAsArray()
-
-
 def _probs(model, raster, out, **kw):
     out.mkdir()
     r = predict(model, raster, out, PredictOptions(products=("probabilities", "main"), **kw))
-    return _read(r.outputs["probabilities"]), _read(r.outputs["main"])
+    return read(r.outputs["probabilities"]), read(r.outputs["main"])
 
 
 def test_tiles_are_blended_without_seams(model, square, tmp_path):
@@ -103,7 +100,7 @@ def test_sub_extent_off_the_tile_grid_is_exact(model, square, tmp_path):
     (tmp_path / "crop").mkdir()
     same = predict(model, crop, tmp_path / "crop", PredictOptions(tile=64, overlap=16))
     for key in r.outputs:
-        np.testing.assert_array_equal(_read(r.outputs[key]), _read(same.outputs[key]))
+        np.testing.assert_array_equal(read(r.outputs[key]), read(same.outputs[key]))
 
 
 def test_geographic_crs_raster(model, square, tmp_path):
@@ -124,7 +121,7 @@ def test_raster_smaller_than_one_tile(model, square, tmp_path):
     gdal.Translate(str(tiny), str(square), srcWin=[30, 40, 23, 17])
     r = predict(model, tiny, tmp_path, PredictOptions(tile=256))
     assert r.tiles == 1
-    classes = _read(r.outputs["main"])
+    classes = read(r.outputs["main"])
     assert classes.shape == (17, 23) and set(np.unique(classes)) <= set(range(8))
 
 
@@ -163,7 +160,7 @@ def test_polygon_mask_skips_tiles_and_blanks_outside(model, square, tmp_path):
     out.mkdir()
     r = predict(model, square, out, PredictOptions(tile=64, overlap=0, mask=str(shp)))
     assert r.skipped_tiles >= 5
-    classes = _read(r.outputs["main"])
+    classes = read(r.outputs["main"])
     assert (classes[:48, :58] != 0).mean() > 0.95
     assert (classes[52:, :] == 0).all() and (classes[:, 62:] == 0).all()
 
@@ -185,11 +182,11 @@ def test_sensitivity_of_an_ignored_band_is_zero(trained_model, square, tmp_path)
     blind = tmp_path / "blind.mtl.safetensors"
     save_model(blind, spec, net.state_dict())
     r = predict(blind, square, tmp_path, PredictOptions(tile=64, overlap=16, products=("sensitivity",)))
-    sens = _read(r.outputs["sensitivity"])
+    sens = read(r.outputs["sensitivity"])
     assert sens.shape[0] == 4
     assert np.abs(sens[2]).max() == 0.0
     assert sens[[0, 1, 3]].max() > 0
-    rec = _read(r.outputs["sensitivity_swir"])
+    rec = read(r.outputs["sensitivity_swir"])
     assert np.abs(rec[2]).max() == 0.0 and rec[[0, 1, 3]].max() > 0
 
 
@@ -199,17 +196,17 @@ def test_error_layers_match_their_definition(model, crop_dir, tmp_path):
                           labels=str(crop_dir / "raleigh_landcover.tif"))
     r = predict(model, crop_dir / "raleigh_vnir.tif", tmp_path, opts)
     assert {"recon_error_swir", "main_error"} <= set(r.outputs)
-    rec = _read(r.outputs["aux_swir"])
-    real = _read(crop_dir / "raleigh_swir.tif")
-    err = _read(r.outputs["recon_error_swir"])
+    rec = read(r.outputs["aux_swir"])
+    real = read(crop_dir / "raleigh_swir.tif")
+    err = read(r.outputs["recon_error_swir"])
     assert err.shape[0] == 3
     ok = (err[0] != -9999) & (real[0] != -99999)
     for i, band in enumerate(spec.aux[0].bands):
         expected = np.abs(rec[i] - real[i]) / band.std
-        np.testing.assert_allclose(err[i + 1][ok], expected[ok], rtol=1e-3, atol=1e-3)
-    np.testing.assert_allclose(err[0][ok], err[1:, ok].mean(0), rtol=1e-5)
-    classes, labels = _read(r.outputs["main"]), _read(crop_dir / "raleigh_landcover.tif")
-    wrong = _read(r.outputs["main_error"])
+        np.testing.assert_allclose(err[i + 1][ok], expected[ok], atol=0.0101)  # both packed in steps of 0.01 std
+    np.testing.assert_allclose(err[0][ok], err[1:, ok].mean(0), atol=0.01)  # each packed in steps of 0.01
+    classes, labels = read(r.outputs["main"]), read(crop_dir / "raleigh_landcover.tif")
+    wrong = read(r.outputs["main_error"])
     labelled = wrong != 255
     assert labelled.mean() > 0.5
     np.testing.assert_array_equal(wrong[labelled], (classes != labels)[labelled])
@@ -234,8 +231,8 @@ def test_overviews_are_written_along_the_way(model, sample_config, tmp_path):
                 PredictOptions(tile=128, overlap=24, products=("main", "confidence")))
     ds = gdal.Open(str(r.outputs["confidence"]))
     band = ds.GetRasterBand(1)
-    full = band.ReadAsArray()
-    nodata = band.GetNoDataValue()
+    full = unpack(band, band.ReadAsArray())  # packed (Byte): overviews are means of the values, packed again
+    nodata = -9999.0  # FLOAT_NODATA, as the products compute
     assert band.GetOverviewCount() == 2  # 489 x 443: levels 2 and 4 keep at least 64 px
     ovr = band.GetOverview(0)
     assert (ovr.XSize, ovr.YSize) == (245, 222)
@@ -245,7 +242,7 @@ def test_overviews_are_written_along_the_way(model, sample_config, tmp_path):
     valid = blocks != nodata
     count = valid.sum(axis=(1, 3))
     expected = np.where(count > 0, np.where(valid, blocks, 0).sum(axis=(1, 3)) / np.maximum(count, 1), nodata)
-    np.testing.assert_allclose(ovr.ReadAsArray(), expected, rtol=1e-5)
+    np.testing.assert_allclose(unpack(band, ovr.ReadAsArray()), expected, atol=band.GetScale())  # one step
     classes_ds = gdal.Open(str(r.outputs["main"]))
     classes = classes_ds.GetRasterBand(1)
     np.testing.assert_array_equal(classes.GetOverview(1).ReadAsArray(), classes.ReadAsArray()[::4, ::4])
@@ -281,7 +278,7 @@ def test_column_chunks_blend_like_tiles_and_run_no_tile_twice(model, sample_conf
     rows = len(tile_spans(0, 443, 96, 16, 8))
     for chunk, r in outs.items():
         assert r.tiles == rows * len(spans[chunk])
-    one, two = (_read(outs[c].outputs["probabilities"]) for c in (2048, 256))
+    one, two = (read(outs[c].outputs["probabilities"]) for c in (2048, 256))
     valid = (one != -9999).all(0) & (two != -9999).all(0)
     assert np.abs(one - two)[:, valid].mean() < 0.02
 
@@ -294,10 +291,12 @@ def test_column_chunks_blend_like_tiles_and_run_no_tile_twice(model, sample_conf
     for border in bounds[1:-1]:  # the chunk border and the overlap after it
         assert max(jump(two, c) for c in range(border, border + 17) if c in columns) < 3 * typical
     aux = gdal.Open(str(outs[256].outputs["aux_swir"]))
-    full, ovr = aux.GetRasterBand(1).ReadAsArray(), aux.GetRasterBand(1).GetOverview(0).ReadAsArray()
+    band = aux.GetRasterBand(1)
+    full, ovr = unpack(band, band.ReadAsArray()), unpack(band, band.GetOverview(0).ReadAsArray())
     inside = (full[:-1:2, :-1:2] != -9999) & (full[1::2, 1::2] != -9999) & (full[:-1:2, 1::2] != -9999) \
         & (full[1::2, :-1:2] != -9999)
     quarter = (full[:-1:2, :-1:2] + full[1::2, 1::2] + full[:-1:2, 1::2] + full[1::2, :-1:2]) / 4
-    np.testing.assert_allclose(ovr[:quarter.shape[0], :quarter.shape[1]][inside], quarter[inside], rtol=1e-5)
+    np.testing.assert_allclose(ovr[:quarter.shape[0], :quarter.shape[1]][inside], quarter[inside],
+                               atol=band.GetScale())  # one packing step
     with pytest.raises(ConfigError, match="multiple of 256"):
         predict(model, raster, tmp_path, PredictOptions(chunk=300))

@@ -15,6 +15,8 @@ from mtl_core.jobs import Job, run_job
 
 from .conftest import write_polygon
 
+from .rasters import read
+
 pytestmark = pytest.mark.slow
 
 
@@ -45,10 +47,10 @@ def test_explain_job_keeps_the_mask_cog_and_chosen_products(trained_model, crop_
     assert {"main", "aux_swir", "recon_error_swir", "main_error"} <= set(result.outputs)
     for path in result.outputs.values():
         assert gdal.Open(path).GetMetadataItem("LAYOUT", "IMAGE_STRUCTURE") == "COG", path
-    classes = gdal.Open(result.outputs["main"]).ReadAsArray()
+    classes = read(result.outputs["main"])
     assert (classes[:66, :86] != 0).mean() > 0.95  # inside the polygon
     assert (classes[74:, :] == 0).all() and (classes[:, 94:] == 0).all()  # outside: nodata, not a bounding box
-    error = gdal.Open(result.outputs["main_error"]).ReadAsArray()
+    error = read(result.outputs["main_error"])
     assert (error[74:, :] == 255).all()
     assert result.report and "entropy" not in json.loads(
         (out / "raleigh_vnir_report.json").read_text())["detectors"]
@@ -78,7 +80,7 @@ def test_worker_reports_progress_and_the_result_as_json_lines(trained_model, cro
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     result = events[-1]["result"]
     assert result["device"] == "cpu" and set(result["outputs"]) >= {"main", "confidence", "entropy", "aux_swir"}
-    assert np.isin(gdal.Open(result["outputs"]["main"]).ReadAsArray(), [0, 1, 2, 3, 4, 5, 6, 7]).all()
+    assert np.isin(read(result["outputs"]["main"]), [0, 1, 2, 3, 4, 5, 6, 7]).all()
 
 
 def test_worker_error_carries_the_cli_message(trained_model, crop_dir, tmp_path):

@@ -1,6 +1,7 @@
 """The product registry, the halo pass, the hillshade and error-probability products, and the package's layout."""
 
 import ast
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,14 @@ from mtl_core.engine import PredictOptions, explain, predict, products, run
 from mtl_core.engine.product import Available, Layer, Product
 from mtl_core.engine.products import REGISTRY, all_layers, hillshade, plan_layers, product
 from mtl_core.errors import ConfigError
+from mtl_core.io.raster import read_values
 from mtl_core.explain.scores import DETECTOR_FEATURES
 from mtl_core.explain.stats import LogisticDetector
 from mtl_core.spec import FLOAT_NODATA, Band, Modality
 
 from .conftest import make_spec
+
+from .rasters import read
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,7 +115,7 @@ def test_a_new_halo_product_is_one_class_and_one_entry_and_its_windows_do_not_sh
     result = predict(model, crop_dir / "raleigh_vnir.tif", tmp_path,
                      PredictOptions(products=("main", "max_confidence"), tile=64, overlap=8))
     assert set(result.outputs) == {"main", "confidence", "max_confidence"}  # the source comes along
-    conf = gdal.Open(str(result.outputs["confidence"])).ReadAsArray()
+    conf = read(result.outputs["confidence"])
     ds = gdal.Open(str(result.outputs["max_confidence"]))
     np.testing.assert_array_equal(ds.ReadAsArray(), _max3(conf, FLOAT_NODATA, (0, 0, 0, 0)))
     assert ds.GetRasterBand(1).GetOverviewCount() >= 1 and ds.GetRasterBand(1).GetDescription() == ""
@@ -135,16 +139,17 @@ def test_error_probability_is_the_stored_detector_on_the_written_layers(trained_
                   PredictOptions(aux_truth={"swir": str(crop_dir / "raleigh_swir.tif")},
                                  labels=str(crop_dir / "raleigh_landcover.tif"),
                                  products=("main", "confidence", "entropy", "recon_error", "error_score", "main_error",
-                                           "error_probability")))
-    read = lambda key: gdal.Open(str(res.outputs[key])).ReadAsArray().astype(np.float64)  # noqa: E731
-    p = read("error_probability")
+                                           "error_probability"), float32=True))  # the layers as computed
+    values = lambda key: read(res.outputs[key]).astype(np.float64)  # noqa: E731
+    p = values("error_probability")
     ok = p != FLOAT_NODATA
     assert ok.mean() > 0.5 and (p[ok] >= 0).all() and (p[ok] <= 1).all()
-    swir = gdal.Open(str(res.outputs["recon_error_swir"])).ReadAsArray()[1:]
-    x = np.stack([read("entropy")[ok], 1 - read("confidence")[ok], read("error_score")[ok], swir.mean(0)[ok]], 1)
+    swir = read(res.outputs["recon_error_swir"])[1:]
+    x = np.stack([values("entropy")[ok], 1 - values("confidence")[ok], values("error_score")[ok], swir.mean(0)[ok]],
+                 1)
     detector = LogisticDetector.from_dict(result.spec.training["error_model"]["detector"])
     np.testing.assert_allclose(p[ok], detector.score(x), atol=2e-4)
-    assert res.stats["detectors"]["combined"]["n"] == int((ok & (read("main_error") != 255)).sum())
+    assert res.stats["detectors"]["combined"]["n"] == int((ok & (values("main_error") != 255)).sum())
 
 
 def _imports(path: Path, package: str) -> set[str]:
@@ -194,3 +199,35 @@ def test_mtl_core_has_no_import_cycle_and_no_module_over_500_lines():
         if name not in state:
             visit(name, [name])
     assert graph["mtl_core.engine.run"] >= {"mtl_core.engine.products", "mtl_core.engine.blend"}
+
+
+def test_bounded_layers_are_packed_with_scale_and_offset_and_read_back_as_float32(trained_model, crop_dir, tmp_path):
+    """Packed integers (Byte/UInt16/Int16 + scale/offset, which GDAL and QGIS apply) hold the float32 values to
+    half a step, nodata in the same place, in fewer bytes; --float32 writes them as computed."""
+    model, _ = trained_model
+    kinds = ("main", "confidence", "entropy", "probabilities", "aux", "recon_error", "error_score")
+    runs = {}
+    for float32 in (False, True):
+        out = tmp_path / str(float32)
+        out.mkdir()
+        runs[float32] = predict(model, crop_dir / "raleigh_vnir.tif", out, PredictOptions(
+            products=kinds, float32=float32, aux_truth={"swir": str(crop_dir / "raleigh_swir.tif")}))
+    packed, floats = runs[False].outputs, runs[True].outputs
+    expected = {"confidence": gdal.GDT_Byte, "probabilities": gdal.GDT_Byte, "error_score": gdal.GDT_Byte,
+                "entropy": gdal.GDT_Byte, "recon_error_swir": gdal.GDT_UInt16, "aux_swir": gdal.GDT_Int16}
+    for key, dtype in expected.items():
+        p, f = gdal.Open(str(packed[key])), gdal.Open(str(floats[key]))
+        assert p.GetRasterBand(1).DataType == dtype and f.GetRasterBand(1).DataType == gdal.GDT_Float32, key
+        step = max(p.GetRasterBand(i).GetScale() for i in range(1, p.RasterCount + 1))
+        assert 0 < step < 0.05 * (np.nanmax(read_values(floats[key])) or 1), key
+        a, b = read_values(packed[key]), read_values(floats[key])  # GDAL's scale/offset applied, nodata NaN
+        assert (np.isnan(a) == np.isnan(b)).all() and np.isfinite(a).mean() > 0.5, key
+        np.testing.assert_allclose(a[np.isfinite(a)], b[np.isfinite(b)], atol=step / 2 + 1e-6, err_msg=key)
+        assert os.path.getsize(packed[key]) < os.path.getsize(floats[key]), key
+    # The class map is not packed; packed reconstructions keep their band's own scale and offset (mean, std).
+    np.testing.assert_array_equal(read(packed["main"]), read(floats["main"]))
+    spec = runs[False].spec
+    aux = gdal.Open(str(packed["aux_swir"]))
+    for i, band in enumerate(spec.aux[0].bands, start=1):
+        assert aux.GetRasterBand(i).GetOffset() == pytest.approx(band.mean)
+        assert aux.GetRasterBand(i).GetScale() == pytest.approx(band.std / 100)

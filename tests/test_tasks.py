@@ -14,6 +14,8 @@ from mtl_core.norm import cell_majority, class_indices
 from mtl_core.spec import ERROR_NODATA, FLOAT_NODATA, Architecture
 from mtl_core.training.train import TrainOptions, train
 
+from .rasters import read
+
 
 def _model(crop_dir, tmp_path, name: str, labels: dict, patch: int = 64):
     raw = yaml.safe_load((crop_dir / "crop.yaml").read_text())
@@ -47,8 +49,8 @@ def test_patch_classification_is_scored_per_cell_against_the_majority_label(crop
     labels = gdal.Open(str(crop_dir / "raleigh_landcover.tif")).ReadAsArray()
     idx = class_indices(labels, np.ones(labels.shape, bool), np.array([c.value for c in spec.classes]))
     ref, has = cell_majority(idx, idx >= 0, 16, len(spec.classes))
-    pred = gdal.Open(str(res.outputs["main"])).ReadAsArray()
-    err = gdal.Open(str(res.outputs["main_error"])).ReadAsArray()
+    pred = read(res.outputs["main"])
+    err = read(res.outputs["main_error"])
     assert err.shape == pred.shape == (10, 12)  # one value per 16 px cell of the 192 x 160 crop
     lut = {c.value: i for i, c in enumerate(spec.classes)}
     pred_idx = np.vectorize(lambda v: lut.get(int(v), -1))(pred)
@@ -67,7 +69,7 @@ def test_regression_gets_regression_metrics_words_and_an_error_score(crop_dir, t
     model, spec = _model(crop_dir, tmp_path, "reg", {"task": "regression", "name": "code", "units": "class code"})
     res = _explain(model, crop_dir, tmp_path / "out")
     assert "error_score" in res.outputs and "agreement" not in res.outputs and "error_probability" not in res.outputs
-    pred = gdal.Open(str(res.outputs["main"])).ReadAsArray().astype(np.float64)
+    pred = read(res.outputs["main"]).astype(np.float64)
     ref = gdal.Open(str(crop_dir / "raleigh_landcover.tif")).ReadAsArray().astype(np.float64)
     ok = (pred != FLOAT_NODATA) & (ref != 0)
     metrics = res.stats["metrics"]
@@ -91,7 +93,7 @@ def test_split_scores_only_the_models_own_held_out_blocks(trained_model, crop_di
     res = explain(model, crop_dir / "raleigh_vnir.tif", tmp_path, opts, split="test")
     cfg = load_config(crop_dir / "crop.yaml")
     test_blocks = block_split(Scene(cfg), cfg.split)["test"]  # training's own code
-    err = gdal.Open(str(res.outputs["main_error"])).ReadAsArray()
+    err = read(res.outputs["main_error"])
     inside = np.zeros(err.shape, bool)
     for x, y, w, h in test_blocks:
         inside[y:y + h, x:x + w] = True
@@ -133,12 +135,12 @@ def test_the_auxiliary_bands_of_a_stack_are_found_by_description_or_chosen(train
     plain.mkdir()
     base = predict(model, raster, plain, PredictOptions(aux_truth={"swir": str(crop_dir / "raleigh_swir.tif")},
                                                         products=("recon_error",)))
-    reference = gdal.Open(str(base.outputs["recon_error_swir"])).ReadAsArray()
+    reference = read(base.outputs["recon_error_swir"])
 
     (tmp_path / "chosen").mkdir()
     chosen = predict(model, raster, tmp_path / "chosen", PredictOptions(
         aux_truth={"swir": str(tmp_path / "stack.tif")}, aux_bands={"swir": [5, 6]}, products=("recon_error",)))
-    np.testing.assert_allclose(gdal.Open(str(chosen.outputs["recon_error_swir"])).ReadAsArray(), reference)
+    np.testing.assert_allclose(read(chosen.outputs["recon_error_swir"]), reference)
 
     ds = gdal.Open(str(tmp_path / "stack.tif"), gdal.GA_Update)  # now name them: found without being chosen
     ds.GetRasterBand(5).SetDescription("swir1")
@@ -147,7 +149,7 @@ def test_the_auxiliary_bands_of_a_stack_are_found_by_description_or_chosen(train
     (tmp_path / "named").mkdir()
     named = predict(model, raster, tmp_path / "named", PredictOptions(
         aux_truth={"swir": str(tmp_path / "stack.tif")}, products=("recon_error",)))
-    np.testing.assert_allclose(gdal.Open(str(named.outputs["recon_error_swir"])).ReadAsArray(), reference)
+    np.testing.assert_allclose(read(named.outputs["recon_error_swir"]), reference)
 
     with pytest.raises(RasterError, match=r"has 4 band\(s\) .*'swir' modality has 2 .*--aux-bands swir=1,2"):
         predict(model, raster, tmp_path, PredictOptions(aux_truth={"swir": str(raster)}))

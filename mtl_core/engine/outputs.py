@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -59,20 +60,23 @@ class Outputs:
             # holds a dataset in the main thread's code, so a traceback (a signal) keeps none open past this.
             stack.callback(self.close, layer.key)
             self.datasets[layer.key] = create_geotiff(path, cell_grid if layer.cells else grid, layer.bands,
-                                                      layer.dtype, layer.nodata)
+                                                      layer.dtype, layer.nodata, predictor=layer.packed)
             _describe(self.datasets[layer.key], layer)
-            self.overviews[layer.key] = Overviews(self.datasets[layer.key], layer.nodata, layer.categorical)
+            self.overviews[layer.key] = Overviews(self.datasets[layer.key], layer.fill, layer.categorical,
+                                                  layer.encode)
 
     def write(self, key: str, data: np.ndarray, row: int, col: int = 0) -> None:
+        """Write a computed block (float32 for packed layers: packed here, its overviews averaged before)."""
         ds = self.datasets[key]
-        for i, band in enumerate(data, start=1):
+        for i, band in enumerate(self.layers[key].encode(data), start=1):
             ds.GetRasterBand(i).WriteArray(band, col, row)
         self.overviews[key].push(data, col, last=row + data.shape[-2] == ds.RasterYSize)
 
     def read(self, key: str, window: tuple[int, int, int, int]) -> np.ndarray:
-        """A window of a layer written so far (for halo products), nodata kept."""
+        """A window of a layer written so far (for halo products), as computed (unpacked), nodata kept."""
         bands = range(1, self.datasets[key].RasterCount + 1)
-        return np.stack([self.datasets[key].GetRasterBand(i).ReadAsArray(*window) for i in bands])
+        stored = np.stack([self.datasets[key].GetRasterBand(i).ReadAsArray(*window) for i in bands])
+        return self.layers[key].decode(stored)
 
     def close(self, key: str) -> None:
         """Drop the references to a layer's dataset, which closes it (after a failure: its temporaries are removed
@@ -120,19 +124,26 @@ def _describe(ds: gdal.Dataset, layer: Layer) -> None:
             ds.GetRasterBand(i).SetUnitType(layer.units)
     if layer.categories:
         set_classes(ds.GetRasterBand(1), list(layer.categories))
+    if layer.packed:
+        for i in range(ds.RasterCount):
+            scale, offset = layer.band_scale(i)
+            ds.GetRasterBand(i + 1).SetScale(scale)
+            ds.GetRasterBand(i + 1).SetOffset(offset)
 
 
 class Overviews:
     """Overview levels (2x, 4x, ...) of an output, filled as its rows arrive instead of in a pass at the end.
 
     Each level halves the one below: the mean of the valid pixels of each 2 x 2 block (nodata where
-    none is valid), or its top-left pixel for categorical rasters. Rows arrive in strips, per column
+    none is valid), or its top-left pixel for categorical rasters; packed layers are averaged as computed
+    (float) and packed (``encode``) when written. Rows arrive in strips, per column
     chunk (starting at a multiple of 256 px); rows that do not yet make a whole block wait in a
     carry-over of at most one row per level and chunk.
     """
 
-    def __init__(self, ds: gdal.Dataset, nodata: float, categorical: bool) -> None:
-        self.ds, self.nodata, self.categorical = ds, nodata, categorical
+    def __init__(self, ds: gdal.Dataset, nodata: float, categorical: bool,
+                 encode: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> None:
+        self.ds, self.nodata, self.categorical, self.encode = ds, nodata, categorical, encode
         levels = [f for f in (2, 4, 8, 16, 32, 64) if min(ds.RasterXSize, ds.RasterYSize) // f >= 64]
         if levels:
             ds.BuildOverviews("NONE", levels)  # create the levels empty
@@ -171,6 +182,6 @@ class Overviews:
             if whole == 0:
                 return
             data = self._halve(data[:, :whole])
-            for i, band in enumerate(data, start=1):
+            for i, band in enumerate(self.encode(data), start=1):
                 self.ds.GetRasterBand(i).GetOverview(level).WriteArray(band, col >> (level + 1), rows[level])
             rows[level] += data.shape[1]

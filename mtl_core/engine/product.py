@@ -6,12 +6,13 @@ See :mod:`mtl_core.engine.products` for the products themselves and their regist
 from __future__ import annotations
 
 from collections.abc import Iterable
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
-from osgeo import gdal
+from osgeo import gdal, gdal_array
 
 from ..explain.scores import entropy, error_score
 from ..norm import cell_majority, normalise
@@ -41,6 +42,10 @@ class Layer:
         description: band 1's description when ``band_names`` is empty.
         units: units of the values (metadata and band unit type).
         cells: on the patch-classification cell grid instead of the pixel grid.
+        scale, offset: a continuous layer stored as integers (``dtype`` Byte, UInt16 or Int16): value =
+            stored x scale + offset, per band (one value: every band), written into the GeoTIFF, which GDAL and
+            QGIS apply when they read it. Products compute float32 with ``FLOAT_NODATA``; :meth:`encode`
+            packs, :meth:`decode` unpacks. Empty: stored as computed.
     """
 
     key: str
@@ -57,6 +62,53 @@ class Layer:
     description: str = ""
     units: str = ""
     cells: bool = False
+    scale: tuple[float, ...] = ()
+    offset: tuple[float, ...] = ()
+
+    @property
+    def packed(self) -> bool:
+        return bool(self.scale)
+
+    @property
+    def fill(self) -> float:
+        """The nodata value of the blocks products compute for this layer (before packing)."""
+        return FLOAT_NODATA if self.packed else self.nodata
+
+    def _per_band(self, values: tuple[float, ...], default: float) -> np.ndarray:
+        v = np.asarray(values or (default,), dtype=np.float64)
+        return np.broadcast_to(v if v.size > 1 else v[:1], (self.bands,))[:, None, None]
+
+    def band_scale(self, band: int) -> tuple[float, float]:
+        """(scale, offset) of a band (0-based) as written into the GeoTIFF."""
+        return float(self._per_band(self.scale, 1.0)[band, 0, 0]), float(self._per_band(self.offset, 0.0)[band, 0, 0])
+
+    def encode(self, data: np.ndarray) -> np.ndarray:
+        """A computed (bands, h, w) block as stored: rounded to the integer grid of ``scale``/``offset`` and clipped
+        to the type's range, nodata (``FLOAT_NODATA`` or not finite) as the layer's nodata."""
+        if not self.packed:
+            return data
+        kind = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(self.dtype))
+        info = np.iinfo(kind)
+        lo, hi = (info.min + 1, info.max) if self.nodata == info.min else (info.min, info.max - 1)
+        q = (data - self._per_band(self.offset, 0.0)) / self._per_band(self.scale, 1.0)
+        bad = ~np.isfinite(q) | (data == FLOAT_NODATA)
+        q = np.clip(np.rint(np.where(bad, 0, q)), lo, hi).astype(kind)
+        q[bad] = self.nodata
+        return q
+
+    def decode(self, stored: np.ndarray) -> np.ndarray:
+        """Stored values back as float32 values, nodata as ``FLOAT_NODATA`` (the inverse of :meth:`encode`)."""
+        if not self.packed:
+            return stored
+        out = (stored * self._per_band(self.scale, 1.0) + self._per_band(self.offset, 0.0)).astype(np.float32)
+        out[stored == self.nodata] = FLOAT_NODATA
+        return out
+
+    def unpacked(self) -> Layer:
+        """The same layer stored as float32 (``--float32``)."""
+        if not self.packed:
+            return self
+        return dataclasses.replace(self, dtype=gdal.GDT_Float32, nodata=FLOAT_NODATA, scale=(), offset=())
 
     @property
     def categorical(self) -> bool:

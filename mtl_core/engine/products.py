@@ -31,6 +31,9 @@ from ..norm import denormalise
 from ..spec import CLASS_NODATA, ERROR_NODATA, FLOAT_NODATA, Band, Modality, ModelSpec
 from .product import Available, Block, Layer, Product
 
+#: A layer of values in 0..1 stored as Byte: 0..254 in steps of 1/254 (0.004), nodata 255.
+UNIT_BYTE = dict(dtype=gdal.GDT_Byte, nodata=255, scale=(1 / 254,))
+
 
 def _classes(spec: ModelSpec) -> tuple[tuple[int, str, str], ...]:
     return tuple((c.value, c.name, c.color) for c in spec.classes)
@@ -67,7 +70,7 @@ class ConfidenceProduct(Product):
         if spec.task == "regression":
             return []
         return [Layer("confidence", "confidence", "Confidence", self.help, style="confidence", range="fixed",
-                      description="max class probability", cells=spec.task == "classification")]
+                      description="max class probability", cells=spec.task == "classification", **UNIT_BYTE)]
 
     def compute(self, block):
         return {"confidence": block.for_layer(block.confidence[None])}  # float32, as the probabilities
@@ -82,7 +85,8 @@ class EntropyProduct(Product):
         if spec.task == "regression":
             return []
         return [Layer("entropy", "entropy", "Entropy", self.help, style="entropy",
-                      description="entropy of class probabilities", cells=spec.task == "classification")]
+                      description="entropy of class probabilities", cells=spec.task == "classification",
+                      dtype=gdal.GDT_Byte, nodata=255, scale=(math.log(max(len(spec.classes), 2)) / 254,))]
 
     def compute(self, block):
         return {"entropy": block.for_layer(block.entropy[None])}
@@ -98,7 +102,7 @@ class ProbabilitiesProduct(Product):
             return []
         return [Layer("probabilities", "probabilities", "Class probabilities", self.help, bands=len(spec.classes),
                       style="probabilities", range="fixed", band_names=tuple(f"p({c.name})" for c in spec.classes),
-                      cells=spec.task == "classification")]
+                      cells=spec.task == "classification", **UNIT_BYTE)]
 
     def compute(self, block):
         return {"probabilities": block.for_layer(block.probs)}
@@ -113,7 +117,9 @@ class ReconstructionProduct(Product):
     def layers(self, spec, available):
         return [Layer(f"aux_{m.name}", f"{m.name}_reconstructed", f"{m.name} (reconstructed)", self.help,
                       bands=len(m.bands), style="reconstruction", units=m.units,
-                      band_names=tuple(f"{b.name} (reconstructed)" for b in m.bands)) for m in spec.aux]
+                      band_names=tuple(f"{b.name} (reconstructed)" for b in m.bands), dtype=gdal.GDT_Int16,
+                      nodata=-32768, offset=tuple(b.mean for b in m.bands),  # steps of 0.01 training std
+                      scale=tuple((b.std or 1.0) / 100 for b in m.bands)) for m in spec.aux]
 
     def compute(self, block):
         return {f"aux_{m.name}": denormalise(block.parts[f"aux_{m.name}"], m.bands).astype(np.float32)
@@ -131,7 +137,8 @@ class ReconstructionErrorProduct(Product):
         return [Layer(f"recon_error_{m.name}", f"{m.name}_recon_error", f"Reconstruction error — {m.name}", self.help,
                       bands=1 + len(m.bands), style="error",
                       band_names=(f"{m.name} mean abs error (std units)",
-                                  *(f"{b.name} abs error (std units)" for b in m.bands)))
+                                  *(f"{b.name} abs error (std units)" for b in m.bands)),
+                      dtype=gdal.GDT_UInt16, nodata=65535, scale=(1 / 100,))  # 0.01 std steps, up to 655 std
                 for m in spec.aux if m.name in available.truth]
 
     def compute(self, block):
@@ -194,7 +201,7 @@ class ErrorScoreProduct(Product):
             "How unusual the reconstruction error is: fraction of training pixels with a smaller error, worst band "
             "(0.5 typical, near 1 exceptional).")
         return [Layer("error_score", "error_score", "Error score", what, style="error_score",
-                      description="reconstruction error score")]
+                      description="reconstruction error score", **UNIT_BYTE)]
 
     def compute(self, block):
         s = block.score.copy()
@@ -231,7 +238,7 @@ class ErrorProbabilityProduct(Product):
         if spec.task != "segmentation" or not _has_error_model(spec, available) or not available.detector:
             return []
         return [Layer("error_probability", "error_probability", "Probability of being wrong", self.help,
-                      style="error_score", range="fixed", description="probability of being wrong")]
+                      style="error_score", range="fixed", description="probability of being wrong", **UNIT_BYTE)]
 
     @staticmethod
     def _detector(block: Block) -> LogisticDetector:
@@ -301,7 +308,7 @@ class HillshadeProduct(Product):
         return "aux_" + layer.key[len("hillshade_"):]
 
     def compute_halo(self, layer, source, source_layer, halo, pixel_size):
-        return hillshade(source[0], source_layer.nodata, halo, pixel_size)[None]
+        return hillshade(source[0], source_layer.fill, halo, pixel_size)[None]
 
 
 def hillshade(z: np.ndarray, nodata: float, halo: tuple[int, int, int, int], pixel_size: tuple[float, float],

@@ -87,6 +87,10 @@ class PredictOptions:
         labels_band: its band holding the labels; default the band the model was trained on (recorded in
             the model file), else 1.
         cog: write Cloud Optimized GeoTIFFs instead of tiled GeoTIFFs.
+        float32: write every continuous layer as float32 instead of packed integers with scale/offset
+            (confidence, entropy, probabilities, error score, probability of being wrong: Byte in 254 steps;
+            reconstruction error: UInt16 in steps of 0.01 training std; reconstructions: Int16 in steps of
+            0.01 training std around the band's mean), e.g. for tools that ignore a GeoTIFF's scale/offset.
         overwrite: replace outputs that already exist in the folder (never the run's own inputs);
             without it an existing output is refused before anything is computed.
     """
@@ -107,6 +111,7 @@ class PredictOptions:
     labels_band: int | None = None
     aux_bands: dict[str, list[int]] | None = None
     cog: bool = False
+    float32: bool = False
     overwrite: bool = False
 
 
@@ -212,6 +217,8 @@ def predict(
     spec, runner = opened or open_runner(model_path, opts.backend, opts.device, opts.threads)
     available = Available.of(spec, opts.aux_truth or {}, bool(opts.labels))
     chosen = plan_layers(spec, opts.products, available)
+    if opts.float32:
+        chosen = [(p, layer.unpacked()) for p, layer in chosen]
     ds = open_raster(raster_path, "input raster")
     mapping = check_input(spec, ds, opts.bands)
     grid = Grid.of(ds)
@@ -261,10 +268,10 @@ def predict(
                     if layer is None:
                         continue
                     if layer.cells:
-                        arr[..., ~block.cell_valid] = layer.nodata
+                        arr[..., ~block.cell_valid] = layer.fill
                         outputs.write(key, arr, row // cell, (col + p0) // cell)
                     else:
-                        arr[..., ~block.valid] = layer.nodata
+                        arr[..., ~block.valid] = layer.fill
                         outputs.write(key, arr, row, col + p0)
                     written[key] = arr
             if sink is not None:

@@ -77,6 +77,10 @@ def _onnx_spec(session, path: Path) -> tuple[ModelSpec, int]:
     if SPEC_KEY not in meta:
         raise ModelFileError(f"{path.name!r} is an ONNX model but not an MTL Explain one (no {SPEC_KEY!r} metadata)")
     spec = parse_spec(meta[SPEC_KEY], path)
+    if "deepness" in spec.training:
+        raise ModelFileError(f"{path.name!r} is the Deepness plugin's flavour of {spec.name!r} (main head only); "
+                             "open it in Deepness, and give MTL Explain the complete export ('mtl export MODEL "
+                             "--onnx OUT.onnx') or the .safetensors model file")
     again = "export it again with 'mtl export MODEL --onnx OUT.onnx'"
     inputs = session.get_inputs()
     shape = inputs[0].shape if len(inputs) == 1 else []
@@ -108,6 +112,17 @@ def _onnx_spec(session, path: Path) -> tuple[ModelSpec, int]:
 def output_channels(spec: ModelSpec) -> dict[str, int]:
     """Channels of each output a model of this spec answers: ``main`` and ``aux_<name>``."""
     return {"main": spec.out_channels, **{f"aux_{m.name}": len(m.bands) for m in spec.aux}}
+
+
+def int8_twin(path: str | os.PathLike) -> Path | None:
+    """The int8 export beside a float ONNX model file (``X.mtl.onnx`` -> ``X.int8.mtl.onnx``, ``X.onnx`` ->
+    ``X.int8.onnx``), when there is one: the "fast" choice of the panel and Processing."""
+    path = Path(path)
+    if not is_onnx(path) or ".int8." in path.name:
+        return None
+    stem = path.name[:-len(".mtl.onnx")] if path.name.endswith(".mtl.onnx") else path.stem
+    twin = path.with_name(stem + (".int8.mtl.onnx" if path.name.endswith(".mtl.onnx") else ".int8.onnx"))
+    return twin if twin.is_file() else None
 
 
 def read_spec(path: str | os.PathLike) -> ModelSpec:

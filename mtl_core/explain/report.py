@@ -59,7 +59,8 @@ def _png(fig: Any) -> str:
 
 
 def read_thumbnail(path: str | Path, band: int = 1, size: int = THUMBNAIL_SIZE) -> np.ndarray:
-    """A band read at reduced resolution (longest side at most ``size``), nodata as NaN.
+    """A band's values (scale and offset applied) at reduced resolution (longest side at most ``size``), nodata as
+    NaN.
 
     Returns:
         (h, w) float64.
@@ -74,7 +75,7 @@ def read_thumbnail(path: str | Path, band: int = 1, size: int = THUMBNAIL_SIZE) 
     nodata = b.GetNoDataValue()
     if nodata is not None:
         arr[arr == nodata] = np.nan
-    return arr
+    return arr * (b.GetScale() or 1.0) + (b.GetOffset() or 0.0)  # packed layers: their values
 
 
 def _map_figure(arr: np.ndarray, title: str, categories: list[tuple[int, str, str]] | None = None,

@@ -41,6 +41,13 @@ class Grid:
         ys = (y0, y0 + dy * self.height)
         return min(xs), min(ys), max(xs), max(ys)
 
+    def pixel_size_m(self) -> float | None:
+        """The pixel width in metres, for a projected CRS (None for degrees or no CRS)."""
+        srs = self.srs() if self.wkt else None
+        if srs is None or not srs.IsProjected():
+            return None
+        return abs(self.transform[1]) * srs.GetLinearUnits()
+
     def srs(self) -> osr.SpatialReference:
         srs = osr.SpatialReference()
         srs.ImportFromWkt(self.wkt)
@@ -217,8 +224,23 @@ def windows(width: int, height: int, size: int) -> Iterator[Window]:
             yield x, y, min(size, width - x), min(size, height - y)
 
 
+def read_values(path: str | os.PathLike, band: int | None = None) -> np.ndarray:
+    """A raster's values, as GDAL and QGIS show them: each band's scale and offset applied (packed output layers),
+    nodata as NaN; float64, (bands, h, w), or (h, w) for one ``band`` (1-based)."""
+    ds = open_raster(path, "raster")
+    out = []
+    for i in [band] if band else range(1, ds.RasterCount + 1):
+        b = ds.GetRasterBand(i)
+        raw = b.ReadAsArray()
+        arr = raw * (b.GetScale() or 1.0) + (b.GetOffset() or 0.0)
+        if b.GetNoDataValue() is not None:
+            arr[raw == b.GetNoDataValue()] = np.nan
+        out.append(arr)
+    return out[0] if band else np.stack(out)
+
+
 def create_geotiff(
-    path: str | os.PathLike, grid: Grid, bands: int, dtype: int, nodata: float | None
+    path: str | os.PathLike, grid: Grid, bands: int, dtype: int, nodata: float | None, predictor: bool = False
 ) -> gdal.Dataset:
     """Create a tiled, compressed GeoTIFF on ``grid`` (the caller writes windows into it).
 
@@ -226,12 +248,13 @@ def create_geotiff(
     ratio, which matters when writing keeps pace with inference; GDAL (and so QGIS) reads it.
     Bands are stored separately (``INTERLEAVE=BAND``): they are written one after the other, and
     pixel-interleaved blocks would have to stay in GDAL's cache until their last band arrives.
+    ``predictor``: horizontal differencing before compression (``PREDICTOR=2``), for smooth integer data
+    (packed continuous layers); class maps compress better without it.
     """
     driver = gdal.GetDriverByName("GTiff")
-    ds = driver.Create(
-        str(path), grid.width, grid.height, bands, dtype,
-        options=["TILED=YES", "COMPRESS=ZSTD", "ZSTD_LEVEL=1", "BIGTIFF=IF_SAFER", "INTERLEAVE=BAND"],
-    )
+    options = ["TILED=YES", "COMPRESS=ZSTD", "ZSTD_LEVEL=1", "BIGTIFF=IF_SAFER", "INTERLEAVE=BAND"]
+    ds = driver.Create(str(path), grid.width, grid.height, bands, dtype,
+                       options=options + (["PREDICTOR=2"] if predictor else []))
     ds.SetProjection(grid.wkt)
     ds.SetGeoTransform(grid.transform)
     if nodata is not None:

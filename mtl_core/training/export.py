@@ -1,8 +1,8 @@
 """ONNX export of model files: a self-contained ``.onnx`` with the spec in its metadata, optionally int8.
 
 An exported file names its outputs ``main`` and ``aux_<name>`` and carries the same JSON spec in its
-metadata (key ``mtl_spec``), plus the metadata keys of the Deepness QGIS plugin so that plugin can run
-its main head too. An export can be quantised to int8 (static, calibrated on real tiles of a raster);
+metadata (key ``mtl_spec``). (The Deepness QGIS plugin needs another file:
+:mod:`mtl_core.training.deepness`.) An export can be quantised to int8 (static, calibrated on real tiles of a raster);
 its input and outputs stay float32, so it runs through the engine's ONNX runner
 (:class:`mtl_core.engine.runtime.OnnxRunner`) like the float export.
 """
@@ -20,24 +20,6 @@ from ..errors import RasterError
 from ..io.fileio import atomic_path
 from ..modelfile import SPEC_KEY
 from ..spec import ModelSpec
-
-
-def deepness_metadata(spec: ModelSpec, tile: int, overlap_percent: int = 15) -> dict[str, str]:
-    """Metadata keys the Deepness QGIS plugin reads, so it can run the main head of our exports."""
-    meta = {
-        "model_type": json.dumps("Segmentor" if spec.task == "segmentation" else
-                                 "Regressor" if spec.task == "regression" else "Segmentor"),
-        "tiles_size": json.dumps(tile),
-        "tiles_overlap": json.dumps(overlap_percent),
-        "standardization_mean": json.dumps([b.mean for b in spec.input_bands]),
-        "standardization_std": json.dumps([b.std for b in spec.input_bands]),
-    }
-    if spec.classes:
-        meta["class_names"] = json.dumps({str(i): c.name for i, c in enumerate(spec.classes)})
-    resolution = spec.training.get("data", {}).get("resolution_cm")
-    if resolution:
-        meta["resolution"] = json.dumps(resolution)
-    return meta
 
 
 def calibration_tiles(
@@ -138,7 +120,7 @@ def export_onnx(
     """Export a safetensors model file to a self-contained ONNX model file, optionally int8-quantised.
 
     Outputs are ``main`` (logits, or values for regression) and ``aux_<name>`` per reconstructed
-    modality; batch, height and width are dynamic. The spec and Deepness's keys go in the metadata.
+    modality; batch, height and width are dynamic. The spec goes in the metadata.
     With ``calibration``, the model is quantised to int8 (ONNX Runtime static quantisation, QDQ
     format: per-channel int8 weights, uint8 activations) with activation ranges measured on real
     tiles of that raster (:func:`calibration_tiles`), and the spec records it under
@@ -202,8 +184,7 @@ def export_onnx(
         if tiles is not None:
             _quantize_int8(tmp, tiles)
         proto = onnx.load(str(tmp))  # quantisation keeps or drops metadata unpredictably: set it here
-        meta = {SPEC_KEY: json.dumps(spec_dict), DIVISOR_KEY: str(model.divisor),
-                **deepness_metadata(spec, max(256, spec.patch_size))}
+        meta = {SPEC_KEY: json.dumps(spec_dict), DIVISOR_KEY: str(model.divisor)}
         del proto.metadata_props[:]
         for k, v in meta.items():
             entry = proto.metadata_props.add()

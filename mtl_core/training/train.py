@@ -271,6 +271,7 @@ def train(
             "labels_band": cfg.labels.band,
             "split": asdict(cfg.split),
             "blocks": {k: len(v) for k, v in blocks.items()},
+            "pixel_size_m": scene.grid.pixel_size_m(),
         },
     }
     if opts.uncertainty_weighting:

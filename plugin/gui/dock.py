@@ -110,6 +110,10 @@ class MtlExplainDock(QgsDockWidget):
         self.recent_combo = QComboBox()
         self.recent_combo.setToolTip(self.tr("Recently used models; the bundled default model comes first"))
         form.addRow(self.tr("Recent models"), self.recent_combo)
+        self.precision_combo = QComboBox()
+        self.precision_combo.addItem(self.tr("exact (float32)"), "exact")
+        self.precision_combo.addItem(self.tr("fast (int8)"), "fast")
+        form.addRow(self.tr("Precision"), self.precision_combo)
         layout.addLayout(form)
 
         self.summary_label = QLabel()
@@ -381,9 +385,42 @@ class MtlExplainDock(QgsDockWidget):
                 self.summary_label.setText(summary_html(self.spec))
             except Exception as exc:  # noqa: BLE001 — ModelFileError or an unreadable file: show why
                 self.summary_label.setText(f"<span style='{ERROR_STYLE}'>{exc}</span>")
+        self._update_precision(path)
         self._rebuild_truth()
         self._rebuild_mapping()
         self.refresh_dependencies()
+
+    def _update_precision(self, path: str) -> None:
+        """Offer "fast (int8)" when the model has an int8 twin beside it, with what was measured when it was built."""
+        from mtl_core.engine.runtime import int8_twin
+
+        twin = int8_twin(path) if path else None
+        fast = self.precision_combo.model().item(1)
+        fast.setEnabled(twin is not None)
+        if twin is None:
+            self.precision_combo.setCurrentIndex(0)
+            self.precision_combo.setToolTip(self.tr("This model has no int8 twin (a <name>.int8.mtl.onnx beside it, "
+                                                    "made with 'mtl export --int8'): it runs in float32"))
+            return
+        try:
+            measured = read_spec(twin).training.get("quantization", {}).get("measured") or {}
+        except Exception:  # noqa: BLE001 — a damaged twin: offer only exact
+            fast.setEnabled(False)
+            self.precision_combo.setCurrentIndex(0)
+            return
+        said = (self.tr("same class as float32 on {:.1%} of the pixels of {}; forward pass {:.1f}× faster").format(
+            measured["same_class"], measured["on"].split(",")[0], measured["speedup"])
+            if {"same_class", "speedup", "on"} <= set(measured) else self.tr("not measured"))
+        fast.setToolTip(said)
+        self.precision_combo.setToolTip(self.tr("fast runs the int8 twin {}: {}").format(twin.name, said))
+
+    def run_model(self) -> str:
+        """The model file a run uses: the int8 twin when "fast" is chosen and there is one."""
+        from mtl_core.engine.runtime import int8_twin
+
+        path = self.model_file.filePath()
+        twin = int8_twin(path) if self.precision_combo.currentData() == "fast" else None
+        return str(twin) if twin else path
 
     def _prefer_input(self, _layers=None) -> bool:
         """When the combo sits on a run's output (its layer was removed, a project was opened), move it to an
@@ -544,7 +581,7 @@ class MtlExplainDock(QgsDockWidget):
         extent = self.extent_in_layer_crs(layer)
         return Job(
             kind="explain" if aux_truth or labels else "predict",
-            model=self.model_file.filePath(),
+            model=self.run_model(),
             raster=layer.source(),
             out=out_dir,
             name=layer.name(),

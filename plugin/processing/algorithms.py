@@ -99,6 +99,15 @@ class _Base(QgsProcessingAlgorithm):
                 except RuntimeError as exc:
                     return False, self.tr("{}: {!r} is not a raster GDAL can open ({}); check it with gdalinfo, or "
                                           "save it again as GeoTIFF").format(name, value, str(exc).strip()[:200])
+        if "PRECISION" in parameters and self.parameterAsEnum(parameters, "PRECISION", context) == 1:
+            from mtl_core.engine.runtime import int8_twin
+
+            model = self.parameterAsFile(parameters, self.MODEL, context)
+            if model and int8_twin(model) is None:
+                return False, self.tr(
+                    "{} has no int8 twin beside it (a .int8.mtl.onnx file); make one with 'mtl export MODEL "
+                    "--onnx NAME.int8.mtl.onnx --int8 --calibration RASTER', or choose exact precision").format(
+                    Path(model).name)
         return super().checkParameterValues(parameters, context)
 
     def group(self) -> str:
@@ -174,6 +183,9 @@ class PredictAlgorithm(_Base):
         self.addParameter(QgsProcessingParameterNumber(
             self.BATCH, self.tr("Batch size"), QgsProcessingParameterNumber.Integer, 4, minValue=1))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterEnum(
+            "PRECISION", self.tr("Precision (fast: the model's int8 twin, <name>.int8.mtl.onnx beside it)"),
+            [self.tr("exact (float32)"), self.tr("fast (int8)")], defaultValue=0))
         from mtl_core.engine.products import product
 
         self.addParameter(QgsProcessingParameterEnum(
@@ -211,6 +223,11 @@ class PredictAlgorithm(_Base):
         model = self.parameterAsFile(parameters, self.MODEL, context)
         if not model:
             raise QgsProcessingException(self.tr("Choose a model file (*.onnx or *.mtl.safetensors)."))
+        if self.parameterAsEnum(parameters, "PRECISION", context) == 1:  # checkParameterValues: the twin exists
+            from mtl_core.engine.runtime import int8_twin
+
+            model = str(int8_twin(model))
+            feedback.pushInfo(self.tr("Fast precision: running the int8 twin {}").format(model))
         bands_text = self.parameterAsString(parameters, self.BANDS, context).strip()
         band_map = None
         if bands_text:

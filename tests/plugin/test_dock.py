@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from osgeo import gdal
 from qgis.core import QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtTest import QTest
@@ -170,6 +171,11 @@ def test_run_with_ground_truth_adds_explanation_layers(loaded_plugin, crop_dir, 
     layers = {node.layer().customProperty(KEY_PROPERTY): node.layer() for node in groups[0].findLayers()}
     assert {"main", "aux_swir", "recon_error_swir", "main_error"} <= set(layers)
     assert layers["recon_error_swir"].renderer().type() == "singlebandpseudocolor"
+    conf = layers["confidence"].dataProvider()  # Byte on disk; QGIS applies the GeoTIFF's scale: styles see 0..1
+    stats = conf.bandStatistics(1)
+    assert gdal.Open(conf.dataSourceUri()).GetRasterBand(1).DataType == gdal.GDT_Byte
+    assert 0 <= stats.minimumValue < stats.maximumValue <= 1
+    assert stats.maximumValue > 0.5
     assert [c.label for c in layers["main_error"].renderer().classes()] == ["correct", "wrong"]
     assert len(layers["agreement"].renderer().classes()) == 4  # the trained model holds an error model
     name = layers["recon_error_swir"].name()
@@ -400,3 +406,30 @@ def test_cancel_with_ground_truth_leaves_nothing(loaded_plugin, crop_dir, tiny_m
     assert set(QgsProject.instance().mapLayers()) == layers_before
     assert run_groups() == [] and _files(out) == []
     assert "Cancelled" in dock.status_label.text()
+
+
+def test_fast_precision_runs_the_int8_twin_and_says_what_it_costs(loaded_plugin, sample_config, tiny_model,
+                                                                  tmp_path):
+    from mtl_core.engine.runtime import read_spec
+
+    from plugin.core.paths import default_model
+
+    model = default_model()
+    twin = model.with_name("default_model.int8.mtl.onnx")
+    assert twin.is_file(), "run make default-model: it writes the int8 twin too"
+    layer = QgsRasterLayer(str(sample_config.parent / "raleigh_vnir.tif"), "raleigh_vnir")
+    dock = _prepare(loaded_plugin, layer, model, tmp_path / "out")
+    fast = dock.precision_combo.model().item(1)
+    assert fast.isEnabled()
+    measured = read_spec(twin).training["quantization"]["measured"]
+    assert f"{measured['same_class']:.1%}" in fast.toolTip() and f"{measured['speedup']:.1f}×" in fast.toolTip()
+    dock.precision_combo.setCurrentIndex(1)
+    jobs = []
+    dock.runRequested.connect(jobs.append)
+    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    wait_for(lambda: loaded_plugin.task is None)
+    assert [j.model for j in jobs] == [str(twin)] and len(run_groups()) == 1, dock.status_label.text()
+    # A model without a twin offers exact only, and a run uses the file itself.
+    dock.model_file.setFilePath(str(tiny_model))
+    assert not dock.precision_combo.model().item(1).isEnabled() and dock.precision_combo.currentIndex() == 0
+    assert dock.run_model() == str(tiny_model)

@@ -141,3 +141,25 @@ def test_every_algorithm_links_the_shipped_manual(processing_ready):
     for name in ("predict", "explain", "train"):
         url = QgsApplication.processingRegistry().algorithmById(f"mtl_explain:{name}").helpUrl()
         assert Path(QUrl(url).toLocalFile()).name == "plugin.md" and Path(QUrl(url).toLocalFile()).is_file(), url
+
+
+def test_fast_precision_runs_the_int8_twin_or_says_there_is_none(processing_ready, crop_dir, tiny_model, tmp_path):
+    from qgis.core import QgsProcessingFeedback
+
+    from plugin.core.paths import default_model
+
+    class Log(QgsProcessingFeedback):
+        lines: list[str] = []
+
+        def pushInfo(self, info):  # noqa: N802 (QGIS name)
+            self.lines.append(info)
+
+    log = Log()
+    result = processing_ready.run("mtl_explain:predict", {
+        "INPUT": str(crop_dir / "raleigh_vnir.tif"), "MODEL": str(default_model()), "DEVICE": 1, "PRECISION": 1,
+        "PRODUCTS": [0], "OUTPUT_FOLDER": str(tmp_path / "out")}, feedback=log)
+    assert any("default_model.int8.mtl.onnx" in line for line in log.lines) and Path(result["MAIN"]).is_file()
+    with pytest.raises(QgsProcessingException, match="has no int8 twin beside it"):
+        processing_ready.run("mtl_explain:predict", {
+            "INPUT": str(crop_dir / "raleigh_vnir.tif"), "MODEL": str(tiny_model), "DEVICE": 1, "PRECISION": 1,
+            "OUTPUT_FOLDER": str(tmp_path / "out2")})
