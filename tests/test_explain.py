@@ -30,6 +30,15 @@ def truth(aux: dict | None = None, labels=None, sensitivity: bool = True, **kw) 
                           labels=str(labels) if labels else None, products=products, **kw)
 
 
+def test_confident_and_flagged_on_a_constructed_case():
+    from mtl_core.explain.scores import CONFIDENT_FLAGGED_CLASSES, confident_flagged
+
+    confidence = np.array([[0.9, 0.9], [0.5, 0.95]])
+    score = np.array([[0.99, 0.2], [0.99, 0.91]])
+    np.testing.assert_array_equal(confident_flagged(confidence, score, 0.8, 0.9), [[3, 2], [1, 3]])
+    assert [v for v, _, _ in CONFIDENT_FLAGGED_CLASSES] == [1, 2, 3] and "flagged" in CONFIDENT_FLAGGED_CLASSES[2][1]
+
+
 def test_agreement_categories_on_a_constructed_case():
     wrong = np.array([[False, True], [True, False], [False, True]])
     score = np.array([[0.2, 0.95], [0.5, 0.99], [0.9, 0.9]])
@@ -112,6 +121,7 @@ def test_training_stores_the_error_model_in_the_model_file(trained):
     assert tables.shape == (7 + 1, 2, len(error_model["levels"]))
     assert np.all(np.diff(tables, axis=-1) >= 0)  # quantiles never decrease
     assert len(error_model["detector"]["coef"]) == 5  # intercept and the four features (validation blocks)
+    assert 1 / 7 < error_model["confident_at"] < 1.0  # median training confidence: "confident" from here up
 
 
 @pytest.mark.slow
@@ -139,6 +149,14 @@ def test_explain_writes_every_layer_and_a_report_that_names_them(trained, crop_d
     labelled = (main_error != 255) & (score != -9999)
     assert labelled.sum() > 1000
     np.testing.assert_array_equal(agree[labelled], agreement(main_error[labelled] == 1, score[labelled], threshold))
+    # "Confident and flagged" needs no labels: confidence against the training median, the score against the threshold.
+    from mtl_core.explain.scores import confident_flagged
+
+    flagged, conf = read(result.outputs["confident_flagged"]), read(result.outputs["confidence"])
+    known = score != -9999
+    at = read_spec(trained).training["error_model"]["confident_at"]
+    np.testing.assert_array_equal(flagged[known], confident_flagged(conf[known], score[known], at, threshold))
+    assert (flagged[~known] == 0).all() and set(np.unique(flagged[known])) <= {1, 2, 3}
     counts = stats["agreement"]
     assert sum(v["pixels"] for v in counts.values()) == labelled.sum()
     # The report's metrics are the confusion of the class map with the labels.

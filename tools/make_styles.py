@@ -27,7 +27,7 @@ from qgis.core import (
 )
 from qgis.PyQt.QtGui import QColor
 
-from mtl_core.explain.scores import AGREEMENT_CLASSES, MAIN_ERROR_CLASSES
+from mtl_core.explain.scores import AGREEMENT_CLASSES, CONFIDENT_FLAGGED_CLASSES, MAIN_ERROR_CLASSES
 
 OUT = Path(__file__).resolve().parent.parent / "resources" / "styles"
 
@@ -48,6 +48,7 @@ PALETTED = {
     # The explanation layers' palettes come from mtl_core, which also writes them into the GeoTIFFs.
     "main_error": [(v, color, label) for v, label, color in MAIN_ERROR_CLASSES],
     "agreement": [(v, color, label) for v, label, color in AGREEMENT_CLASSES],
+    "confident_flagged": [(v, color, label) for v, label, color in CONFIDENT_FLAGGED_CLASSES],
 }
 
 

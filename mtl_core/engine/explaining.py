@@ -149,7 +149,7 @@ def explain(
     phase = (lambda f: progress(0.9 * f)) if callable(progress) else progress
     result = predict(model_path, raster_path, out_dir, popts, progress=phase, cancelled=cancelled, sink=sink,
                      opened=opened)
-    if aux_truth and "error_score" not in result.outputs and spec.task == "segmentation":
+    if aux_truth and "error_score" in products and "error_score" not in result.outputs and spec.task == "segmentation":
         log.warning("the model file holds no error model (trained before explanation layers existed?): "
                     "no error score or agreement layer; retrain it with 'mtl train' to get them")
     try:

@@ -25,7 +25,8 @@ import numpy as np
 from osgeo import gdal
 
 from ..errors import ConfigError
-from ..explain.scores import AGREEMENT_CLASSES, DETECTOR_FEATURES, MAIN_ERROR_CLASSES, agreement, detector_features
+from ..explain.scores import (AGREEMENT_CLASSES, CONFIDENT_FLAGGED_CLASSES, DETECTOR_FEATURES, MAIN_ERROR_CLASSES,
+                              agreement, confident_flagged, detector_features)
 from ..explain.stats import LogisticDetector
 from ..norm import denormalise
 from ..spec import CLASS_NODATA, ERROR_NODATA, FLOAT_NODATA, Band, Modality, ModelSpec
@@ -227,6 +228,31 @@ class AgreementProduct(Product):
         return {"agreement": agree[None]}
 
 
+class ConfidentFlaggedProduct(Product):
+    """Where the model is sure of its class but the reconstruction of the real modality is unusual for that class:
+    the errors confidence cannot show, found without labels (needs the real modality and an error model)."""
+
+    name, label, default, needs_truth, reconstructions = "confident_flagged", "Confident and flagged", True, True, \
+        True
+    help = ("Confident (confidence at least the training pixels' median) and flagged (error score above the training "
+            "threshold): the model is sure, but the pixel's real modality is unlike what it reconstructs.")
+    rank = 12
+
+    def layers(self, spec, available):
+        fitted = spec.training.get("error_model") or {}
+        if spec.task != "segmentation" or not _has_error_model(spec, available) or "confident_at" not in fitted:
+            return []
+        return [Layer("confident_flagged", "confident_flagged", "Confident and flagged", self.help,
+                      dtype=gdal.GDT_Byte, nodata=0, style="confident_flagged", range="fixed",
+                      categories=tuple(CONFIDENT_FLAGGED_CLASSES), description="confident and flagged")]
+
+    def compute(self, block):
+        em = block.error_model
+        out = confident_flagged(block.confidence, block.score, float(em["confident_at"]), float(em["threshold"]))
+        out[block.no_truth] = 0
+        return {"confident_flagged": out[None]}
+
+
 class ErrorProbabilityProduct(Product):
     name, label, default, needs_truth, reconstructions = "error_probability", "Probability of being wrong", True, \
         True, True
@@ -334,7 +360,7 @@ def hillshade(z: np.ndarray, nodata: float, halo: tuple[int, int, int, int], pix
 REGISTRY: list[Product] = [
     MainProduct(), ConfidenceProduct(), EntropyProduct(), ProbabilitiesProduct(), ReconstructionProduct(),
     ReconstructionErrorProduct(), MainErrorProduct(), ErrorScoreProduct(), AgreementProduct(),
-    ErrorProbabilityProduct(), SensitivityProduct(), HillshadeProduct(),
+    ErrorProbabilityProduct(), SensitivityProduct(), HillshadeProduct(), ConfidentFlaggedProduct(),
 ]
 
 

@@ -10,7 +10,7 @@ The engine's products call these numpy functions on blocks of finished output ro
   are much harder to reconstruct than others); this score is. A regression model has one table over all
   pixels.
 * :func:`agreement` crosses "main task wrong" with "score above the threshold" into the four
-  :data:`AGREEMENT_CLASSES`.
+  :data:`AGREEMENT_CLASSES`; :func:`confident_flagged` crosses "confident" with it, without labels.
 * :func:`fit_error_model` computes, at the end of training, the quantile tables those two need and
   the threshold (a quantile of the training score), stored as ``spec.training["error_model"]``
   (:mod:`mtl_core.training.errormodel` feeds it the training pixels).
@@ -36,6 +36,13 @@ AGREEMENT_CLASSES: list[tuple[int, str, str]] = [
 ]
 #: Classes of the main-task error layer of a classifier, the same way (its nodata value is 255).
 MAIN_ERROR_CLASSES: list[tuple[int, str, str]] = [(0, "correct", "#d9d9d9"), (1, "wrong", "#e31a1c")]
+#: Classes of the "confident and flagged" layer (0 nodata), the same way: where the model is sure of its class but
+#: the reconstruction says the pixel is unlike its training pixels (needs no labels, only the real modality).
+CONFIDENT_FLAGGED_CLASSES: list[tuple[int, str, str]] = [
+    (1, "not confident", "#d9d9d9"),
+    (2, "confident, reconstruction usual", "#a6d96a"),
+    (3, "confident and flagged: reconstruction unusual", "#7b3294"),
+]
 ERROR_MODEL_VERSION = 1
 #: Classes with fewer training pixels than this use the distribution of all classes together.
 MIN_CLASS_PIXELS = 50
@@ -204,6 +211,13 @@ def agreement(main_wrong: np.ndarray, score: np.ndarray, threshold: float) -> np
         raise ValueError(f"main_wrong {wrong.shape} and score {bad.shape} must have the same shape")
     out = np.where(wrong, np.where(bad, 2, 3), np.where(bad, 4, 1))
     return out.astype(np.uint8)
+
+
+def confident_flagged(confidence: np.ndarray, score: np.ndarray, confident_at: float, threshold: float) -> np.ndarray:
+    """The classes of :data:`CONFIDENT_FLAGGED_CLASSES`: 1 where ``confidence < confident_at``, else 3 where the error
+    score is above ``threshold`` ("reconstruction bad", as in :func:`agreement`) and 2 where it is not; uint8."""
+    sure = np.asarray(confidence) >= confident_at
+    return np.where(sure, np.where(np.asarray(score) > threshold, 3, 2), 1).astype(np.uint8)
 
 
 #: Features of the combined detector, in column order (see :func:`detector_features`).

@@ -94,7 +94,8 @@ def fit_on_blocks(
         class_names=[c.name for c in spec.classes], quantile=quantile,
     )
     error_model["detector"] = None
-    if spec.task == "segmentation":
+    if spec.task == "segmentation":  # "confident": at least the median confidence of the training pixels
+        error_model["confident_at"] = float(np.median(train["probs"].max(axis=0)))
         val = block_pixels(model, spec, reader, val_blocks, device)
         if val["wrong"].size and val["wrong"].min() != val["wrong"].max():
             score = error_score(val["recon_error"], val["probs"], error_model)

@@ -87,14 +87,15 @@ def test_demo_project_has_every_explanation_layer_the_input_below_and_a_saved_ex
     assert project.read(str(qgz))
     layers = {lyr.source(): lyr for lyr in project.mapLayers().values()}
     assert str(raster) in layers and layers[str(raster)].renderer().type() == "multibandcolor"
-    assert {"recon_error_swir", "main_error", "error_score", "agreement", "sensitivity"} <= set(result.outputs)
+    assert {"recon_error_swir", "main_error", "error_score", "agreement", "sensitivity",
+            "confident_flagged"} <= set(result.outputs)
     for key, path in result.outputs.items():
         assert path in layers, key
     main = layers[result.outputs["main"]].renderer()
     assert main.type() == "paletted" and main.classes()[0].label == "developed"
     assert layers[result.outputs["aux_swir"]].renderer().type() == "multibandcolor"
     assert layers[result.outputs["agreement"]].renderer().type() == "paletted"
-    for key in ("agreement", "main_error"):  # one palette: GeoTIFF colour table = QML style = layer in QGIS
+    for key in ("agreement", "main_error", "confident_flagged"):  # one palette: GeoTIFF = QML = layer in QGIS
         assert _geotiff_palette(result.outputs[key]) == _qml_palette(key) == _layer_palette(
             layers[result.outputs[key]]), key
     # Every output has its style beside it: added by hand, or exported, it opens styled.
