@@ -32,6 +32,7 @@ from qgis.core import (
     QgsProject,
 )
 from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtWidgets import QApplication
 from qgis.utils import iface, plugins
 
 RASTER = os.environ["MTL_DESKTOP_RASTER"]
@@ -132,6 +133,10 @@ def panel_done() -> None:
     groups = run_groups()
     report["layers"] = {n.layer().customProperty(KEY_PROPERTY): n.layer().renderer().type()
                         for g in groups for n in g.findLayers()}
+    canvas = iface.mapCanvas()  # the canvas renders in the background: let it draw the new layers first
+    canvas.refresh()
+    canvas.waitWhileRendering()
+    QApplication.processEvents()
     iface.mainWindow().grab().save(str(OUT / "panel.png"))
     report["steps"].append("panel done")
     QTimer.singleShot(0, train_short)
