@@ -199,30 +199,27 @@ def test_a_mask_that_misses_the_raster_is_refused(trained_model, crop_dir, tmp_p
     assert list(out.iterdir()) == []
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 512 KiB file system (tmpfs): outputs stop fitting part-way, as on a full disk."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)], capture_output=True,
+def _tmpfs(folder: Path, options: str):
+    """A tmpfs mounted on ``folder`` for the test (mounting needs root: skipped otherwise)."""
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True,
                           text=True)
     if done.returncode:
-        pytest.skip(f"mounting a small tmpfs needs root: {done.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+        pytest.skip(f"mounting a tmpfs needs root: {done.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 512 KiB file system: outputs stop fitting part-way, as on a full disk."""
+    yield from _tmpfs(tmp_path / "small", "size=512k")
 
 
 @pytest.fixture
 def read_only(tmp_path):
     """A read-only file system (refuses writes even to root, unlike a chmod 555 folder)."""
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
-    if done.returncode:
-        pytest.skip(f"mounting a read-only tmpfs needs root: {done.stderr.strip()}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    yield from _tmpfs(tmp_path / "ro", "ro,size=64k")
 
 
 @pytest.mark.parametrize("command, out, message", [
