@@ -127,15 +127,15 @@ def compare_variants(setup: str, seeds: list[int], steps: int, threads: int) -> 
                 r = train(cfg, TrainOptions(variant=variant, steps=steps, batch_size=16, eval_every=50, device="cpu",
                                             seed=seed, architecture=Architecture(encoder_depth=3)), progress=False)
                 results.setdefault(variant, []).append(r.test)
-                print(f"{setup} {variant} seed {seed}: OA {r.test['test_overall_accuracy']:.3f} "
-                      f"mIoU {r.test['test_miou']:.3f}", flush=True)
+                print(f"{setup} {variant} seed {seed}: OA {r.test['overall_accuracy']:.3f} "
+                      f"mIoU {r.test['miou']:.3f}", flush=True)
     print(f"\n{setup}: inputs {'+'.join(SETUPS[setup]['names'])}, auxiliary {SETUPS[setup]['aux']} "
           f"({'+'.join(SETUPS[setup]['aux_names'])}); held-out test blocks, mean ± sd over seeds {seeds}")
     print("| variant | overall accuracy | mIoU |")
     print("| --- | --- | --- |")
     for variant, rows in results.items():
-        oa = np.array([r["test_overall_accuracy"] for r in rows])
-        miou = np.array([r["test_miou"] for r in rows])
+        oa = np.array([r["overall_accuracy"] for r in rows])
+        miou = np.array([r["miou"] for r in rows])
         print(f"| {variant} | {oa.mean():.3f} ± {oa.std():.3f} | {miou.mean():.3f} ± {miou.std():.3f} |")
 
 
