@@ -167,6 +167,15 @@ def test_explain_writes_every_layer_and_a_report_that_names_them(trained, crop_d
     assert confident["confidence_at_least"] == pytest.approx(float(np.median(conf)), abs=1e-6)
     assert confident["wrong"] == int((main_error[main_error != 255][conf >= np.median(conf)] == 1).sum())
     assert set(confident["detectors"]) == set(stats["detectors"]) and "Errors the model is confident about" in page
+    # Per reference class, at the same confidence level: the classes' confident errors add up to the whole.
+    per = confident["per_class"]
+    assert per and all(d["confidence_at_least"] == confident["confidence_at_least"] for d in per.values())
+    assert sum(d["wrong"] for d in per.values()) == confident["wrong"]
+    assert sum(d["pixels"] for d in per.values()) == confident["pixels"]
+    assert all(0 <= d["detectors"]["entropy"]["caught"] <= 1 for d in per.values() if d["wrong"] and
+               d["pixels"] > d["wrong"])
+    if any(d["wrong"] for d in per.values()):
+        assert "caught: softmax entropy" in page
 
 
 @pytest.mark.slow

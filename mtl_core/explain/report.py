@@ -327,6 +327,15 @@ def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path
                          "This is what a score adds to the model's own confidence.</p>")
             parts.append(_table(["detector", "AUROC (confident)", "confident errors caught"],
                                 [[_label(c), d["auroc"], d["caught"]] for c, d in confident["detectors"].items()]))
+            per = {n: d for n, d in confident.get("per_class", {}).items() if d["wrong"]}
+            if per:
+                cols = list(confident["detectors"])
+                parts.append(f"<p class='note'>The same per reference class (confident {unit} of that class, at "
+                             "the same confidence level): the share of its confident errors each score catches "
+                             "(– where the class has no confident correct one).</p>")
+                parts.append(_table(["class", f"confident {unit}", "wrong"] + [f"caught: {_label(c)}" for c in cols],
+                                    [[n, d["pixels"], d["wrong"]] + [d["detectors"][c]["caught"] for c in cols]
+                                     for n, d in per.items()]))
         parts.append("<h3>Per reference class</h3><p class='note'>AUROC within the pixels of each reference "
                      "class (– where the class has no error or no correct pixel), and the class's IoU.</p>")
         rows = []

@@ -165,8 +165,16 @@ class ExplainStats:
                 detectors[col] = d
             stats["detectors"] = detectors
             if "one_minus_confidence" in self.cols:
-                stats["confident"] = confident_errors({c: sample[c] for c in self.cols[2:]},
-                                                      1.0 - sample["one_minus_confidence"], wrong)
+                scores = {c: sample[c] for c in self.cols[2:]}
+                conf = 1.0 - sample["one_minus_confidence"]
+                stats["confident"] = confident = confident_errors(scores, conf, wrong)
+                confident["per_class"] = {}  # by reference class, at the overall confidence level
+                for i, name in classes.items():
+                    mine = sample["reference"] == i
+                    if mine.any():
+                        confident["per_class"][name] = confident_errors(
+                            {c: v[mine] for c, v in scores.items()}, conf[mine], wrong[mine],
+                            level=confident["confidence_at_least"])
         elif len(sample):  # regression: how reconstruction errors follow the absolute error
             stats["correlations"] = {col: {"spearman": spearman(sample[col], sample["wrong"])}
                                      for col in self.cols[2:]}

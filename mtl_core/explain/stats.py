@@ -121,7 +121,7 @@ def detector_stats(score: np.ndarray, wrong: np.ndarray) -> dict[str, float]:
 
 
 def confident_errors(scores: dict[str, np.ndarray], confidence: np.ndarray, wrong: np.ndarray,
-                     false_alarm: float = 0.1) -> dict[str, Any]:
+                     false_alarm: float = 0.1, level: float | None = None) -> dict[str, Any]:
     """How well each score finds the errors the model is confident about: among the most confident half of the
     pixels (confidence at least its median), the AUROC of each score and the share of wrong pixels it flags when
     its threshold lets ``false_alarm`` of the correct ones through.
@@ -131,6 +131,8 @@ def confident_errors(scores: dict[str, np.ndarray], confidence: np.ndarray, wron
         confidence: (n,) the model's confidence (highest class probability).
         wrong: (n,) 0/1 main-task error.
         false_alarm: share of confident correct pixels flagged, which sets each score's threshold.
+        level: the confidence from which a pixel counts as confident (default: the median of ``confidence``;
+            per-class rows pass the overall median).
 
     Returns:
         ``{"confidence_at_least", "pixels", "wrong", "false_alarm", "detectors": {name: {"auroc", "caught"}}}``;
@@ -139,7 +141,8 @@ def confident_errors(scores: dict[str, np.ndarray], confidence: np.ndarray, wron
     conf = np.asarray(confidence, dtype=np.float64)
     bad = np.asarray(wrong, dtype=np.float64) > 0.5
     finite = np.isfinite(conf)
-    level = float(np.median(conf[finite])) if finite.any() else float("nan")
+    if level is None:
+        level = float(np.median(conf[finite])) if finite.any() else float("nan")
     sure = finite & (conf >= level)
     out: dict[str, Any] = {"confidence_at_least": level, "pixels": int(sure.sum()), "wrong": int((sure & bad).sum()),
                            "false_alarm": float(false_alarm), "detectors": {}}
