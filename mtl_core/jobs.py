@@ -175,6 +175,7 @@ class JobResult:
         seconds: wall-clock time of the job.
         metrics: held-out metrics of a trained model, AUROC of the explanation detectors, or empty.
         spec: the model's spec as a dict (the trained or exported model's for train and export).
+        warnings: what the user should know about the run (e.g. an input unlike the training data).
     """
 
     outputs: dict[str, str] = field(default_factory=dict)
@@ -183,6 +184,7 @@ class JobResult:
     seconds: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
     spec: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -293,13 +295,14 @@ def run_job(job: Job, progress: Progress | bool = False, cancelled: Callable[[],
             metrics = {f"auroc {k}": d.get("auroc") for k, d in done.stats.get("detectors", {}).items()}
             result = JobResult(outputs={k: str(v) for k, v in done.outputs.items()},
                                report=str(done.report["html"]) if done.report.get("html") else None,
-                               device=done.device, metrics=_finite(metrics), spec=done.spec.to_dict())
+                               device=done.device, metrics=_finite(metrics), spec=done.spec.to_dict(),
+                               warnings=list(done.warnings))
         else:
             from .engine import predict
 
             done = predict(job.model, job.raster, job.out, job.predict_options(), progress=progress,
                            cancelled=cancelled)
             result = JobResult(outputs={k: str(v) for k, v in done.outputs.items()}, device=done.device,
-                               spec=done.spec.to_dict() if done.spec else {})
+                               spec=done.spec.to_dict() if done.spec else {}, warnings=list(done.warnings))
     result.seconds = time.perf_counter() - start
     return result

@@ -158,7 +158,9 @@ class MtlExplainPlugin:
             group = add_run_layers(result.outcome, result.job.name)
             message = self.tr("{} layers added to group '{}' ({:.0f} s on {}).").format(
                 len(group.findLayers()), group.name(), result.outcome.seconds, result.outcome.device)
-            bar.pushMessage(PLUGIN_NAME, message, Qgis.Success, 8)
+            for warning in result.outcome.warnings:  # the run worked, but its outputs may not mean much
+                message += " " + self.tr("Warning: {}.").format(warning)
+            bar.pushMessage(PLUGIN_NAME, message, Qgis.Warning if result.outcome.warnings else Qgis.Success, 8)
             if self.dock is not None:
                 self.dock.show_result(result.outcome.device, message, result.outcome.report)
         elif result.cancelled:

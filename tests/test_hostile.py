@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mtl_core.cli import main
@@ -365,3 +366,29 @@ def test_a_configuration_mistake_is_one_line(trained_model, crop_dir, tmp_path, 
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["changed.yaml"]
+
+
+def test_an_input_unlike_the_training_data_is_run_but_said(trained_model, crop_dir, tmp_path):
+    """Reflectance x 10000 where the model was trained on DN: the run works, and the result says its outputs are
+    likely meaningless, naming the bands (CLI: a warning line; jobs, the panel and Processing: ``warnings``)."""
+    from osgeo import gdal
+
+    from mtl_core.jobs import Job, run_job
+
+    src = gdal.Open(str(crop_dir / "raleigh_vnir.tif"))
+    scaled = gdal.Translate(str(tmp_path / "reflectance.tif"), src)
+    for b in range(1, scaled.RasterCount + 1):
+        band = scaled.GetRasterBand(b)
+        arr = band.ReadAsArray()
+        band.WriteArray(np.where(arr == band.GetNoDataValue(), arr, arr * 40.0))
+    scaled = None
+    (tmp_path / "plain").mkdir()
+    plain = run_job(Job(kind="predict", model=str(trained_model[0]), raster=str(crop_dir / "raleigh_vnir.tif"),
+                        out=str(tmp_path / "plain"), products=["main"]))
+    assert plain.warnings == []
+    (tmp_path / "out").mkdir()
+    odd = run_job(Job(kind="predict", model=str(trained_model[0]), raster=str(tmp_path / "reflectance.tif"),
+                      out=str(tmp_path / "out"), products=["main"]))
+    assert len(odd.warnings) == 1 and "unlike the model's training data" in odd.warnings[0]
+    assert all(f"{name} averages" in odd.warnings[0] for name in ("blue", "green", "red", "nir"))
+    assert "main" in odd.outputs

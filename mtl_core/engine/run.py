@@ -125,6 +125,7 @@ class PredictResult:
     skipped_tiles: int = 0
     spec: ModelSpec | None = None
     warped: list[str] = field(default_factory=list)  # ground-truth rasters warped onto the input grid
+    warnings: list[str] = field(default_factory=list)  # things the user should know (also logged)
 
 
 def _layout(spec: ModelSpec, products: list[Product]) -> Layout:
@@ -233,6 +234,7 @@ def predict(
     check_memory(model.layout.channels, plan, opts.batch_size, H)
     blender = Blender(plan, model.layout.channels, H)
     cell, bands = plan.cell, spec.input_bands
+    seen = np.zeros((2, len(bands)))  # sum of the normalised valid input values per band, and their count
 
     def read_batch(_: int, k: int, tiles: list[tuple[int, int]]) -> tuple[np.ndarray | None, list, list[int]]:
         """Read, mask and normalise one batch of tiles (reader thread): the stacked tiles that hold valid
@@ -246,6 +248,8 @@ def predict(
                 valid &= mask.read(window)
             pad = np.zeros((len(bands), h, w), dtype=np.float32)
             pad[:, :window[3], :window[2]] = normalise(data, valid, bands)
+            seen[0] += pad[:, :window[3], :window[2]][:, valid].sum(axis=1)
+            seen[1] += valid.sum()
             data_tiles.append(pad)
             valids.append(valid)
         keep = [i for i, v in enumerate(valids) if v.any()]
@@ -328,11 +332,31 @@ def predict(
             log.warning("the model answered NaN or infinity for %d of %d pixels (tile counts, overlaps included); "
                         "they are nodata in every output. The model file may be damaged", blender.non_finite,
                         blender.pixels)
+        result.warnings += input_range_warnings(spec, seen[0] / np.maximum(seen[1], 1), seen[1] > 0)
+        for warning in result.warnings:
+            log.warning("%s", warning)
     bar.close()
     result.seconds = time.perf_counter() - start
     log.info("predicted %dx%d px on %s in %.1f s (%d tiles, %d skipped)", W, H, runner.device, result.seconds,
              result.tiles, result.skipped_tiles)
     return result
+
+
+#: Input bands whose mean over the run lies further than this from the training mean (in training standard
+#: deviations) are reported: another sensor, other units (reflectance x 10000 against DN) or a wrong band order.
+INPUT_RANGE_STD = 4.0
+
+
+def input_range_warnings(spec: ModelSpec, means: np.ndarray, seen: np.ndarray) -> list[str]:
+    """One message naming the input bands whose run mean (normalised units) is far from the training data."""
+    far = [(b, m) for b, m, s in zip(spec.input_bands, means, seen) if s and abs(m) > INPUT_RANGE_STD]
+    if not far:
+        return []
+    said = ", ".join(f"{b.name} averages {b.mean + m * b.std:.4g} against {b.mean:.4g} ± {b.std:.3g} in training "
+                     f"({m:+.0f} std)" for b, m in far)
+    return [f"the input is unlike the model's training data: {said}; the outputs are likely meaningless. Check the "
+            "band mapping and that the raster is in the units the model was trained on (e.g. DN, not reflectance "
+            "x 10000), from the same sensor"]
 
 
 def _halo_pass(outputs: Outputs, product: Product, layer: Layer, grid: Grid,

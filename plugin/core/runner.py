@@ -47,6 +47,7 @@ class RunOutcome:
     spec: dict = field(default_factory=dict)
     where: str = "qgis"  # "qgis" (ONNX Runtime in QGIS's process) or "worker"
     export: str = ""  # "", "cached" or "exported": what happened to a .safetensors model first
+    warnings: list[str] = field(default_factory=list)  # e.g. an input unlike the model's training data
 
 
 def onnx_cache_dir() -> Path:
@@ -134,7 +135,7 @@ def run(
         raise
     return RunOutcome(outputs=dict(result.outputs), run_dir=str(run_dir), device=result.device,
                       seconds=time.perf_counter() - start, report=result.report, spec=spec.to_dict(),
-                      where=where, export=export)
+                      where=where, export=export, warnings=list(result.warnings))
 
 
 def summary_fields(outcome: RunOutcome) -> dict:

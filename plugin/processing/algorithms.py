@@ -276,6 +276,8 @@ class PredictAlgorithm(_Base):
             shutil.rmtree(outcome.run_dir, ignore_errors=True)
             raise QgsProcessingException(self.tr("Cancelled; no output was written."))
         feedback.pushInfo(self.tr("Device used: {}").format(outcome.device))
+        for warning in outcome.warnings:
+            feedback.reportError(self.tr("Warning: {}").format(warning), False)  # shown in red, not fatal
         results = {self.RUN_FOLDER: outcome.run_dir, self.OUTPUT_FOLDER: self._job.out,
                    self.DEVICE_USED: outcome.device}
         for key, path in outcome.outputs.items():

@@ -433,3 +433,22 @@ def test_fast_precision_runs_the_int8_twin_and_says_what_it_costs(loaded_plugin,
     dock.model_file.setFilePath(str(tiny_model))
     assert not dock.precision_combo.model().item(1).isEnabled() and dock.precision_combo.currentIndex() == 0
     assert dock.run_model() == str(tiny_model)
+
+
+def test_an_input_unlike_the_training_data_is_a_warning_not_a_success(loaded_plugin, qgis_iface, crop_dir,
+                                                                      tiny_model, tmp_path):
+    from qgis.core import Qgis
+
+    gdal.Translate(str(tmp_path / "reflectance.tif"), str(crop_dir / "raleigh_vnir.tif"),
+                   scaleParams=[[0, 255, 0, 10200]], outputType=gdal.GDT_Float32).FlushCache()
+    layer = QgsRasterLayer(str(tmp_path / "reflectance.tif"), "reflectance x 10000")
+    dock = _prepare(loaded_plugin, layer, tiny_model, tmp_path / "out")
+    bar = qgis_iface.messageBar()
+    bar.clear_messages()
+    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    wait_for(lambda: loaded_plugin.task is None)
+    assert len(run_groups()) == 1  # the layers are there
+    warning = " ".join(bar.get_messages(Qgis.Warning))
+    assert "unlike the model's training data" in warning and "unlike the model's training data" in \
+        dock.status_label.text()
+    assert not bar.get_messages(Qgis.Success)
