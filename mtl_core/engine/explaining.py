@@ -91,6 +91,7 @@ class ExplainResult:
     stats: dict[str, Any] = field(default_factory=dict)
     device: str = "cpu"
     spec: ModelSpec | None = None
+    warnings: list[str] = field(default_factory=list)  # the prediction's (e.g. an input unlike the training data)
 
 
 def explain(
@@ -167,4 +168,5 @@ def explain(
     log.info("explanation report written to %s", report["html"])
     if callable(progress):
         progress(1.0)
-    return ExplainResult(outputs=result.outputs, report=report, stats=stats, device=result.device, spec=spec)
+    return ExplainResult(outputs=result.outputs, report=report, stats=stats, device=result.device, spec=spec,
+                         warnings=result.warnings)
