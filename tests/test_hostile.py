@@ -392,3 +392,9 @@ def test_an_input_unlike_the_training_data_is_run_but_said(trained_model, crop_d
     assert len(odd.warnings) == 1 and "unlike the model's training data" in odd.warnings[0]
     assert all(f"{name} averages" in odd.warnings[0] for name in ("blue", "green", "red", "nir"))
     assert "main" in odd.outputs
+    (tmp_path / "explained").mkdir()  # explain says it in its report too
+    explained = run_job(Job(kind="explain", model=str(trained_model[0]), raster=str(tmp_path / "reflectance.tif"),
+                            out=str(tmp_path / "explained"), labels=str(crop_dir / "raleigh_landcover.tif"),
+                            products=["main", "main_error"]))
+    assert explained.warnings == odd.warnings
+    assert "<b>Warning:</b> the input is unlike" in Path(explained.report).read_text()

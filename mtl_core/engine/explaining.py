@@ -156,6 +156,7 @@ def explain(
     try:
         stats = sink.result()
         stats["scored"] = scored
+        stats["warnings"] = list(result.warnings)
         stats["inputs"] = {"model": str(model_path), "raster": str(raster_path), "aux_truth": aux_truth,
                            "labels": labels, "labels_band": band if labels else None, "device": result.device,
                            "warped": result.warped}

@@ -286,6 +286,8 @@ def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path
                      f"{html.escape('; '.join(warped))}.</p>")
     if scored.get("warning"):
         parts.append(f"<p class='note'><b>Note:</b> {html.escape(scored['warning'])}.</p>")
+    for warning in stats.get("warnings", []):  # the prediction's own (e.g. an input unlike the training data)
+        parts.append(f"<p><b>Warning:</b> {html.escape(warning)}.</p>")
     if spec.task == "classification":
         parts.append("<p class='note'>Patch classification is scored per cell: a cell is right when its class is "
                      "the majority label of its labelled pixels (as training builds its targets). Reconstruction "
