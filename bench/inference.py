@@ -3,7 +3,7 @@
 Not a test: it prints ratios measured in one run on this machine. Usage::
 
     .venv/bin/python bench/inference.py [--size 8192] [--tile 256] [--overlap 16] [--batch 1]
-                                        [--backends torch onnx onnx-int8] [--threads 2]
+                                        [--backends torch onnx onnx-int8] [--threads 2] [--deepness-src DIR]
 
 It builds (once, cached) a raster of at least SIZE x SIZE pixels by tiling the interior of the real
 sample scene, and a U-Net/ResNet-18 model (smp defaults: depth 5) with the sample's 4 bands, 7 classes
@@ -119,20 +119,22 @@ def child(job: dict) -> dict:
         _, runner = open_runner(job["model"], job["engine"], "cpu", job["threads"])
         x = np.random.default_rng(0).normal(size=(job["batch"], 4, job["tile"], job["tile"])).astype(np.float32)
         runner(x)  # warm-up
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(job["repeats"]):
             runner(x)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         mp = job["repeats"] * job["batch"] * job["tile"] ** 2 / 1e6
     else:
         with tempfile.TemporaryDirectory() as out:
             opts = PredictOptions(tile=job["tile"], overlap=job["overlap"], batch_size=job["batch"], device="cpu",
                                   backend=job["engine"], threads=job["threads"], products=tuple(job["products"]),
                                   extent=job.get("extent"))
+            cpu = time.process_time()
             result = predict(job["model"], job["raster"], out, opts)
-            seconds = result.seconds
+            seconds, cpu = result.seconds, time.process_time() - cpu
             mp = result.grid.width * result.grid.height / 1e6
-    return {"seconds": seconds, "mp": mp, "mp_per_s": mp / seconds, "torch_imported": "torch" in sys.modules,
+    return {"seconds": seconds, "mp": mp, "mp_per_s": mp / seconds, "mp_per_cpu_s": mp / cpu,
+            "torch_imported": "torch" in sys.modules,
             "peak_rss_mib": peak_rss_mib()}
 
 
@@ -172,6 +174,9 @@ def main() -> None:
     p.add_argument("--backends", nargs="+", default=["torch", "onnx", "onnx-int8"],
                    choices=["torch", "onnx", "onnx-int8"], help="onnx-int8: the int8-quantised ONNX export")
     p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--deepness-src", type=Path,
+                   help="the src folder of a Deepness 0.6.5 checkout: also run bench/deepness.py on the same size "
+                        "(bundled default model), so the lead over Deepness prints in this run too")
     args = p.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
@@ -199,6 +204,9 @@ def main() -> None:
               f"{'' if large['torch_imported'] else ', torch never imported'}")
         print(f"[{backend}] throughput ratio:         {large['mp_per_s'] / bare['mp_per_s']:.3f}  (target >= 0.85; "
               f"overlap alone caps it at {(args.tile - args.overlap) ** 2 / args.tile ** 2:.3f})")
+        cpu_bare = max(r["mp_per_cpu_s"] for r in bare_runs)
+        print(f"[{backend}] per CPU-second:           end to end {large['mp_per_cpu_s']:.3f} MP, bare "
+              f"{cpu_bare:.3f} MP: ratio {large['mp_per_cpu_s'] / cpu_bare:.3f}  (target >= 0.85)")
         print(f"[{backend}] peak RSS {args.size}^2 / {args.small}^2: {large['peak_rss_mib']:.0f} / "
               f"{small['peak_rss_mib']:.0f} MiB = {large['peak_rss_mib'] / small['peak_rss_mib']:.3f}  "
               "(target <= 1.3)")
@@ -216,6 +224,13 @@ def main() -> None:
                 middle = r["peak_rss_mib"]
         print(f"[{backend}] peak RSS {args.small}^2 / {args.products_size}^2 / {args.size}^2: "
               f"{small['peak_rss_mib']:.0f} / {middle:.0f} / {large['peak_rss_mib']:.0f} MiB (the same products)")
+    if args.deepness_src:  # Deepness runs inside QGIS's Python stack: its own process, as a measurement does
+        done = subprocess.run([sys.executable, str(Path(__file__).with_name("deepness.py")), "--deepness-src",
+                               str(args.deepness_src), "--size", str(args.size), "--threads", str(args.threads),
+                               "--repeats", "1"], capture_output=True, text=True, check=False)
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith(("  ", "Class maps", f"{args.size}"))]
+        for line in lines or [f"bench/deepness.py failed: {done.stderr.strip()[-500:]}"]:
+            print(f"[deepness] {line}")
 
 
 if __name__ == "__main__":
