@@ -4,15 +4,15 @@ unpacked to float32 with ``FLOAT_NODATA``; other layers as stored."""
 import numpy as np
 from osgeo import gdal
 
+from mtl_core.io.raster import band_values
 from mtl_core.spec import FLOAT_NODATA
 
 
 def unpack(band: gdal.Band, raw: np.ndarray) -> np.ndarray:
-    scale, offset = band.GetScale() or 1.0, band.GetOffset() or 0.0
-    if (scale, offset) == (1.0, 0.0):
+    if ((band.GetScale() or 1.0), (band.GetOffset() or 0.0)) == (1.0, 0.0):
         return raw
-    values = (raw * scale + offset).astype(np.float32)
-    values[raw == band.GetNoDataValue()] = FLOAT_NODATA
+    values = band_values(band, raw).astype(np.float32)
+    values[np.isnan(values)] = FLOAT_NODATA
     return values
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from osgeo import gdal
 
 from ..io.fileio import atomic_path
+from ..io.raster import band_values
 from ..spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -71,11 +72,7 @@ def read_thumbnail(path: str | Path, band: int = 1, size: int = THUMBNAIL_SIZE) 
     w, h = ds.RasterXSize, ds.RasterYSize
     if scale > 1:
         w, h = max(1, int(w / scale)), max(1, int(h / scale))
-    arr = b.ReadAsArray(buf_xsize=w, buf_ysize=h, resample_alg=gdal.GRIORA_NearestNeighbour).astype(np.float64)
-    nodata = b.GetNoDataValue()
-    if nodata is not None:
-        arr[arr == nodata] = np.nan
-    return arr * (b.GetScale() or 1.0) + (b.GetOffset() or 0.0)  # packed layers: their values
+    return band_values(b, b.ReadAsArray(buf_xsize=w, buf_ysize=h, resample_alg=gdal.GRIORA_NearestNeighbour))
 
 
 def _map_figure(arr: np.ndarray, title: str, categories: list[tuple[int, str, str]] | None = None,

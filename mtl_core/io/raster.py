@@ -224,18 +224,20 @@ def windows(width: int, height: int, size: int) -> Iterator[Window]:
             yield x, y, min(size, width - x), min(size, height - y)
 
 
+def band_values(band: gdal.Band, raw: np.ndarray) -> np.ndarray:
+    """Values read from ``band`` as GDAL and QGIS show them: its scale and offset applied (packed output layers),
+    its nodata as NaN; float64."""
+    arr = raw.astype(np.float64) * (band.GetScale() or 1.0) + (band.GetOffset() or 0.0)
+    if band.GetNoDataValue() is not None:
+        arr[raw == band.GetNoDataValue()] = np.nan
+    return arr
+
+
 def read_values(path: str | os.PathLike, band: int | None = None) -> np.ndarray:
-    """A raster's values, as GDAL and QGIS show them: each band's scale and offset applied (packed output layers),
-    nodata as NaN; float64, (bands, h, w), or (h, w) for one ``band`` (1-based)."""
+    """A raster's values (:func:`band_values` of each band); (bands, h, w), or (h, w) for one ``band`` (1-based)."""
     ds = open_raster(path, "raster")
-    out = []
-    for i in [band] if band else range(1, ds.RasterCount + 1):
-        b = ds.GetRasterBand(i)
-        raw = b.ReadAsArray()
-        arr = raw * (b.GetScale() or 1.0) + (b.GetOffset() or 0.0)
-        if b.GetNoDataValue() is not None:
-            arr[raw == b.GetNoDataValue()] = np.nan
-        out.append(arr)
+    out = [band_values(ds.GetRasterBand(i), ds.GetRasterBand(i).ReadAsArray())
+           for i in ([band] if band else range(1, ds.RasterCount + 1))]
     return out[0] if band else np.stack(out)
 
 
