@@ -248,7 +248,7 @@ def predict(
                 valid &= mask.read(window)
             pad = np.zeros((len(bands), h, w), dtype=np.float32)
             pad[:, :window[3], :window[2]] = normalise(data, valid, bands)
-            seen[0] += pad[:, :window[3], :window[2]][:, valid].sum(axis=1)
+            seen[0] += pad.sum(axis=(1, 2))  # normalise left invalid pixels (and the padding) at 0
             seen[1] += valid.sum()
             data_tiles.append(pad)
             valids.append(valid)
