@@ -17,11 +17,13 @@ RUN_PROPERTY = "mtl_explain/run_dir"
 KEY_PROPERTY = "mtl_explain/product"
 
 
-def group_name(input_name: str, spec: dict, project: QgsProject | None = None) -> str:
-    """``<input> — <model name> (HH:MM:SS)``: the name of a run's layer group, unique in the project."""
+def group_name(input_name: str, spec: dict, project: QgsProject | None = None, when=None) -> str:
+    """``<input> — <model name> (HH:MM:SS)``: the name of a run's layer group, unique in the project
+    (``when``: the time in the name, default now)."""
     import datetime
 
-    base = f"{input_name or 'input'} — {spec.get('name', 'model')} ({datetime.datetime.now():%H:%M:%S})"
+    when = when or datetime.datetime.now()
+    base = f"{input_name or 'input'} — {spec.get('name', 'model')} ({when:%H:%M:%S})"
     taken = {g.name() for g in (project or QgsProject.instance()).layerTreeRoot().findGroups(True)}
     name, n = base, 1
     while name in taken:

@@ -125,7 +125,19 @@ def test_two_runs_of_the_same_input_get_distinct_groups(qgis_new_project, crop_d
     outcome = RunOutcome(outputs={k: str(v) for k, v in outputs.items()}, run_dir=str(tmp_path / "run"),
                          spec=read_spec(tiny_model).to_dict())
     first, second = (add_run_layers(outcome, "vnir").name() for _ in range(2))
-    assert first != second and second.startswith(first)
+    assert first != second
+
+
+def test_a_group_name_taken_in_the_same_second_gets_a_number(qgis_new_project):
+    import datetime
+
+    from plugin.core.layers import group_name
+
+    when, spec = datetime.datetime(2026, 1, 2, 3, 4, 5), {"name": "mtl"}
+    first = group_name("vnir", spec, qgis_new_project, when)
+    qgis_new_project.layerTreeRoot().insertGroup(0, first)
+    second = group_name("vnir", spec, qgis_new_project, when)
+    assert first == "vnir — mtl (03:04:05)" and second == first + " #2"
 
 
 def test_export_names_what_it_would_replace(crop_dir, tiny_model, tmp_path):
