@@ -141,8 +141,8 @@ def _engine_job(kind: str, args: argparse.Namespace, **extra) -> Job:
                extent=list(args.extent) if args.extent else None, mask=args.mask, tile=args.tile,
                overlap=args.overlap, chunk=args.chunk, batch_size=args.batch, device=args.device,
                backend=args.backend, threads=args.threads, products=list(args.products), cog=args.cog,
-               float32=args.float32,
-               overwrite=args.overwrite, **extra)
+               float32=args.float32, overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
+               **extra)
 
 
 @contextlib.contextmanager
@@ -281,7 +281,14 @@ def _engine_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     r.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
                    help="auto: ONNX Runtime for .onnx models or when PyTorch is missing, else torch (default: auto)")
-    r.add_argument("--threads", type=_positive, help="CPU threads for the backend (default: the backend's choice)")
+    r.add_argument("--threads", type=_positive, help="CPU threads for the backend (default: the backend's choice; "
+                   "with --workers, the cores shared among the workers)")
+    r.add_argument("--workers", type=_positive, metavar="N",
+                   help="split the run into shards along the chunk grid and run them on a Dask LocalCluster of N "
+                        "processes on this machine; the outputs equal a single run's (needs dask[distributed])")
+    r.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the shards on a running Dask scheduler instead (e.g. tcp://host:8786); its workers must "
+                        "see the model, the rasters and --out under the same paths")
     r.add_argument("--products", nargs="+", default=default, choices=products, metavar="PRODUCT",
                    help=f"products to write, from: {', '.join(products)} (default: {' '.join(default)}); "
                         "a product the model cannot make is skipped")

@@ -64,6 +64,11 @@ class RegressionErrors:
             self.y[c] += r.sum()
             self.yy[c] += (r * r).sum()
 
+    def merge(self, other: RegressionErrors) -> None:
+        """Add the sums of other pixels."""
+        for name in ("n", "abs", "sq", "y", "yy"):
+            getattr(self, name)[...] += getattr(other, name)
+
     def rmse(self) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.sqrt(self.sq / self.n)

@@ -35,10 +35,11 @@ class Outputs:
         stack: closes and removes the temporaries if the run fails.
         inputs: files the run reads; no output may replace one.
         overwrite: replace existing outputs (else they are refused before anything is computed).
+        overviews: fill overviews as rows arrive (a distributed run's shards leave them to the merged file).
     """
 
     def __init__(self, layers: list[Layer], grid: Grid, cell_grid: Grid, out_dir: Path, stem: str, cog: bool,
-                 stack: ExitStack, inputs: list[str] = (), overwrite: bool = False) -> None:
+                 stack: ExitStack, inputs: list[str] = (), overwrite: bool = False, overviews: bool = True) -> None:
         self.layers = {layer.key: layer for layer in layers}
         self.datasets: dict[str, gdal.Dataset] = {}
         self.final: dict[str, Path] = {}
@@ -62,15 +63,17 @@ class Outputs:
             self.datasets[layer.key] = create_geotiff(path, cell_grid if layer.cells else grid, layer.bands,
                                                       layer.dtype, layer.nodata, predictor=layer.packed)
             _describe(self.datasets[layer.key], layer)
-            self.overviews[layer.key] = Overviews(self.datasets[layer.key], layer.fill, layer.categorical,
-                                                  layer.encode)
+            if overviews:
+                self.overviews[layer.key] = Overviews(self.datasets[layer.key], layer.fill, layer.categorical,
+                                                      layer.encode)
 
     def write(self, key: str, data: np.ndarray, row: int, col: int = 0) -> None:
         """Write a computed block (float32 for packed layers: packed here, its overviews averaged before)."""
         ds = self.datasets[key]
         for i, band in enumerate(self.layers[key].encode(data), start=1):
             ds.GetRasterBand(i).WriteArray(band, col, row)
-        self.overviews[key].push(data, col, last=row + data.shape[-2] == ds.RasterYSize)
+        if key in self.overviews:
+            self.overviews[key].push(data, col, last=row + data.shape[-2] == ds.RasterYSize)
 
     def read(self, key: str, window: tuple[int, int, int, int]) -> np.ndarray:
         """A window of a layer written so far (for halo products), as computed (unpacked), nodata kept."""

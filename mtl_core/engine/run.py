@@ -93,6 +93,10 @@ class PredictOptions:
             0.01 training std around the band's mean), e.g. for tools that ignore a GeoTIFF's scale/offset.
         overwrite: replace outputs that already exist in the folder (never the run's own inputs);
             without it an existing output is refused before anything is computed.
+        workers: run on a Dask LocalCluster of this many processes on this machine (:mod:`.distributed`):
+            the raster is split into shards along the chunk grid and the outputs equal a single run's.
+        scheduler: address of a running Dask scheduler to run the shards on instead (its workers must read the
+            model, the rasters and the output folder under the same paths).
     """
 
     tile: int | None = None
@@ -113,6 +117,8 @@ class PredictOptions:
     cog: bool = False
     float32: bool = False
     overwrite: bool = False
+    workers: int | None = None
+    scheduler: str | None = None
 
 
 @dataclass
@@ -126,6 +132,7 @@ class PredictResult:
     spec: ModelSpec | None = None
     warped: list[str] = field(default_factory=list)  # ground-truth rasters warped onto the input grid
     warnings: list[str] = field(default_factory=list)  # things the user should know (also logged)
+    seen: np.ndarray | None = None  # per input band: sum of the normalised valid values, and their count
 
 
 def _layout(spec: ModelSpec, products: list[Product]) -> Layout:
@@ -194,6 +201,7 @@ def predict(
     cancelled: Callable[[], bool] | None = None,
     sink: Sink | None = None,
     opened: tuple[ModelSpec, Runner] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> PredictResult:
     """Run a model over a raster and write every requested product.
 
@@ -206,6 +214,9 @@ def predict(
         cancelled: polled between batches; when it returns True the run stops and writes nothing.
         sink: receives every finished block (writer thread), e.g. the statistics of a report.
         opened: the model already opened with :func:`~mtl_core.engine.runtime.open_runner` (not opened again).
+        shard: (first, end) chunks of the plan to run alone, as one shard of a distributed run
+            (:mod:`.distributed`): the outputs cover those chunks' columns, are float32 where packed, have no
+            overviews and no halo products; the caller merges the shards.
 
     Raises:
         ConfigError: an unknown product, or tiling options the engine cannot use.
@@ -214,6 +225,10 @@ def predict(
         CancelledError: the run was cancelled (no output file is left behind).
     """
     opts = opts or PredictOptions()
+    if shard is None and (opts.workers or opts.scheduler):
+        from .distributed import predict_sharded
+
+        return predict_sharded(model_path, raster_path, out_dir, opts, progress, cancelled, sink, opened)
     start = time.perf_counter()
     spec, runner = opened or open_runner(model_path, opts.backend, opts.device, opts.threads)
     available = Available.of(spec, opts.aux_truth or {}, bool(opts.labels))
@@ -224,11 +239,17 @@ def predict(
     mapping = check_input(spec, ds, opts.bands)
     grid = Grid.of(ds)
     win = extent_window(grid, opts.extent)
-    out_grid = sub_grid(grid, win)
     truth = Truth(spec, grid, opts.aux_truth or {}, opts.labels, opts.labels_band, opts.aux_bands)
     mask = Mask(opts.mask, grid) if opts.mask else None
     wx, wy, W, H = win
     plan = Plan.of(spec, W, H, runner.divisor, opts.tile, opts.overlap, opts.chunk, opts.batch_size)
+    lo, hi = 0, W  # the columns this run writes (a shard's chunks, else the whole window)
+    if shard is not None:
+        plan = plan.shard(*shard)
+        lo, hi = plan.bounds[shard[0]], plan.bounds[shard[1]]
+        chosen = [(p, layer.unpacked()) for p, layer in chosen if not p.halo]
+    out_win = (wx + lo, wy, hi - lo, H)
+    out_grid = sub_grid(grid, out_win)
     streamed = list(dict.fromkeys(p for p, _ in chosen if not p.halo))
     model = _Model(spec, runner, _layout(spec, streamed))
     check_memory(model.layout.channels, plan, opts.batch_size, H)
@@ -259,6 +280,8 @@ def predict(
     def write_block(outputs: Outputs, rows: np.ndarray, valid: np.ndarray, row: int, col: int) -> None:
         """Every streamed product's layers of finished rows, written and handed to the sink (writer thread);
         in pieces 512 px wide (a multiple of the overview blocks), so the products' temporaries stay small."""
+        if col < lo:
+            return  # a shard's seam tiles of the chunk before it: only what they put into its own columns counts
         width = rows.shape[2]
         piece = width if cell > 1 else 512
         for p0 in range(0, width, piece):
@@ -273,10 +296,10 @@ def predict(
                         continue
                     if layer.cells:
                         arr[..., ~block.cell_valid] = layer.fill
-                        outputs.write(key, arr, row // cell, (col + p0) // cell)
+                        outputs.write(key, arr, row // cell, (col - lo + p0) // cell)
                     else:
                         arr[..., ~block.valid] = layer.fill
-                        outputs.write(key, arr, row, col + p0)
+                        outputs.write(key, arr, row, col - lo + p0)
                     written[key] = arr
             if sink is not None:
                 sink.add(written, block)
@@ -293,9 +316,10 @@ def predict(
     bar = tqdm(total=result.tiles, unit="tile", desc="predict", disable=progress is not True)
     done = 0
     with ExitStack() as stack:
-        outputs = Outputs([layer for _, layer in chosen], out_grid, sub_grid(grid, win, cell), Path(out_dir),
-                          Path(raster_path).stem, opts.cog, stack,
-                          run_inputs(raster_path, opts.aux_truth, opts.labels, opts.mask), opts.overwrite)
+        outputs = Outputs([layer for _, layer in chosen], out_grid, sub_grid(grid, out_win, cell), Path(out_dir),
+                          Path(raster_path).stem, opts.cog and shard is None, stack,
+                          run_inputs(raster_path, opts.aux_truth, opts.labels, opts.mask), opts.overwrite,
+                          overviews=shard is None)
         if sink is not None:
             sink.start(list(outputs.layers))
         reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mtl-read"))
@@ -332,7 +356,9 @@ def predict(
             log.warning("the model answered NaN or infinity for %d of %d pixels (tile counts, overlaps included); "
                         "they are nodata in every output. The model file may be damaged", blender.non_finite,
                         blender.pixels)
-        result.warnings += input_range_warnings(spec, seen[0] / np.maximum(seen[1], 1), seen[1] > 0)
+        result.seen = seen
+        if shard is None:
+            result.warnings += input_range_warnings(spec, seen)
         for warning in result.warnings:
             log.warning("%s", warning)
     bar.close()
@@ -347,9 +373,11 @@ def predict(
 INPUT_RANGE_STD = 4.0
 
 
-def input_range_warnings(spec: ModelSpec, means: np.ndarray, seen: np.ndarray) -> list[str]:
-    """One message naming the input bands whose run mean (normalised units) is far from the training data."""
-    far = [(b, m) for b, m, s in zip(spec.input_bands, means, seen) if s and abs(m) > INPUT_RANGE_STD]
+def input_range_warnings(spec: ModelSpec, seen: np.ndarray) -> list[str]:
+    """One message naming the input bands whose run mean (``seen``: sums and counts of the normalised values) is
+    far from the training data."""
+    means = seen[0] / np.maximum(seen[1], 1)
+    far = [(b, m) for b, m, s in zip(spec.input_bands, means, seen[1]) if s and abs(m) > INPUT_RANGE_STD]
     if not far:
         return []
     said = ", ".join(f"{b.name} averages {b.mean + m * b.std:.4g} against {b.mean:.4g} ± {b.std:.3g} in training "

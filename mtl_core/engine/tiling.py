@@ -141,6 +141,18 @@ class Plan:
                     batches += [(c, k, same[i:i + batch_size]) for i in range(0, len(same), batch_size)]
         return cls(rows, bounds, spans, batches, overlap, cell)
 
+    def shard(self, first: int, end: int) -> Plan:
+        """The plan of the chunks ``first`` .. ``end - 1`` alone (a shard of a distributed run), preceded by the
+        batches of chunk ``first - 1`` whose tiles reach into chunk ``first``: what they put there is blended in
+        as in one run over every chunk, so the shard's columns come out exactly the same. Whole batches are kept,
+        so the model sees the same batches too."""
+        if not 0 <= first < end <= len(self.spans):
+            raise ConfigError(f"chunks {first}..{end - 1} are not among the plan's {len(self.spans)} chunks")
+        seam_start = self.bounds[first]
+        batches = [b for b in self.batches if first <= b[0] < end
+                   or (b[0] == first - 1 and any(x + w > seam_start for x, w in b[2]))]
+        return Plan(self.rows, self.bounds, self.spans, batches, self.overlap, self.cell)
+
     @property
     def tile_height(self) -> int:
         return self.rows[0][1]

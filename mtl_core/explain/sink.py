@@ -6,8 +6,9 @@ pixel; patch classification per cell, against the majority label of the cell's p
 targets), with entropy and confidence as the detectors (reconstruction errors are per pixel); regression with
 RMSE, MAE and R² in the target's units, and the Spearman correlation of each score with the absolute error.
 The confusion matrix, agreement counts and sensitivity totals use every pixel (cell); rank statistics (AUROC,
-Spearman) a uniform random sample of at most ``sample_pixels`` labelled ones. Entropy and confidence are
-scored as detectors only when they were written (they are products the user may leave out).
+Spearman) a uniform random sample of at most ``sample_pixels`` labelled ones, drawn by a hash of each pixel's
+place, so the statistics of parts of a raster (the shards of a distributed run) merge into those of the whole.
+Entropy and confidence are scored as detectors only when they were written (products the user may leave out).
 """
 
 from __future__ import annotations
@@ -119,7 +120,27 @@ class ExplainStats:
             cols["error_score"] = _values(layers["error_score"][0])
         if "combined" in self.cols:
             cols["combined"] = _values(layers["error_probability"][0])
-        self.sample.add(cols, keep)
+        self.sample.add(cols, keep, self._pixel_ids(block, keep.shape))
+
+    def _pixel_ids(self, block, shape: tuple[int, int]) -> np.ndarray:
+        """A unique id per pixel (or cell) of a block, from its place in the raster (row x 2^32 + column)."""
+        x, y = block.window[:2]
+        step = block.cell if self.cells else 1
+        rows = (y + np.arange(shape[0], dtype=np.int64) * step) << 32
+        return rows[:, None] + (x + np.arange(shape[1], dtype=np.int64) * step)[None, :]
+
+    def merge(self, other: ExplainStats) -> None:
+        """Add the statistics of another part of the same run (another shard's blocks, see ``--workers``): the
+        result is that of one run over both parts."""
+        self.sample.merge(other.sample)
+        self.agree_counts += other.agree_counts
+        for key, (total, count) in self.sens.items():
+            total += other.sens[key][0]
+            count += other.sens[key][1]
+        if self.confusion is not None:
+            self.confusion.matrix += other.confusion.matrix
+        if self.regression is not None:
+            self.regression.merge(other.regression)
 
     def _in_region(self, block, shape: tuple[int, int]) -> np.ndarray:
         """Which pixels (or cells) of a block lie in the scored blocks."""

@@ -258,11 +258,23 @@ class LogisticDetector:
         return det
 
 
+def pixel_keys(ids: np.ndarray, seed: int) -> np.ndarray:
+    """Uniform keys in [0, 1) from pixel ids (splitmix64 of id and seed): the same pixel gets the same key in any
+    run, whatever order or process it is seen in."""
+    z = np.asarray(ids, dtype=np.uint64) + np.uint64((seed * 0x9E3779B97F4A7C15 + 1) % 2**64)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
 class PixelSample:
     """A uniform random sample of at most ``capacity`` pixels, fed batch by batch (bounded memory).
 
-    Each pixel draws a random key and the ``capacity`` smallest keys are kept, which is a uniform
-    sample without replacement of everything seen so far, whatever the batch sizes.
+    Each pixel gets a random key and the ``capacity`` smallest keys are kept, which is a uniform
+    sample without replacement of everything seen so far, whatever the batch sizes. With pixel ids the keys
+    are a hash of them (:func:`pixel_keys`), so samples of parts of a raster taken in other processes
+    :meth:`merge` into exactly the sample of the whole.
 
     Args:
         names: the per-pixel variables to keep, e.g. ``["wrong", "entropy", "recon_error"]``.
@@ -273,17 +285,23 @@ class PixelSample:
     def __init__(self, names: list[str], capacity: int = 1_000_000, seed: int = 0) -> None:
         self.names = list(names)
         self.capacity = int(capacity)
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
         self.keys = np.empty(0)
         self.values = np.empty((0, len(self.names)), dtype=np.float32)
         self.seen = 0
+        self._order: np.ndarray | None = None  # key order, computed when read (equal samples give equal arrays)
 
-    def add(self, columns: dict[str, np.ndarray], keep: np.ndarray | None = None) -> None:
-        """Add pixels: ``columns`` maps every name to an array of one shape; ``keep`` selects pixels."""
+    def add(self, columns: dict[str, np.ndarray], keep: np.ndarray | None = None,
+            ids: np.ndarray | None = None) -> None:
+        """Add pixels: ``columns`` maps every name to an array of one shape; ``keep`` selects pixels; ``ids``
+        (the same shape, unique per pixel) makes the sample independent of the order pixels arrive in."""
         missing = set(self.names) - set(columns)
         if missing:
             raise ValueError(f"columns {sorted(missing)} are missing; expected {self.names}")
         cols = [np.asarray(columns[n]).ravel() for n in self.names]
+        if ids is not None:
+            cols.append(np.asarray(ids).ravel())
         if keep is not None:
             k = np.asarray(keep, dtype=bool).ravel()
             cols = [c[k] for c in cols]
@@ -291,15 +309,27 @@ class PixelSample:
         if n == 0:
             return
         self.seen += n
-        keys = np.concatenate([self.keys, self.rng.random(n)])
-        values = np.concatenate([self.values, np.stack(cols, axis=1).astype(np.float32)])
+        new = pixel_keys(cols.pop(), self.seed) if ids is not None else self.rng.random(n)
+        self._keep(np.concatenate([self.keys, new]),
+                   np.concatenate([self.values, np.stack(cols, axis=1).astype(np.float32)]))
+
+    def merge(self, other: PixelSample) -> None:
+        """Add the sample of other pixels (taken with ids and the same seed): the result is the sample of both."""
+        self.seen += other.seen
+        self._keep(np.concatenate([self.keys, other.keys]), np.concatenate([self.values, other.values]))
+
+    def _keep(self, keys: np.ndarray, values: np.ndarray) -> None:
+        """Keep the ``capacity`` smallest keys."""
         if keys.size > self.capacity:
             idx = np.argpartition(keys, self.capacity - 1)[:self.capacity]
             keys, values = keys[idx], values[idx]
-        self.keys, self.values = keys, values
+        self.keys, self.values, self._order = keys, values, None
 
     def __len__(self) -> int:
         return self.keys.size
 
     def __getitem__(self, name: str) -> np.ndarray:
-        return self.values[:, self.names.index(name)].astype(np.float64)
+        """One variable of the sampled pixels, in key order."""
+        if self._order is None:
+            self._order = np.argsort(self.keys, kind="stable")
+        return self.values[self._order, self.names.index(name)].astype(np.float64)

@@ -1,0 +1,267 @@
+"""Distributed runs: one prediction split into shards along the engine's chunk grid, run by Dask workers, merged
+into exactly the outputs of a single run.
+
+``PredictOptions.workers`` starts a ``dask.distributed`` LocalCluster of that many processes on this machine;
+``PredictOptions.scheduler`` uses a running scheduler (a cluster the user runs: dask-jobqueue on Slurm, Kubernetes
+…), whose workers read the model, the rasters and the output folder under the same paths. Dask does the
+scheduling, the retries and the dashboard.
+
+A shard is a run of consecutive column chunks (:meth:`~mtl_core.engine.tiling.Plan.shard`): it also runs the
+batches of the chunk before it whose tiles reach into its first columns and blends what they put there exactly as
+one run blends chunk seams, so every shard's columns equal the single run's. Each worker opens the model once
+(ONNX Runtime or PyTorch, with the cores of its machine shared among the workers on it) and writes its shard's
+layers as float32 GeoTIFFs into a scratch folder beside the outputs. The driver then copies them, in strips, into
+the run's own output files, packed and with overviews as a single run writes them (one GeoTIFF or COG per layer,
+what QGIS, the export and the report expect; the copy is one sequential pass, measured in docs/scale.md), computes
+the halo products from the merged layers, merges the shards' statistics (``Sink.merge``) and renames the outputs
+together. A cancelled or failed run leaves neither outputs nor scratch files.
+
+Errors: a shard that meets a mistake in the input (an :class:`~mtl_core.errors.MtlError`: bad bands, nodata, an
+unreadable window …) fails the run with its message at once, since running it again would meet it again; any
+other failure (a crash, a killed worker) is retried once by Dask, then fails the run with the shard's message.
+Patch classification has one chunk, so it runs as one shard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CancelledError, ConfigError, MtlError
+from ..io.raster import Grid, open_raster
+from .inputs import Truth, check_input, run_inputs
+from .outputs import Outputs
+from .product import Available
+from .products import plan_layers
+from .runtime import open_runner
+from .tiling import Plan, extent_window, sub_grid
+
+log = logging.getLogger(__name__)
+
+#: Rows of the strips shards are copied into the outputs in.
+MERGE_ROWS = 256
+#: Seconds between a shard's progress reports (and its looks at the cancel flag).
+REPORT_EVERY = 0.5
+DASK_MISSING = ("--workers and --scheduler need Dask: install it into the Python that runs mtl with "
+                "pip install 'dask[distributed]==2026.8.0'")
+
+
+def shard_ranges(chunks: int, workers: int) -> list[tuple[int, int]]:
+    """Split ``chunks`` column chunks into at most ``2 x workers`` shards of consecutive chunks, as even as can be
+    (two per worker: a slow or restarted worker holds up less of the run; each shard repeats one tile column)."""
+    n = max(1, min(chunks, 2 * workers))
+    edges = [round(i * chunks / n) for i in range(n + 1)]
+    return list(zip(edges, edges[1:]))
+
+
+_OPENED: dict[tuple, Any] = {}  # per worker process: (model, backend, device, threads) -> (spec, runner)
+
+
+def _worker_threads(threads: int | None, slots: dict[str, int]) -> int:
+    """The backend threads of one shard: as asked, else this machine's cores over the shards it runs at once."""
+    if threads:
+        return threads
+    from distributed import get_worker
+
+    host = get_worker().address.rsplit(":", 1)[0]
+    return max(1, (os.cpu_count() or 1) // max(1, slots.get(host, 1)))
+
+
+def _run_shard(model_path: str, raster_path: str, scratch: str, opts, chunks: tuple[int, int], run_id: str,
+               slots: dict[str, int], sink) -> dict[str, Any]:
+    """One shard, on a Dask worker: its layers in a fresh folder under ``scratch``, its statistics, its counts.
+    A mistake in the input comes back as ``{"error": …}`` (not raised: Dask would retry it)."""
+    from distributed import Event, Queue
+
+    from .run import predict
+
+    threads = _worker_threads(opts.threads, slots)
+    key = (model_path, opts.backend, opts.device, threads)
+    try:
+        if key not in _OPENED:
+            _OPENED[key] = open_runner(model_path, opts.backend, opts.device, threads)
+        folder = Path(scratch) / uuid.uuid4().hex  # an attempt of its own: a killed one leaves only its folder
+        folder.mkdir(parents=True)
+        cancel, queue, last = Event(f"mtl-cancel-{run_id}"), Queue(f"mtl-progress-{run_id}"), [0.0]
+
+        def progress(fraction: float) -> None:
+            if fraction >= 1 or time.monotonic() - last[0] > REPORT_EVERY:
+                last[0] = time.monotonic()
+                queue.put((chunks[0], fraction))
+
+        def cancelled() -> bool:
+            return cancel.is_set()
+
+        result = predict(model_path, raster_path, folder, dataclasses.replace(opts, threads=threads), progress,
+                         cancelled, sink, _OPENED[key], shard=chunks)
+    except MtlError as exc:
+        return {"error": exc}
+    return {"outputs": {k: str(v) for k, v in result.outputs.items()}, "sink": sink, "seen": result.seen,
+            "tiles": result.tiles, "skipped": result.skipped_tiles, "device": result.device, "warped": result.warped}
+
+
+class _Cluster:
+    """The Dask client of a run: a LocalCluster of ``workers`` processes, or a client of ``scheduler``."""
+
+    def __init__(self, workers: int | None, scheduler: str | None, stack: ExitStack) -> None:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError as exc:
+            raise ConfigError(DASK_MISSING) from exc
+        if workers is not None and scheduler:
+            raise ConfigError("give --workers (a cluster on this machine) or --scheduler (a running one), not both")
+        if scheduler:
+            try:
+                self.client = stack.enter_context(Client(scheduler, timeout="10s"))
+            except (OSError, TimeoutError) as exc:
+                raise ConfigError(f"cannot reach the Dask scheduler at {scheduler!r} ({exc}); check the address "
+                                  "(e.g. tcp://host:8786) and that the scheduler is running") from exc
+        else:
+            if not workers or workers < 1:
+                raise ConfigError(f"--workers {workers} must be at least 1")
+            cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                       dashboard_address=":0", silence_logs=logging.ERROR))
+            self.client = stack.enter_context(Client(cluster))
+        info = self.client.scheduler_info()["workers"]
+        if not info:
+            raise ConfigError(f"the Dask scheduler at {scheduler!r} has no workers; start some (dask worker "
+                              f"{scheduler}) and run again")
+        self.slots: dict[str, int] = {}  # host -> shards it runs at once
+        for w in info.values():
+            host = w["host"] if "://" in w["host"] else f"tcp://{w['host']}"
+            self.slots[host] = self.slots.get(host, 0) + w["nthreads"]
+        self.workers = sum(self.slots.values())
+        log.info("running on %d Dask worker thread(s); dashboard: %s", self.workers, self.client.dashboard_link)
+
+
+def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Callable[[float], None] = False,
+                    cancelled: Callable[[], bool] | None = None, sink=None, opened=None):
+    """:func:`~mtl_core.engine.run.predict` on Dask workers (see the module docstring); same arguments and result.
+
+    Raises:
+        ConfigError: Dask is missing, no scheduler answers, or both ``workers`` and ``scheduler`` are given.
+        MtlError: what a shard met (the first failed shard's message), or what a single run would refuse.
+        CancelledError: the run was cancelled (nothing is left behind).
+    """
+    from .run import PredictResult, _halo_pass
+
+    start = time.perf_counter()
+    model_path, raster_path = str(Path(model_path).resolve()), str(Path(raster_path).resolve())
+    spec, runner = opened or open_runner(model_path, opts.backend, opts.device, opts.threads)
+    chosen = plan_layers(spec, opts.products, Available.of(spec, opts.aux_truth or {}, bool(opts.labels)))
+    if opts.float32:
+        chosen = [(p, layer.unpacked()) for p, layer in chosen]
+    ds = open_raster(raster_path, "input raster")
+    check_input(spec, ds, opts.bands)
+    grid = Grid.of(ds)
+    win = extent_window(grid, opts.extent)
+    plan = Plan.of(spec, win[2], win[3], runner.divisor, opts.tile, opts.overlap, opts.chunk, opts.batch_size)
+    shard_opts = dataclasses.replace(opts, workers=None, scheduler=None, cog=False, overwrite=True)
+    result = PredictResult(grid=sub_grid(grid, win), tiles=plan.tiles, spec=spec)
+    Truth(spec, grid, opts.aux_truth or {}, opts.labels, opts.labels_band, opts.aux_bands)  # its mistakes, now
+    with ExitStack() as stack:
+        # The outputs are created (and refused if they exist) before anything is computed, as in a single run.
+        outputs = Outputs([layer for _, layer in chosen], result.grid, sub_grid(grid, win, plan.cell), Path(out_dir),
+                          Path(raster_path).stem, opts.cog, stack,
+                          run_inputs(raster_path, opts.aux_truth, opts.labels, opts.mask), opts.overwrite)
+        cluster = _Cluster(opts.workers, opts.scheduler, stack)
+        shards = shard_ranges(len(plan.spans), cluster.workers)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{Path(raster_path).stem}.mtl-shards-", dir=out_dir))
+        stack.callback(shutil.rmtree, scratch, ignore_errors=True)
+        if sink is not None:
+            sink.start(list(outputs.layers))
+        parts = _run_shards(cluster, shards, plan, model_path, raster_path, scratch, shard_opts, sink, progress,
+                            cancelled)
+        for (first, end), part in zip(shards, parts):
+            _copy_shard(outputs, part["outputs"], plan.bounds[first], cancelled)
+            if sink is not None:
+                sink.merge(part["sink"])
+        for product, layer in chosen:
+            if product.halo:
+                _halo_pass(outputs, product, layer, result.grid, cancelled)
+        result.outputs = outputs.finish()
+    from .run import input_range_warnings
+
+    result.seen = sum(p["seen"] for p in parts)
+    result.warnings = input_range_warnings(spec, result.seen)
+    for warning in result.warnings:
+        log.warning("%s", warning)
+    result.skipped_tiles = sum(p["skipped"] for p in parts)
+    result.device, result.warped = parts[0]["device"], parts[0]["warped"]
+    result.seconds = time.perf_counter() - start
+    log.info("predicted %dx%d px in %d shards on %d Dask workers in %.1f s", win[2], win[3], len(shards),
+             cluster.workers, result.seconds)
+    return result
+
+
+def _run_shards(cluster: _Cluster, shards, plan: Plan, model_path: str, raster_path: str, scratch: Path, opts, sink,
+                progress, cancelled) -> list[dict[str, Any]]:
+    """Submit every shard, report their progress, cancel them all on request; their results in shard order."""
+    from distributed import Event, Queue, wait
+
+    client, run_id = cluster.client, uuid.uuid4().hex
+    cancel, queue = Event(f"mtl-cancel-{run_id}", client), Queue(f"mtl-progress-{run_id}", client)
+    weights = {first: sum(len(b[2]) for b in plan.shard(first, end).batches) for first, end in shards}
+    futures = [client.submit(_run_shard, model_path, raster_path, str(scratch / f"shard-{i:03d}"), opts, chunks,
+                             run_id, cluster.slots, sink, key=f"mtl-shard-{i}-{run_id}", retries=1, pure=False)
+               for i, chunks in enumerate(shards)]
+    done: dict[int, float] = {}
+    parts: dict[int, dict[str, Any]] = {}
+    try:
+        while len(parts) < len(futures):
+            time.sleep(REPORT_EVERY)
+            while queue.qsize():
+                for first, fraction in queue.get(batch=True):
+                    done[first] = fraction
+            if callable(progress):
+                progress(sum(weights[f] * done.get(f, 0.0) for f in weights) / sum(weights.values()))
+            if cancelled is not None and cancelled():
+                raise CancelledError("prediction cancelled; no output was written")
+            for i, future in enumerate(futures):
+                if i in parts or not future.done():
+                    continue
+                if future.status == "error":  # retried once already
+                    exc = future.exception()
+                    raise MtlError(f"shard {i + 1} of {len(futures)} (columns {plan.bounds[shards[i][0]]}–"
+                                   f"{plan.bounds[shards[i][1]]}) failed twice: {type(exc).__name__}: {exc}") from exc
+                parts[i] = future.result()
+                if "error" in parts[i]:  # a mistake in the input: the shard's own message
+                    raise parts[i]["error"]
+        return [parts[i] for i in range(len(futures))]
+    except BaseException:
+        cancel.set()  # running shards stop at their next batch; queued ones never start
+        client.cancel(futures)
+        try:
+            wait(futures, timeout=60)
+        except TimeoutError:
+            log.warning("some shards did not stop within a minute of being cancelled")
+        raise
+
+
+def _copy_shard(outputs: Outputs, files: dict[str, str], col: int, cancelled) -> None:
+    """A shard's float32 layers into the run's outputs from window column ``col`` on (packed, with overviews), in
+    strips of :data:`MERGE_ROWS` rows and 2048 columns (multiples of every overview level's block)."""
+    for key, path in files.items():
+        ds = open_raster(path, "shard output")
+        bands, width = range(1, ds.RasterCount + 1), ds.RasterXSize
+        x0 = 0 if outputs.layers[key].cells else col  # cell layers: patch classification, one shard
+        for row in range(0, ds.RasterYSize, MERGE_ROWS):
+            if cancelled is not None and cancelled():
+                raise CancelledError("prediction cancelled; no output was written")
+            h = min(MERGE_ROWS, ds.RasterYSize - row)
+            for x in range(0, width, 2048):
+                w = min(2048, width - x)
+                data = np.stack([ds.GetRasterBand(i).ReadAsArray(x, row, w, h) for i in bands])
+                outputs.write(key, data, row, x0 + x)
+        del ds
