@@ -236,16 +236,18 @@ def _run_shards(cluster: _Cluster, shards, plan: Plan, model_path: str, raster_p
                     raise MtlError(f"shard {i + 1} of {len(futures)} (columns {plan.bounds[shards[i][0]]}–"
                                    f"{plan.bounds[shards[i][1]]}) failed twice: {type(exc).__name__}: {exc}") from exc
                 parts[i] = future.result()
-                if "error" in parts[i]:  # a mistake in the input: the shard's own message
-                    raise parts[i]["error"]
+                if "error" in parts[i]:  # a mistake in the input: the shard's own message, saying which shard
+                    exc = parts[i]["error"]
+                    raise type(exc)(f"shard {i + 1} of {len(futures)} (columns {plan.bounds[shards[i][0]]}–"
+                                    f"{plan.bounds[shards[i][1]]}): {exc}") from exc
         return [parts[i] for i in range(len(futures))]
     except BaseException:
-        cancel.set()  # running shards stop at their next batch; queued ones never start
-        client.cancel(futures)
+        cancel.set()  # every shard stops at its next batch (a queued one at its first), writing nothing
         try:
-            wait(futures, timeout=60)
-        except TimeoutError:
+            wait(futures, timeout=60)  # before the scratch folder is removed under them
+        except Exception:  # noqa: BLE001 (a timeout or a lost worker: the run fails with its own error anyway)
             log.warning("some shards did not stop within a minute of being cancelled")
+        client.cancel(futures)
         raise
 
 

@@ -1,0 +1,163 @@
+"""Sharded runs on Dask workers (mtl predict/explain --workers, --scheduler): the same outputs as one run, on the
+real sample with the bundled model; cancelling leaves nothing; a killed worker's shard is run again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from mtl_core.engine import PredictOptions, explain, predict
+from mtl_core.errors import CancelledError, RasterError
+
+pytest.importorskip("distributed")
+
+MODEL = Path(__file__).resolve().parent.parent / "resources" / "default_model.mtl.onnx"
+#: 128 px tiles and 256 px chunks split the 489 px wide sample into two chunks, so two shards.
+SMALL = dict(tile=128, chunk=256)
+
+
+def _sample(sample_config: Path) -> dict[str, Path]:
+    folder = sample_config.parent
+    return {"vnir": folder / "raleigh_vnir.tif", "swir": folder / "raleigh_swir.tif",
+            "labels": folder / "raleigh_landcover.tif"}
+
+
+def _pixels(path: Path) -> list[np.ndarray]:
+    """Every band of a GeoTIFF and of each of its overviews."""
+    ds = gdal.Open(str(path))
+    out = []
+    for i in range(1, ds.RasterCount + 1):
+        band = ds.GetRasterBand(i)
+        out += [band.ReadAsArray()] + [band.GetOverview(o).ReadAsArray() for o in range(band.GetOverviewCount())]
+    return out
+
+
+def _assert_same_outputs(single: dict[str, Path], sharded: dict[str, Path]) -> None:
+    assert sorted(single) == sorted(sharded)
+    for key in single:
+        a, b = gdal.Open(str(single[key])), gdal.Open(str(sharded[key]))
+        assert a.GetGeoTransform() == b.GetGeoTransform() and a.GetProjection() == b.GetProjection()
+        assert [a.GetRasterBand(i).GetScale() for i in range(1, a.RasterCount + 1)] == \
+               [b.GetRasterBand(i).GetScale() for i in range(1, b.RasterCount + 1)]
+        for x, y in zip(_pixels(single[key]), _pixels(sharded[key]), strict=True):
+            assert x.dtype == y.dtype
+            if x.dtype.kind == "f":
+                np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6, err_msg=key)
+            else:
+                np.testing.assert_array_equal(x, y, err_msg=key)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_explain_on_two_workers_equals_one_run(sample_config, tmp_path):
+    s = _sample(sample_config)
+    opts = PredictOptions(**SMALL, aux_truth={"swir": str(s["swir"])}, labels=str(s["labels"]),
+                          products=("main", "confidence", "entropy", "aux", "sensitivity"))
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = explain(MODEL, s["vnir"], tmp_path / "one", opts)
+    seen = []
+    two = explain(MODEL, s["vnir"], tmp_path / "two", PredictOptions(**{**opts.__dict__, "workers": 2}),
+                  progress=seen.append)
+    _assert_same_outputs(one.outputs, two.outputs)
+    report = [json.loads(Path(r.report["json"]).read_text()) for r in (one, two)]
+    for r in report:
+        r.pop("inputs", None)
+    assert report[0] == report[1]  # the statistics merged from the shards are the single run's
+    assert seen == sorted(seen) and seen[-1] == 1.0 and any(0 < f < 0.9 for f in seen)
+    assert not [n for n in _leftovers(tmp_path / "two") if "shards" in n or n.startswith(".")]
+
+
+def test_predict_against_a_running_scheduler(sample_config, tmp_path):
+    """A scheduler and two workers started as a user starts them (``dask scheduler``, ``dask worker``)."""
+    s = _sample(sample_config)
+    dask = Path(sys.executable).with_name("dask")
+    file = tmp_path / "scheduler.json"
+    env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                  "--scheduler-file", file], env=env, stderr=subprocess.DEVNULL)
+    workers = None
+    try:
+        for _ in range(100):
+            if file.exists() and file.read_text().strip():
+                break
+            time.sleep(0.2)
+        address = json.loads(file.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        workers = subprocess.Popen([dask, "worker", address, "--nworkers", "2", "--nthreads", "1",
+                                    "--no-dashboard"], env=env, stderr=subprocess.DEVNULL)
+        from distributed import Client
+
+        with Client(address) as client:
+            client.wait_for_workers(2, timeout=60)
+        (tmp_path / "one").mkdir()
+        (tmp_path / "many").mkdir()
+        one = predict(MODEL, s["vnir"], tmp_path / "one", PredictOptions(**SMALL))
+        many = predict(MODEL, s["vnir"], tmp_path / "many", PredictOptions(**SMALL, scheduler=address))
+        _assert_same_outputs(one.outputs, many.outputs)
+        with pytest.raises(Exception, match="already exist"):  # refused before anything is computed
+            predict(MODEL, s["vnir"], tmp_path / "many", PredictOptions(**SMALL, scheduler=address))
+    finally:
+        for proc in (workers, scheduler):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(30)
+
+
+def test_cancelling_a_sharded_run_leaves_nothing(sample_config, tmp_path):
+    s = _sample(sample_config)
+    seen = []
+    with pytest.raises(CancelledError):
+        predict(MODEL, s["vnir"], tmp_path, PredictOptions(**SMALL, workers=2, products=("main", "sensitivity")),
+                progress=seen.append, cancelled=lambda: bool(seen))
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_killed_worker_s_shard_runs_again_and_the_outputs_are_the_same(sample_config, tmp_path):
+    from distributed import Client, LocalCluster
+
+    s = _sample(sample_config)
+    opts = PredictOptions(**SMALL, products=("main", "confidence", "sensitivity"))
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = predict(MODEL, s["vnir"], tmp_path / "one", opts)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        pids = list(client.run(os.getpid).values())
+        killed = []
+
+        def kill_one(fraction: float) -> None:
+            if not killed:  # as soon as the shards run: one worker process dies (the nanny starts another)
+                os.kill(pids[0], signal.SIGKILL)
+                killed.append(fraction)
+
+        two = predict(MODEL, s["vnir"], tmp_path / "two",
+                      PredictOptions(**{**opts.__dict__, "scheduler": cluster.scheduler_address}), progress=kill_one)
+        assert killed[0] < 1 and pids[0] not in client.run(os.getpid).values()  # killed while the shards ran
+    _assert_same_outputs(one.outputs, two.outputs)
+
+
+def test_a_shard_s_input_mistake_is_the_run_s_error(sample_config, tmp_path):
+    """A raster whose lower half cannot be read: the shard says which, once (a mistake is not retried)."""
+    s = _sample(sample_config)
+    broken = tmp_path / "broken.tif"
+    gdal.Translate(str(broken), str(s["vnir"]), creationOptions=["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256"])
+    size = broken.stat().st_size
+    with open(broken, "r+b") as f:  # the last tiles' bytes are lost
+        f.truncate(size - size // 5)
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(RasterError, match=r"shard \d of 2"):
+        predict(MODEL, broken, out, PredictOptions(**SMALL, workers=2))
+    assert _leftovers(out) == []
