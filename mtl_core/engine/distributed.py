@@ -53,14 +53,16 @@ log = logging.getLogger(__name__)
 MERGE_ROWS = 256
 #: Seconds between a shard's progress reports (and its looks at the cancel flag).
 REPORT_EVERY = 0.5
+#: Shards per worker (more: a slow or restarted worker holds up less of the run, but each shard repeats a tile column).
+SHARDS_PER_WORKER = 2
 DASK_MISSING = ("--workers and --scheduler need Dask: install it into the Python that runs mtl with "
                 "pip install 'dask[distributed]==2026.8.0'")
 
 
 def shard_ranges(chunks: int, workers: int) -> list[tuple[int, int]]:
-    """Split ``chunks`` column chunks into at most ``2 x workers`` shards of consecutive chunks, as even as can be
-    (two per worker: a slow or restarted worker holds up less of the run; each shard repeats one tile column)."""
-    n = max(1, min(chunks, 2 * workers))
+    """Split ``chunks`` column chunks into at most :data:`SHARDS_PER_WORKER` x ``workers`` shards of consecutive
+    chunks, as even as can be."""
+    n = max(1, min(chunks, SHARDS_PER_WORKER * workers))
     edges = [round(i * chunks / n) for i in range(n + 1)]
     return list(zip(edges, edges[1:]))
 
@@ -108,7 +110,8 @@ def _run_shard(model_path: str, raster_path: str, scratch: str, opts, chunks: tu
     except MtlError as exc:
         return {"error": exc}
     return {"outputs": {k: str(v) for k, v in result.outputs.items()}, "sink": sink, "seen": result.seen,
-            "tiles": result.tiles, "skipped": result.skipped_tiles, "device": result.device, "warped": result.warped}
+            "tiles": result.tiles, "skipped": result.skipped_tiles, "seconds": result.seconds, "device": result.device,
+            "warped": result.warped}
 
 
 class _Cluster:
@@ -175,22 +178,34 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
         outputs = Outputs([layer for _, layer in chosen], result.grid, sub_grid(grid, win, plan.cell), Path(out_dir),
                           Path(raster_path).stem, opts.cog, stack,
                           run_inputs(raster_path, opts.aux_truth, opts.labels, opts.mask), opts.overwrite)
+        tick = time.perf_counter()
         cluster = _Cluster(opts.workers, opts.scheduler, stack)
         shards = shard_ranges(len(plan.spans), cluster.workers)
+        result.timings["cluster"], tick = time.perf_counter() - tick, time.perf_counter()
         scratch = Path(tempfile.mkdtemp(prefix=f".{Path(raster_path).stem}.mtl-shards-", dir=out_dir))
         stack.callback(shutil.rmtree, scratch, ignore_errors=True)
         if sink is not None:
             sink.start(list(outputs.layers))
+        copying = [0.0]
+
+        def copy(i: int, part: dict[str, Any]) -> None:  # each shard as it finishes, while the others run
+            t = time.perf_counter()
+            _copy_shard(outputs, part["outputs"], plan.bounds[shards[i][0]], cancelled)
+            shutil.rmtree(Path(next(iter(part["outputs"].values()))).parent, ignore_errors=True)
+            copying[0] += time.perf_counter() - t
+
         parts = _run_shards(cluster, shards, plan, model_path, raster_path, scratch, shard_opts, sink, progress,
-                            cancelled)
-        for (first, end), part in zip(shards, parts):
-            _copy_shard(outputs, part["outputs"], plan.bounds[first], cancelled)
+                            cancelled, copy)
+        result.timings["shards"], tick = time.perf_counter() - tick, time.perf_counter()
+        for part in parts:  # in shard order, so the sums are those of every run
             if sink is not None:
                 sink.merge(part["sink"])
         for product, layer in chosen:
             if product.halo:
                 _halo_pass(outputs, product, layer, result.grid, cancelled)
         result.outputs = outputs.finish()
+        result.timings["merge"] = time.perf_counter() - tick  # what is left after the last shard
+        result.timings["copy"] = copying[0]  # copying the shards into the outputs, in all
     from .run import input_range_warnings
 
     result.seen = sum(p["seen"] for p in parts)
@@ -200,14 +215,18 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
     result.skipped_tiles = sum(p["skipped"] for p in parts)
     result.device, result.warped = parts[0]["device"], parts[0]["warped"]
     result.seconds = time.perf_counter() - start
-    log.info("predicted %dx%d px in %d shards on %d Dask workers in %.1f s", win[2], win[3], len(shards),
-             cluster.workers, result.seconds)
+    log.info("predicted %dx%d px in %d shards on %d Dask workers in %.1f s (cluster %.1f s, shards %.1f s, merge "
+             "%.1f s)", win[2], win[3], len(shards), cluster.workers, result.seconds, result.timings["cluster"],
+             result.timings["shards"], result.timings["merge"])
+    result.timings["shard_seconds"] = [p["seconds"] for p in parts]
+    result.timings["shard_tiles"] = [p["tiles"] for p in parts]
     return result
 
 
 def _run_shards(cluster: _Cluster, shards, plan: Plan, model_path: str, raster_path: str, scratch: Path, opts, sink,
-                progress, cancelled) -> list[dict[str, Any]]:
-    """Submit every shard, report their progress, cancel them all on request; their results in shard order."""
+                progress, cancelled, done_shard: Callable[[int, dict[str, Any]], None]) -> list[dict[str, Any]]:
+    """Submit every shard, report their progress, hand each finished one to ``done_shard`` (shard index, result),
+    cancel them all on request; their results in shard order."""
     from distributed import Event, Queue, wait
 
     client, run_id = cluster.client, uuid.uuid4().hex
@@ -240,6 +259,7 @@ def _run_shards(cluster: _Cluster, shards, plan: Plan, model_path: str, raster_p
                     exc = parts[i]["error"]
                     raise type(exc)(f"shard {i + 1} of {len(futures)} (columns {plan.bounds[shards[i][0]]}–"
                                     f"{plan.bounds[shards[i][1]]}): {exc}") from exc
+                done_shard(i, parts[i])
         return [parts[i] for i in range(len(futures))]
     except BaseException:
         cancel.set()  # every shard stops at its next batch (a queued one at its first), writing nothing

@@ -35,11 +35,12 @@ class Outputs:
         stack: closes and removes the temporaries if the run fails.
         inputs: files the run reads; no output may replace one.
         overwrite: replace existing outputs (else they are refused before anything is computed).
-        overviews: fill overviews as rows arrive (a distributed run's shards leave them to the merged file).
+        scratch: files read back once (a distributed run's shards): uncompressed, without overviews (the merged
+            file gets them).
     """
 
     def __init__(self, layers: list[Layer], grid: Grid, cell_grid: Grid, out_dir: Path, stem: str, cog: bool,
-                 stack: ExitStack, inputs: list[str] = (), overwrite: bool = False, overviews: bool = True) -> None:
+                 stack: ExitStack, inputs: list[str] = (), overwrite: bool = False, scratch: bool = False) -> None:
         self.layers = {layer.key: layer for layer in layers}
         self.datasets: dict[str, gdal.Dataset] = {}
         self.final: dict[str, Path] = {}
@@ -61,9 +62,10 @@ class Outputs:
             # holds a dataset in the main thread's code, so a traceback (a signal) keeps none open past this.
             stack.callback(self.close, layer.key)
             self.datasets[layer.key] = create_geotiff(path, cell_grid if layer.cells else grid, layer.bands,
-                                                      layer.dtype, layer.nodata, predictor=layer.packed)
+                                                      layer.dtype, layer.nodata, predictor=layer.packed,
+                                                      compress=not scratch)
             _describe(self.datasets[layer.key], layer)
-            if overviews:
+            if not scratch:
                 self.overviews[layer.key] = Overviews(self.datasets[layer.key], layer.fill, layer.categorical,
                                                       layer.encode)
 

@@ -26,7 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
@@ -133,6 +133,7 @@ class PredictResult:
     warped: list[str] = field(default_factory=list)  # ground-truth rasters warped onto the input grid
     warnings: list[str] = field(default_factory=list)  # things the user should know (also logged)
     seen: np.ndarray | None = None  # per input band: sum of the normalised valid values, and their count
+    timings: dict[str, Any] = field(default_factory=dict)  # a sharded run: its phases (s), per-shard seconds, tiles
 
 
 def _layout(spec: ModelSpec, products: list[Product]) -> Layout:
@@ -319,7 +320,7 @@ def predict(
         outputs = Outputs([layer for _, layer in chosen], out_grid, sub_grid(grid, out_win, cell), Path(out_dir),
                           Path(raster_path).stem, opts.cog and shard is None, stack,
                           run_inputs(raster_path, opts.aux_truth, opts.labels, opts.mask), opts.overwrite,
-                          overviews=shard is None)
+                          scratch=shard is not None)
         if sink is not None:
             sink.start(list(outputs.layers))
         reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mtl-read"))

@@ -242,7 +242,8 @@ def read_values(path: str | os.PathLike, band: int | None = None) -> np.ndarray:
 
 
 def create_geotiff(
-    path: str | os.PathLike, grid: Grid, bands: int, dtype: int, nodata: float | None, predictor: bool = False
+    path: str | os.PathLike, grid: Grid, bands: int, dtype: int, nodata: float | None, predictor: bool = False,
+    compress: bool = True,
 ) -> gdal.Dataset:
     """Create a tiled, compressed GeoTIFF on ``grid`` (the caller writes windows into it).
 
@@ -251,10 +252,12 @@ def create_geotiff(
     Bands are stored separately (``INTERLEAVE=BAND``): they are written one after the other, and
     pixel-interleaved blocks would have to stay in GDAL's cache until their last band arrives.
     ``predictor``: horizontal differencing before compression (``PREDICTOR=2``), for smooth integer data
-    (packed continuous layers); class maps compress better without it.
+    (packed continuous layers); class maps compress better without it. ``compress=False``: no compression, for
+    scratch files read back once (a distributed run's shards).
     """
     driver = gdal.GetDriverByName("GTiff")
-    options = ["TILED=YES", "COMPRESS=ZSTD", "ZSTD_LEVEL=1", "BIGTIFF=IF_SAFER", "INTERLEAVE=BAND"]
+    options = ["TILED=YES", "BIGTIFF=IF_SAFER", "INTERLEAVE=BAND"]
+    options += ["COMPRESS=ZSTD", "ZSTD_LEVEL=1"] if compress else []
     ds = driver.Create(str(path), grid.width, grid.height, bands, dtype,
                        options=options + (["PREDICTOR=2"] if predictor else []))
     ds.SetProjection(grid.wkt)

@@ -129,7 +129,12 @@ def run(
                 model, hit = cached_onnx(model, cache_dir or onnx_cache_dir(), worker_client(), None, cancelled)
                 export = "cached" if hit else "exported"
                 log.info("%s: ONNX export %s (%s)", job.model, "found in the cache" if hit else "made", model)
-            result = run_job(dataclasses.replace(job, model=str(model), backend="onnx"), progress or False, cancelled)
+            onnx_job = dataclasses.replace(job, model=str(model), backend="onnx")
+            if job.workers or job.scheduler:  # a Dask cluster is started by the worker process (a plain Python
+                where = "worker"  # that can start processes; QGIS's cannot), on the same ONNX file
+                result = worker_client().run(onnx_job, progress, cancelled)
+            else:
+                result = run_job(onnx_job, progress or False, cancelled)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise

@@ -25,6 +25,7 @@ from qgis.core import (
     QgsProcessingOutputString,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
@@ -124,12 +125,12 @@ class _Base(QgsProcessingAlgorithm):
 
         return QUrl.fromLocalFile(str(manual())).toString()
 
-    def _check_dependencies(self, model_path: str | None = None) -> None:
+    def _check_dependencies(self, model_path: str | None = None, sharded: bool = False) -> None:
         """Raise with the install command when the packages for this model (or, without one, for training
-        in the worker) are missing."""
+        in the worker; ``sharded``: for a Dask run, which the worker process starts) are missing."""
         from mtl_core.engine.runtime import is_onnx
 
-        needs_worker = not model_path or not is_onnx(model_path)
+        needs_worker = sharded or not model_path or not is_onnx(model_path)
         status = deps.check(worker=needs_worker)
         ok = status.can_run(model_path) if model_path else status.worker_ok
         if not ok:
@@ -141,6 +142,7 @@ class PredictAlgorithm(_Base):
 
     INPUT, MODEL, BANDS, EXTENT = "INPUT", "MODEL", "BANDS", "EXTENT"
     TILE, OVERLAP, BATCH, DEVICE, PRODUCTS = "TILE", "OVERLAP", "BATCH", "DEVICE", "PRODUCTS"
+    WORKERS, SCHEDULER = "WORKERS", "SCHEDULER"
     OUTPUT_FOLDER, RUN_FOLDER, MAIN, CONFIDENCE, DEVICE_USED = (
         "OUTPUT_FOLDER", "RUN_FOLDER", "MAIN", "CONFIDENCE", "DEVICE_USED")
 
@@ -191,6 +193,15 @@ class PredictAlgorithm(_Base):
         self.addParameter(QgsProcessingParameterEnum(
             self.PRODUCTS, self.tr("Products"), [product(p).label for p in PRODUCTS], allowMultiple=True,
             defaultValue=[0, 1, 2, 3]))
+        for param in (  # a sharded run on Dask (advanced): in the worker process, which starts the cluster
+                QgsProcessingParameterNumber(
+                    self.WORKERS, self.tr("Dask workers on this machine (0: one process, as usual)"),
+                    QgsProcessingParameterNumber.Integer, 0, minValue=0),
+                QgsProcessingParameterString(
+                    self.SCHEDULER, self.tr("Dask scheduler address (e.g. tcp://host:8786; its workers must see "
+                                            "the same paths)"), optional=True)):
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            self.addParameter(param)
         self._extra_parameters()
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder")))
         self.addOutput(QgsProcessingOutputFolder(self.RUN_FOLDER, self.tr("Folder of this run")))
@@ -254,13 +265,15 @@ class PredictAlgorithm(_Base):
             batch_size=self.parameterAsInt(parameters, self.BATCH, context),
             device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             products=[PRODUCTS[i] for i in chosen] or ["main"],
+            workers=self.parameterAsInt(parameters, self.WORKERS, context) or None,
+            scheduler=self.parameterAsString(parameters, self.SCHEDULER, context).strip() or None,
         )
         self._extra_values(parameters, context, self._job)
         return True
 
     def processAlgorithm(self, parameters, context: QgsProcessingContext, feedback):  # noqa: N802 (QGIS name)
         """Worker thread: run the engine on paths; register the outputs for loading with their styles."""
-        self._check_dependencies(self._job.model)
+        self._check_dependencies(self._job.model, sharded=bool(self._job.workers or self._job.scheduler))
         from mtl_core.errors import CancelledError, MtlError
 
         from ..core.runner import run

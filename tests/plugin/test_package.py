@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from osgeo import gdal
 
 from .conftest import ROOT
 
@@ -83,3 +84,14 @@ def test_zip_installs_into_a_fresh_profile_and_runs_in_qgis_process(plugin_zip, 
     assert results["DEVICE_USED"] == "cpu"
     for key in ("MAIN", "CONFIDENCE", "ENTROPY", "AUX_SWIR"):
         assert Path(results[key]).is_file() and Path(results[key]).parent.parent == out
+
+    # the same run as shards on a Dask LocalCluster of 2 processes, started by the worker process
+    sharded = subprocess.run(
+        [QGIS_PROCESS, "--json", "run", "mtl_explain:predict", "--",
+         f"INPUT={crop_dir / 'raleigh_vnir.tif'}", f"MODEL={tiny_model}", "DEVICE=1", "WORKERS=2",
+         f"OUTPUT_FOLDER={out}"], env=env, capture_output=True, text=True, check=False, timeout=600)
+    assert sharded.returncode == 0, sharded.stdout[-3000:] + sharded.stderr[-3000:]
+    again = json.loads(sharded.stdout[sharded.stdout.index("{"):])["results"]
+    assert again["RUN_FOLDER"] != results["RUN_FOLDER"]
+    for key in ("MAIN", "CONFIDENCE", "ENTROPY", "AUX_SWIR"):
+        assert (gdal.Open(again[key]).ReadAsArray() == gdal.Open(results[key]).ReadAsArray()).all(), key
