@@ -32,6 +32,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -273,8 +274,10 @@ def _run_shards(cluster: _Cluster, shards, plan: Plan, model_path: str, raster_p
 
 def _copy_shard(outputs: Outputs, files: dict[str, str], col: int, cancelled) -> None:
     """A shard's float32 layers into the run's outputs from window column ``col`` on (packed, with overviews), in
-    strips of :data:`MERGE_ROWS` rows and 2048 columns (multiples of every overview level's block)."""
-    for key, path in files.items():
+    strips of :data:`MERGE_ROWS` rows and 2048 columns (multiples of every overview level's block); one thread per
+    layer (each has its own datasets; GDAL compresses outside the GIL)."""
+
+    def copy(key: str, path: str) -> None:
         ds = open_raster(path, "shard output")
         bands, width = range(1, ds.RasterCount + 1), ds.RasterXSize
         x0 = 0 if outputs.layers[key].cells else col  # cell layers: patch classification, one shard
@@ -286,4 +289,7 @@ def _copy_shard(outputs: Outputs, files: dict[str, str], col: int, cancelled) ->
                 w = min(2048, width - x)
                 data = np.stack([ds.GetRasterBand(i).ReadAsArray(x, row, w, h) for i in bands])
                 outputs.write(key, data, row, x0 + x)
-        del ds
+
+    with ThreadPoolExecutor(min(len(files), os.cpu_count() or 1), thread_name_prefix="mtl-merge") as pool:
+        for done in [pool.submit(copy, key, path) for key, path in files.items()]:
+            done.result()
