@@ -161,3 +161,15 @@ def test_a_shard_s_input_mistake_is_the_run_s_error(sample_config, tmp_path):
     with pytest.raises(RasterError, match=r"shard \d of 2"):
         predict(MODEL, broken, out, PredictOptions(**SMALL, workers=2))
     assert _leftovers(out) == []
+
+
+def test_shards_are_runs_of_consecutive_chunks_covering_the_plan():
+    from mtl_core.engine.distributed import SHARDS_PER_WORKER, shard_ranges
+
+    for chunks, workers in [(1, 4), (2, 2), (7, 2), (49, 16), (100, 3)]:
+        shards = shard_ranges(chunks, workers)
+        assert shards[0][0] == 0 and shards[-1][1] == chunks
+        assert all(a < b for a, b in shards) and all(b == c for (_, b), (c, _) in zip(shards, shards[1:]))
+        assert len(shards) == min(chunks, SHARDS_PER_WORKER * workers)
+        sizes = [b - a for a, b in shards]
+        assert max(sizes) - min(sizes) <= 1

@@ -1,10 +1,12 @@
 """The streaming engine: tiling plan, readers, runtime, blending, products and outputs, wired by :func:`predict`.
 
-The public entry points are re-exported here: :func:`predict` and :func:`explain` with their options and
-results; :mod:`mtl_core.engine.products` holds the product registry.
+The public entry points are re-exported here: :func:`predict` (in this process, or sharded on Dask with
+``workers``/``scheduler``: :mod:`.distributed`) and :func:`explain` with their options and results;
+:mod:`mtl_core.engine.products` holds the product registry.
 """
 
+from .distributed import predict
 from .explaining import ExplainResult, explain
-from .run import DEFAULT_PRODUCTS, PredictOptions, PredictResult, predict
+from .run import DEFAULT_PRODUCTS, PredictOptions, PredictResult
 
 __all__ = ["DEFAULT_PRODUCTS", "ExplainResult", "PredictOptions", "PredictResult", "explain", "predict"]

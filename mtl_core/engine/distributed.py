@@ -45,6 +45,8 @@ from .inputs import Truth, check_input, run_inputs
 from .outputs import Outputs
 from .product import Available
 from .products import plan_layers
+from .run import PredictOptions, PredictResult, _halo_pass, input_range_warnings
+from .run import predict as predict_here
 from .runtime import open_runner
 from .tiling import Plan, extent_window, sub_grid
 
@@ -77,7 +79,7 @@ def _worker_threads(threads: int | None, slots: dict[str, int]) -> int:
         return threads
     from distributed import get_worker
 
-    host = get_worker().address.rsplit(":", 1)[0]
+    host = get_worker().address.split("://")[-1].rsplit(":", 1)[0]
     return max(1, (os.cpu_count() or 1) // max(1, slots.get(host, 1)))
 
 
@@ -86,8 +88,6 @@ def _run_shard(model_path: str, raster_path: str, scratch: str, opts, chunks: tu
     """One shard, on a Dask worker: its layers in a fresh folder under ``scratch``, its statistics, its counts.
     A mistake in the input comes back as ``{"error": …}`` (not raised: Dask would retry it)."""
     from distributed import Event, Queue
-
-    from .run import predict
 
     threads = _worker_threads(opts.threads, slots)
     key = (model_path, opts.backend, opts.device, threads)
@@ -106,8 +106,8 @@ def _run_shard(model_path: str, raster_path: str, scratch: str, opts, chunks: tu
         def cancelled() -> bool:
             return cancel.is_set()
 
-        result = predict(model_path, raster_path, folder, dataclasses.replace(opts, threads=threads), progress,
-                         cancelled, sink, _OPENED[key], shard=chunks)
+        result = predict_here(model_path, raster_path, folder, dataclasses.replace(opts, threads=threads),
+                              progress, cancelled, sink, _OPENED[key], shard=chunks)
     except MtlError as exc:
         return {"error": exc}
     return {"outputs": {k: str(v) for k, v in result.outputs.items()}, "sink": sink, "seen": result.seen,
@@ -143,10 +143,20 @@ class _Cluster:
                               f"{scheduler}) and run again")
         self.slots: dict[str, int] = {}  # host -> shards it runs at once
         for w in info.values():
-            host = w["host"] if "://" in w["host"] else f"tcp://{w['host']}"
-            self.slots[host] = self.slots.get(host, 0) + w["nthreads"]
+            self.slots[w["host"]] = self.slots.get(w["host"], 0) + w["nthreads"]
         self.workers = sum(self.slots.values())
         log.info("running on %d Dask worker thread(s); dashboard: %s", self.workers, self.client.dashboard_link)
+
+
+def predict(model_path, raster_path, out_dir, opts: PredictOptions | None = None,
+            progress: bool | Callable[[float], None] = False, cancelled: Callable[[], bool] | None = None, sink=None,
+            opened=None) -> PredictResult:
+    """The engine's entry point (``mtl_core.engine.predict``): :func:`mtl_core.engine.run.predict` in this process,
+    or sharded on Dask when ``opts.workers`` or ``opts.scheduler`` is set; same arguments, result and errors."""
+    opts = opts or PredictOptions()
+    if opts.workers or opts.scheduler:
+        return predict_sharded(model_path, raster_path, out_dir, opts, progress, cancelled, sink, opened)
+    return predict_here(model_path, raster_path, out_dir, opts, progress, cancelled, sink, opened)
 
 
 def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Callable[[float], None] = False,
@@ -158,8 +168,6 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
         MtlError: what a shard met (the first failed shard's message), or what a single run would refuse.
         CancelledError: the run was cancelled (nothing is left behind).
     """
-    from .run import PredictResult, _halo_pass
-
     start = time.perf_counter()
     model_path, raster_path = str(Path(model_path).resolve()), str(Path(raster_path).resolve())
     spec, runner = opened or open_runner(model_path, opts.backend, opts.device, opts.threads)
@@ -207,8 +215,6 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
         result.outputs = outputs.finish()
         result.timings["merge"] = time.perf_counter() - tick  # what is left after the last shard
         result.timings["copy"] = copying[0]  # copying the shards into the outputs, in all
-    from .run import input_range_warnings
-
     result.seen = sum(p["seen"] for p in parts)
     result.warnings = input_range_warnings(spec, result.seen)
     for warning in result.warnings:

@@ -21,7 +21,8 @@ from ..spec import ModelSpec
 from ..split import SPLITS, block_grid, split_blocks
 from .inputs import Truth, labels_band_of, run_inputs
 from .products import all_layers
-from .run import PredictOptions, predict
+from .distributed import predict
+from .run import PredictOptions
 from .runtime import open_runner
 
 log = logging.getLogger(__name__)

@@ -216,8 +216,9 @@ def predict(
         sink: receives every finished block (writer thread), e.g. the statistics of a report.
         opened: the model already opened with :func:`~mtl_core.engine.runtime.open_runner` (not opened again).
         shard: (first, end) chunks of the plan to run alone, as one shard of a distributed run
-            (:mod:`.distributed`): the outputs cover those chunks' columns, are float32 where packed, have no
-            overviews and no halo products; the caller merges the shards.
+            (:mod:`.distributed`, whose ``predict`` is the one that reads ``opts.workers`` and ``opts.scheduler``):
+            the outputs cover those chunks' columns, are float32 where packed, have no overviews and no halo
+            products; the caller merges the shards.
 
     Raises:
         ConfigError: an unknown product, or tiling options the engine cannot use.
@@ -226,10 +227,6 @@ def predict(
         CancelledError: the run was cancelled (no output file is left behind).
     """
     opts = opts or PredictOptions()
-    if shard is None and (opts.workers or opts.scheduler):
-        from .distributed import predict_sharded
-
-        return predict_sharded(model_path, raster_path, out_dir, opts, progress, cancelled, sink, opened)
     start = time.perf_counter()
     spec, runner = opened or open_runner(model_path, opts.backend, opts.device, opts.threads)
     available = Available.of(spec, opts.aux_truth or {}, bool(opts.labels))
