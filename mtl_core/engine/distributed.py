@@ -123,6 +123,9 @@ class _Cluster:
             from distributed import Client, LocalCluster
         except ImportError as exc:
             raise ConfigError(DASK_MISSING) from exc
+        for name in ("distributed", "bokeh", "tornado"):  # Dask's start-up chatter would drown the run's own log
+            if logging.getLogger(name).getEffectiveLevel() < logging.WARNING:
+                logging.getLogger(name).setLevel(logging.WARNING)
         if workers is not None and scheduler:
             raise ConfigError("give --workers (a cluster on this machine) or --scheduler (a running one), not both")
         if scheduler:
@@ -183,6 +186,12 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
     result = PredictResult(grid=sub_grid(grid, win), tiles=plan.tiles, spec=spec)
     Truth(spec, grid, opts.aux_truth or {}, opts.labels, opts.labels_band, opts.aux_bands)  # its mistakes, now
     with ExitStack() as stack:
+        if progress is True:  # the command line's bar, over the shards' tiles
+            from tqdm import tqdm
+
+            bar = tqdm(total=100, desc="predict", bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
+            stack.callback(bar.close)
+            progress = lambda f: bar.update(round(100 * f) - bar.n)  # noqa: E731
         # The outputs are created (and refused if they exist) before anything is computed, as in a single run.
         outputs = Outputs([layer for _, layer in chosen], result.grid, sub_grid(grid, win, plan.cell), Path(out_dir),
                           Path(raster_path).stem, opts.cog, stack,
@@ -190,6 +199,10 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
         tick = time.perf_counter()
         cluster = _Cluster(opts.workers, opts.scheduler, stack)
         shards = shard_ranges(len(plan.spans), cluster.workers)
+        if len(shards) < cluster.workers:
+            log.warning("the run has %d column chunk(s) of --chunk %d px, so %d shard(s) for %d Dask workers; a "
+                        "smaller --chunk (a multiple of 256) gives more", len(plan.spans), opts.chunk, len(shards),
+                        cluster.workers)
         result.timings["cluster"], tick = time.perf_counter() - tick, time.perf_counter()
         scratch = Path(tempfile.mkdtemp(prefix=f".{Path(raster_path).stem}.mtl-shards-", dir=out_dir))
         stack.callback(shutil.rmtree, scratch, ignore_errors=True)
@@ -222,7 +235,7 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
     result.skipped_tiles = sum(p["skipped"] for p in parts)
     result.device, result.warped = parts[0]["device"], parts[0]["warped"]
     result.seconds = time.perf_counter() - start
-    log.info("predicted %dx%d px in %d shards on %d Dask workers in %.1f s (cluster %.1f s, shards %.1f s, merge "
+    log.info("predicted %dx%d px in %d shard(s) on %d Dask workers in %.1f s (cluster %.1f s, shards %.1f s, merge "
              "%.1f s)", win[2], win[3], len(shards), cluster.workers, result.seconds, result.timings["cluster"],
              result.timings["shards"], result.timings["merge"])
     result.timings["shard_seconds"] = [p["seconds"] for p in parts]
