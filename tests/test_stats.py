@@ -121,6 +121,23 @@ def test_pixel_sample_is_bounded_and_keeps_rows_together():
     assert sorted(small["a"]) == list(range(10))
 
 
+def test_samples_of_two_halves_merge_into_the_sample_of_the_whole():
+    rng = np.random.default_rng(3)
+    values, ids = rng.random(5000), np.arange(5000) * 7 + (1 << 32)
+    whole = PixelSample(["a"], capacity=300, seed=5)
+    for part in np.array_split(np.arange(5000), 9):  # in pieces, in another order than the halves
+        whole.add({"a": values[part]}, ids=ids[part])
+    left, right = PixelSample(["a"], capacity=300, seed=5), PixelSample(["a"], capacity=300, seed=5)
+    left.add({"a": values[2500:]}, ids=ids[2500:])
+    right.add({"a": values[:2500]}, ids=ids[:2500])
+    left.merge(right)
+    assert left.seen == whole.seen == 5000 and len(left) == 300
+    np.testing.assert_array_equal(left["a"], whole["a"])
+    other_seed = PixelSample(["a"], capacity=300, seed=6)
+    other_seed.add({"a": values}, ids=ids)
+    assert not np.array_equal(np.sort(other_seed["a"]), np.sort(whole["a"]))
+
+
 def test_confident_errors_score_only_the_confident_half():
     from mtl_core.explain.stats import confident_errors
 

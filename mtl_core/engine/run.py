@@ -58,6 +58,9 @@ class Sink(Protocol):
 
     def add(self, layers: dict[str, np.ndarray], block: Block) -> None: ...
 
+    def merge(self, other: Sink) -> None:
+        """Add what another copy received from other blocks (a sharded run's shards; needed only there)."""
+
 
 @dataclass
 class PredictOptions:
