@@ -182,7 +182,14 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
     grid = Grid.of(ds)
     win = extent_window(grid, opts.extent)
     plan = Plan.of(spec, win[2], win[3], runner.divisor, opts.tile, opts.overlap, opts.chunk, opts.batch_size)
-    shard_opts = dataclasses.replace(opts, workers=None, scheduler=None, cog=False, overwrite=True)
+
+    def absolute(path: str | None) -> str | None:
+        """Workers may run elsewhere, in another folder: paths absolute (an OGR connection string as it is)."""
+        return str(Path(path).resolve()) if path and Path(path).exists() else path
+
+    shard_opts = dataclasses.replace(opts, workers=None, scheduler=None, cog=False, overwrite=True,
+                                     aux_truth={k: absolute(v) for k, v in (opts.aux_truth or {}).items()} or None,
+                                     labels=absolute(opts.labels), mask=absolute(opts.mask))
     result = PredictResult(grid=sub_grid(grid, win), tiles=plan.tiles, spec=spec)
     Truth(spec, grid, opts.aux_truth or {}, opts.labels, opts.labels_band, opts.aux_bands)  # its mistakes, now
     with ExitStack() as stack:
@@ -204,7 +211,7 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
                         "smaller --chunk (a multiple of 256) gives more", len(plan.spans), opts.chunk, len(shards),
                         cluster.workers)
         result.timings["cluster"], tick = time.perf_counter() - tick, time.perf_counter()
-        scratch = Path(tempfile.mkdtemp(prefix=f".{Path(raster_path).stem}.mtl-shards-", dir=out_dir))
+        scratch = Path(tempfile.mkdtemp(prefix=f".{Path(raster_path).stem}.mtl-shards-", dir=Path(out_dir).resolve()))
         stack.callback(shutil.rmtree, scratch, ignore_errors=True)
         if sink is not None:
             sink.start(list(outputs.layers))
