@@ -173,3 +173,14 @@ def test_shards_are_runs_of_consecutive_chunks_covering_the_plan():
         assert len(shards) == min(chunks, SHARDS_PER_WORKER * workers)
         sizes = [b - a for a, b in shards]
         assert max(sizes) - min(sizes) <= 1
+
+
+def test_scheduler_mistakes_are_one_clear_error_and_leave_nothing(sample_config, tmp_path):
+    from mtl_core.errors import ConfigError
+
+    s = _sample(sample_config)
+    with pytest.raises(ConfigError, match="not both"):
+        predict(MODEL, s["vnir"], tmp_path, PredictOptions(workers=2, scheduler="tcp://127.0.0.1:1"))
+    with pytest.raises(ConfigError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:1'"):
+        predict(MODEL, s["vnir"], tmp_path, PredictOptions(scheduler="tcp://127.0.0.1:1"))
+    assert _leftovers(tmp_path) == []
