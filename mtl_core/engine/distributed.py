@@ -43,9 +43,7 @@ from ..errors import CancelledError, ConfigError, MtlError
 from ..io.raster import Grid, open_raster
 from .inputs import Truth, check_input, run_inputs
 from .outputs import Outputs
-from .product import Available
-from .products import plan_layers
-from .run import PredictOptions, PredictResult, _halo_pass, input_range_warnings
+from .run import PredictOptions, PredictResult, _halo_pass, chosen_layers, input_range_warnings
 from .run import predict as predict_here
 from .runtime import open_runner
 from .tiling import Plan, extent_window, sub_grid
@@ -183,9 +181,7 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
     start = time.perf_counter()
     model_path, raster_path = str(Path(model_path).resolve()), str(Path(raster_path).resolve())
     spec, runner = opened or open_runner(model_path, opts.backend, opts.device, opts.threads)
-    chosen = plan_layers(spec, opts.products, Available.of(spec, opts.aux_truth or {}, bool(opts.labels)))
-    if opts.float32:
-        chosen = [(p, layer.unpacked()) for p, layer in chosen]
+    chosen = chosen_layers(spec, opts)
     ds = open_raster(raster_path, "input raster")
     check_input(spec, ds, opts.bands)
     grid = Grid.of(ds)
@@ -196,7 +192,7 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
         """Workers may run elsewhere, in another folder: paths absolute (an OGR connection string as it is)."""
         return str(Path(path).resolve()) if path and Path(path).exists() else path
 
-    shard_opts = dataclasses.replace(opts, workers=None, scheduler=None, cog=False, overwrite=True,
+    shard_opts = dataclasses.replace(opts, workers=None, scheduler=None, overwrite=True,
                                      aux_truth={k: absolute(v) for k, v in (opts.aux_truth or {}).items()} or None,
                                      labels=absolute(opts.labels), mask=absolute(opts.mask))
     result = PredictResult(grid=sub_grid(grid, win), tiles=plan.tiles, spec=spec)

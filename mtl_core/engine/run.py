@@ -139,6 +139,13 @@ class PredictResult:
     timings: dict[str, Any] = field(default_factory=dict)  # a sharded run: its phases (s), per-shard seconds, tiles
 
 
+def chosen_layers(spec: ModelSpec, opts: PredictOptions) -> list[tuple[Product, Layer]]:
+    """The (product, layer) pairs a run writes: the chosen products the run's ground truth allows, float32 on
+    request."""
+    chosen = plan_layers(spec, opts.products, Available.of(spec, opts.aux_truth or {}, bool(opts.labels)))
+    return [(p, layer.unpacked()) for p, layer in chosen] if opts.float32 else chosen
+
+
 def _layout(spec: ModelSpec, products: list[Product]) -> Layout:
     """The blended channels the chosen products need."""
     channels = output_channels(spec)  # what the model answers: main, then aux_<name>
@@ -232,10 +239,7 @@ def predict(
     opts = opts or PredictOptions()
     start = time.perf_counter()
     spec, runner = opened or open_runner(model_path, opts.backend, opts.device, opts.threads)
-    available = Available.of(spec, opts.aux_truth or {}, bool(opts.labels))
-    chosen = plan_layers(spec, opts.products, available)
-    if opts.float32:
-        chosen = [(p, layer.unpacked()) for p, layer in chosen]
+    chosen = chosen_layers(spec, opts)
     ds = open_raster(raster_path, "input raster")
     mapping = check_input(spec, ds, opts.bands)
     grid = Grid.of(ds)

@@ -122,12 +122,16 @@ class ExplainStats:
             cols["combined"] = _values(layers["error_probability"][0])
         self.sample.add(cols, keep, self._pixel_ids(block, keep.shape))
 
-    def _pixel_ids(self, block, shape: tuple[int, int]) -> np.ndarray:
-        """A unique id per pixel (or cell) of a block, from its place in the raster (row x 2^32 + column)."""
+    def _places(self, block, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """The raster row of each row and the raster column of each column of a block's pixels (or cells)."""
         x, y = block.window[:2]
         step = block.cell if self.cells else 1
-        rows = (y + np.arange(shape[0], dtype=np.int64) * step) << 32
-        return rows[:, None] + (x + np.arange(shape[1], dtype=np.int64) * step)[None, :]
+        return y + np.arange(shape[0], dtype=np.int64) * step, x + np.arange(shape[1], dtype=np.int64) * step
+
+    def _pixel_ids(self, block, shape: tuple[int, int]) -> np.ndarray:
+        """A unique id per pixel (or cell) of a block, from its place in the raster (row x 2^32 + column)."""
+        rows, cols = self._places(block, shape)
+        return (rows << 32)[:, None] + cols[None, :]
 
     def merge(self, other: ExplainStats) -> None:
         """Add the statistics of another part of the same run (another shard's blocks, see ``--workers``): the
@@ -144,10 +148,7 @@ class ExplainStats:
 
     def _in_region(self, block, shape: tuple[int, int]) -> np.ndarray:
         """Which pixels (or cells) of a block lie in the scored blocks."""
-        x, y = block.window[:2]
-        step = block.cell if self.cells else 1
-        rows = (y + np.arange(shape[0]) * step) // self.block_size
-        cols = (x + np.arange(shape[1]) * step) // self.block_size
+        rows, cols = (p // self.block_size for p in self._places(block, shape))
         rows, cols = rows.clip(0, self.region.shape[0] - 1), cols.clip(0, self.region.shape[1] - 1)
         return self.region[np.ix_(rows, cols)]
 
