@@ -2,6 +2,7 @@
 
 import ast
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +232,39 @@ def test_bounded_layers_are_packed_with_scale_and_offset_and_read_back_as_float3
     for i, band in enumerate(spec.aux[0].bands, start=1):
         assert aux.GetRasterBand(i).GetOffset() == pytest.approx(band.mean)
         assert aux.GetRasterBand(i).GetScale() == pytest.approx(band.std / 100)
+
+
+def test_packing_and_overview_means_against_plain_references(tmp_path):
+    """Layer.encode (float32, in place) and Overviews._halve (pairs of rows, then columns) against the definitions
+    written out slowly: the nearest step in float64, and the mean of each 2 x 2 block's valid pixels."""
+    from mtl_core.engine.outputs import Overviews
+
+    rng = np.random.default_rng(3)
+    layer = Layer(key="x", suffix="x", title="x", help="x", bands=2, dtype=gdal.GDT_Int16, nodata=-32768,
+                  scale=(0.01, 0.02), offset=(70.0, 80.0))
+    data = rng.uniform(60, 90, size=(2, 64, 96)).astype(np.float32)
+    data[:, 0, :3], data[0, 1, 0], data[1, 2, 0], data[0, 3, 1] = FLOAT_NODATA, np.nan, np.inf, 1e9
+    stored = layer.encode(data)
+    exact = (data.astype(np.float64) - np.array([70.0, 80.0])[:, None, None]) / np.array([0.01, 0.02])[:, None, None]
+    finite = np.isfinite(exact) & (data != FLOAT_NODATA)
+    assert (stored[~finite] == -32768).all() and stored[0, 3, 1] == 32767  # out of range: clipped, not nodata
+    inside = finite & (np.abs(exact) < 32000)
+    assert np.abs(stored[inside] - exact[inside]).max() <= 0.5 + 1e-3  # the nearest step (float32 breaks ties)
+    assert np.abs(layer.decode(stored)[inside] - data[inside]).max() <= 0.01 + 1e-4
+
+    ds = gdal.GetDriverByName("MEM").Create("", 96, 64, 1, gdal.GDT_Float32)
+    over = Overviews(ds, FLOAT_NODATA, categorical=False)
+    block = rng.uniform(0, 1, size=(1, 7, 9)).astype(np.float32)  # odd sizes: padded with nodata
+    block[0, :2, :2] = FLOAT_NODATA  # a whole 2 x 2 block without data
+    block[0, 2, 2] = FLOAT_NODATA  # a block with three valid pixels
+    half = over._halve(block)
+    padded = np.full((8, 10), np.nan, np.float64)
+    padded[:7, :9] = np.where(block[0] == FLOAT_NODATA, np.nan, block[0])
+    with warnings.catch_warnings():  # the all-nodata block's mean of nothing
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.nanmean(padded.reshape(4, 2, 5, 2), axis=(1, 3))
+    assert half.shape == (1, 4, 5) and half[0, 0, 0] == FLOAT_NODATA
+    np.testing.assert_allclose(half[0][~np.isnan(expected)], expected[~np.isnan(expected)], rtol=1e-6)
+    assert (half[0][np.isnan(expected)] == FLOAT_NODATA).all()
+    full = rng.uniform(0, 1, size=(2, 6, 8)).astype(np.float32)  # no nodata: the fast path
+    np.testing.assert_allclose(over._halve(full), full.reshape(2, 3, 2, 4, 2).mean(axis=(2, 4)), rtol=1e-6)

@@ -90,11 +90,17 @@ class Layer:
         kind = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(self.dtype))
         info = np.iinfo(kind)
         lo, hi = (info.min + 1, info.max) if self.nodata == info.min else (info.min, info.max - 1)
-        q = (data - self._per_band(self.offset, 0.0)) / self._per_band(self.scale, 1.0)
-        bad = ~np.isfinite(q) | (data == FLOAT_NODATA)
-        q = np.clip(np.rint(np.where(bad, 0, q)), lo, hi).astype(kind)
+        # In float32 and in place: the integer grids hold at most 65,536 steps, exact in float32, and blocks are large.
+        q = data.astype(np.float32)
+        q -= self._per_band(self.offset, 0.0).astype(np.float32)
+        q /= self._per_band(self.scale, 1.0).astype(np.float32)
+        bad = ~np.isfinite(q)
+        bad |= data == FLOAT_NODATA
+        with np.errstate(invalid="ignore"):
+            np.rint(q, out=q)
+            np.clip(q, lo, hi, out=q)
         q[bad] = self.nodata
-        return q
+        return q.astype(kind)
 
     def decode(self, stored: np.ndarray) -> np.ndarray:
         """Stored values back as float32 values, nodata as ``FLOAT_NODATA`` (the inverse of :meth:`encode`)."""
