@@ -134,8 +134,8 @@ def child(job: dict) -> dict:
 
         spec, runner = open_runner(job["model"], job["engine"], "cpu", job["threads"])
         ds = gdal.Open(job["raster"])
-        plan = Plan.of(spec, ds.RasterXSize, ds.RasterYSize, runner.divisor, job["tile"], job["overlap"], 2048,
-                       job["batch"])
+        plan = Plan.of(spec, ds.RasterXSize, ds.RasterYSize, runner.divisor, job["tile"], job["overlap"],
+                       PredictOptions().chunk, job["batch"])
         rng = np.random.default_rng(0)
         inputs = {}
         for _, k, tiles in plan.batches:  # one random array per shape (the pass does not depend on the values)
