@@ -2,6 +2,7 @@
 
 import itertools
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from mtl_core.explain.stats import (
     detector_stats,
     pearson,
     per_group,
+    pixel_keys,
     point_biserial,
     rankdata,
     spearman,
@@ -133,6 +135,14 @@ def test_samples_of_two_halves_merge_into_the_sample_of_the_whole():
     left.merge(right)
     assert left.seen == whole.seen == 5000 and len(left) == 300
     np.testing.assert_array_equal(left["a"], whole["a"])
+    smallest = np.argsort(pixel_keys(ids, 5))[:300]  # the definition: the pixels of the 300 smallest keys
+    np.testing.assert_array_equal(whole["a"], values[smallest].astype(np.float32))  # kept as float32
+    travelled = PixelSample(["a"], capacity=300, seed=5)
+    for part in np.array_split(np.arange(5000), 40):  # small pieces; pickled with pixels not yet selected
+        travelled.add({"a": values[part]}, ids=ids[part])
+        if part[0] == 2500:
+            travelled = pickle.loads(pickle.dumps(travelled))
+    np.testing.assert_array_equal(travelled["a"], whole["a"])
     other_seed = PixelSample(["a"], capacity=300, seed=6)
     other_seed.add({"a": values}, ids=ids)
     assert not np.array_equal(np.sort(other_seed["a"]), np.sort(whole["a"]))

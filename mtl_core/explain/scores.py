@@ -178,10 +178,14 @@ def error_score(recon_error: dict[str, np.ndarray], probs: np.ndarray | None, er
             e = err[k]
             if p is None:
                 u = np.interp(e, tables[-1, k], levels)
-            else:
-                u = np.zeros(e.shape)
+            else:  # np.interp runs several times faster on sorted values: sort the band once for every class
+                order = np.argsort(e)
+                sorted_e, sorted_p = e[order], p[:, order]
+                summed = np.zeros(e.shape)
                 for c in range(p.shape[0]):
-                    u += p[c] * np.interp(e, tables[c, k], levels)
+                    summed += sorted_p[c] * np.interp(sorted_e, tables[c, k], levels)
+                u = np.empty(e.shape)
+                u[order] = summed  # the same values, each back in its place
             u[~np.isfinite(e)] = np.nan
             per_band.append(u)
     if not per_band:

@@ -291,6 +291,10 @@ class PixelSample:
         self.values = np.empty((0, len(self.names)), dtype=np.float32)
         self.seen = 0
         self._order: np.ndarray | None = None  # key order, computed when read (equal samples give equal arrays)
+        # Pixels added since the last selection, and the largest kept key once the sample is full (a pixel with a
+        # larger key can never be kept): the selection runs once per ``capacity`` pixels, not once per batch.
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._cutoff = np.inf
 
     def add(self, columns: dict[str, np.ndarray], keep: np.ndarray | None = None,
             ids: np.ndarray | None = None) -> None:
@@ -310,26 +314,43 @@ class PixelSample:
             return
         self.seen += n
         new = pixel_keys(cols.pop(), self.seed) if ids is not None else self.rng.random(n)
-        self._keep(np.concatenate([self.keys, new]),
-                   np.concatenate([self.values, np.stack(cols, axis=1).astype(np.float32)]))
+        kept = new < self._cutoff
+        self._pending.append((new[kept], np.stack([c[kept] for c in cols], axis=1).astype(np.float32)))
+        if self.keys.size + sum(k.size for k, _ in self._pending) > 2 * self.capacity:
+            self._select()
 
     def merge(self, other: PixelSample) -> None:
         """Add the sample of other pixels (taken with ids and the same seed): the result is the sample of both."""
+        other._select()
         self.seen += other.seen
-        self._keep(np.concatenate([self.keys, other.keys]), np.concatenate([self.values, other.values]))
+        self._pending.append((other.keys, other.values))
+        self._select()
 
-    def _keep(self, keys: np.ndarray, values: np.ndarray) -> None:
-        """Keep the ``capacity`` smallest keys."""
+    def _select(self) -> None:
+        """Keep the ``capacity`` smallest keys of the sample and the pixels added since."""
+        if not self._pending:
+            return
+        keys = np.concatenate([self.keys] + [k for k, _ in self._pending])
+        values = np.concatenate([self.values] + [v for _, v in self._pending])
+        self._pending = []
         if keys.size > self.capacity:
             idx = np.argpartition(keys, self.capacity - 1)[:self.capacity]
             keys, values = keys[idx], values[idx]
+        if keys.size == self.capacity:
+            self._cutoff = keys.max()
         self.keys, self.values, self._order = keys, values, None
 
+    def __getstate__(self) -> dict:
+        self._select()  # a shard's sample travels to the driver selected
+        return self.__dict__
+
     def __len__(self) -> int:
+        self._select()
         return self.keys.size
 
     def __getitem__(self, name: str) -> np.ndarray:
         """One variable of the sampled pixels, in key order."""
+        self._select()
         if self._order is None:
             self._order = np.argsort(self.keys, kind="stable")
         return self.values[self._order, self.names.index(name)].astype(np.float64)
