@@ -276,7 +276,8 @@ def _engine_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--overlap", type=_at_least_0, help="pixels shared by neighbouring tiles, blended (default: tile/8)")
     r.add_argument("--chunk", type=_positive, default=2048,
                    help="width of the column chunks processed one after the other, a multiple of 256; memory grows "
-                        "with it, not with the raster (default: 2048)")
+                        "with it, not with the raster; patch classification rounds it up to whole cells "
+                        "(default: 2048)")
     r.add_argument("--batch", type=_positive, default=4, help="tiles per forward pass (default: 4)")
     r.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     r.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",

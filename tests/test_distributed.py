@@ -3,6 +3,7 @@ real sample with the bundled model; cancelling leaves nothing; a killed worker's
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -184,3 +185,35 @@ def test_scheduler_mistakes_are_one_clear_error_and_leave_nothing(sample_config,
     with pytest.raises(ConfigError, match="cannot reach the Dask scheduler at 'tcp://127.0.0.1:1'"):
         predict(MODEL, s["vnir"], tmp_path, PredictOptions(scheduler="tcp://127.0.0.1:1"))
     assert _leftovers(tmp_path) == []
+
+
+def test_patch_classification_is_sharded_along_chunks_of_whole_cells(crop_dir, sample_config, tmp_path):
+    from mtl_core.engine.tiling import Plan
+
+    from .test_tasks import _model
+
+    model, spec = _model(crop_dir, tmp_path, "cls", {"task": "classification"}, patch=16)
+    plan = Plan.of(spec, 489, 443, 16, None, None, 256, 4)
+    assert plan.bounds == [0, 256, 489] and plan.overlap == 0  # 31 x 28 cells: no overview, 256 px chunks
+    covered = [x for span in plan.spans for x, _ in span]
+    assert covered == list(range(0, 489, 16))  # every cell once, none straddling two chunks
+    assert Plan.of(spec, 8000, 8000, 16, None, None, 2048, 4).bounds[1] == 2048  # 500 cells: 2 levels, 64 px
+    cells24 = Plan.of(dataclasses.replace(spec, patch_size=24), 4000, 4000, 8, None, None, 2048, 4)
+    assert cells24.bounds[1] == 2304  # 167 cells, 1 level: lcm(256, 48 px) = 768 px, 2048 rounded up to it
+    s = _sample(sample_config)
+    opts = PredictOptions(chunk=256, aux_truth={"swir": str(s["swir"])}, labels=str(s["labels"]),
+                          products=("main", "confidence", "entropy", "aux", "main_error"))
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = explain(model, s["vnir"], tmp_path / "one", opts)
+    two = explain(model, s["vnir"], tmp_path / "two", PredictOptions(**{**opts.__dict__, "workers": 2}))
+    _assert_same_outputs(one.outputs, two.outputs)
+    assert gdal.Open(str(two.outputs["main"])).RasterXSize == 31  # the cell grid
+    (tmp_path / "whole").mkdir()  # one chunk (as before cells were chunked): the same cells
+    whole = predict(model, s["vnir"], tmp_path / "whole", PredictOptions(chunk=512, products=("main", "confidence")))
+    for key in whole.outputs:
+        np.testing.assert_allclose(_pixels(whole.outputs[key])[0], _pixels(one.outputs[key])[0], atol=1e-6)
+    report = [json.loads(Path(r.report["json"]).read_text()) for r in (one, two)]
+    for r in report:
+        r.pop("inputs", None)
+    assert report[0] == report[1] and report[0]["unit"] == "cells"

@@ -19,7 +19,7 @@ together. A cancelled or failed run leaves neither outputs nor scratch files.
 Errors: a shard that meets a mistake in the input (an :class:`~mtl_core.errors.MtlError`: bad bands, nodata, an
 unreadable window …) fails the run with its message at once, since running it again would meet it again; any
 other failure (a crash, a killed worker) is retried once by Dask, then fails the run with the shard's message.
-Patch classification has one chunk, so it runs as one shard.
+Patch classification is sharded the same way, along chunks of whole cells (no overlap, so no seam batches).
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
 
         def copy(i: int, part: dict[str, Any]) -> None:  # each shard as it finishes, while the others run
             t = time.perf_counter()
-            _copy_shard(outputs, part["outputs"], plan.bounds[shards[i][0]], cancelled)
+            _copy_shard(outputs, part["outputs"], plan.bounds[shards[i][0]], plan.cell, cancelled)
             shutil.rmtree(Path(next(iter(part["outputs"].values()))).parent, ignore_errors=True)
             copying[0] += time.perf_counter() - t
 
@@ -303,7 +303,7 @@ def _run_shards(cluster: _Cluster, shards, plan: Plan, model_path: str, raster_p
         raise
 
 
-def _copy_shard(outputs: Outputs, files: dict[str, str], col: int, cancelled) -> None:
+def _copy_shard(outputs: Outputs, files: dict[str, str], col: int, cell: int, cancelled) -> None:
     """A shard's float32 layers into the run's outputs from window column ``col`` on (packed, with overviews), in
     strips of :data:`MERGE_ROWS` rows and 2048 columns (multiples of every overview level's block); one thread per
     layer (each has its own datasets; GDAL compresses outside the GIL)."""
@@ -311,7 +311,7 @@ def _copy_shard(outputs: Outputs, files: dict[str, str], col: int, cancelled) ->
     def copy(key: str, path: str) -> None:
         ds = open_raster(path, "shard output")
         bands, width = range(1, ds.RasterCount + 1), ds.RasterXSize
-        x0 = 0 if outputs.layers[key].cells else col  # cell layers: patch classification, one shard
+        x0 = col // cell if outputs.layers[key].cells else col  # cell layers: patch classification's cell grid
         for row in range(0, ds.RasterYSize, MERGE_ROWS):
             if cancelled is not None and cancelled():
                 raise CancelledError("prediction cancelled; no output was written")

@@ -6,7 +6,7 @@ shows. Each chunk is tiled on its own, reaching ``overlap`` pixels into the next
 tiles put there is kept (``overlap`` columns for every raster row) and blended in when the next chunk
 gets there, as between any two tiles, so no tile is computed twice. The last tile of a row or column
 is only as large as it needs to be (at least half a tile). Patch classification has one prediction per
-patch-sized cell instead: cells on a fixed grid, no overlap, one chunk.
+patch-sized cell instead: cells on a fixed grid, no overlap, column chunks of whole cells.
 """
 
 from __future__ import annotations
@@ -119,7 +119,15 @@ class Plan:
         if spec.task == "classification":  # one prediction per patch-sized cell, cells on a fixed grid
             cell = spec.patch_size
             rows = [(y, cell) for y in range(0, height, cell)]
-            bounds, spans, overlap = [0, width], [[(x, cell) for x in range(0, width, cell)]], 0
+            # Chunks of whole cells, starting where the pixel layers' overview blocks (256 px) and the cell
+            # layers' (2 ** levels cells) line up; no overlap, so nothing is carried between them.
+            cells_x, cells_y = -(-width // cell), -(-height // cell)
+            levels = sum(1 for f in (2, 4, 8, 16, 32, 64) if min(cells_x, cells_y) // f >= 64)
+            step = math.lcm(256, cell << levels)
+            step = -(-chunk // step) * step
+            bounds = list(range(0, width, step)) + [width]
+            spans = [[(x, cell) for x in range(lo, hi, cell)] for lo, hi in zip(bounds, bounds[1:])]
+            overlap = 0
         else:
             cell = 1
             tile = padded_size(tile or max(256, spec.patch_size), divisor)
