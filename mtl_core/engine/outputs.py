@@ -17,7 +17,7 @@ import numpy as np
 from osgeo import gdal
 
 from ..io.fileio import atomic_path, check_outputs, run_lock, write_error
-from ..io.raster import Grid, create_geotiff, set_classes
+from ..io.raster import Grid, create_geotiff, overview_factors, set_classes
 from .product import Layer
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class Overviews:
     def __init__(self, ds: gdal.Dataset, nodata: float, categorical: bool,
                  encode: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> None:
         self.ds, self.nodata, self.categorical, self.encode = ds, nodata, categorical, encode
-        levels = [f for f in (2, 4, 8, 16, 32, 64) if min(ds.RasterXSize, ds.RasterYSize) // f >= 64]
+        levels = overview_factors(ds.RasterXSize, ds.RasterYSize)
         if levels:
             ds.BuildOverviews("NONE", levels)  # create the levels empty
         self.levels = len(levels)

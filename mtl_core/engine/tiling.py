@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, RasterError
-from ..io.raster import Grid, Window, padded_size
+from ..io.raster import Grid, Window, overview_factors, padded_size
 from ..spec import ModelSpec
 
 
@@ -121,8 +121,7 @@ class Plan:
             rows = [(y, cell) for y in range(0, height, cell)]
             # Chunks of whole cells, starting where the pixel layers' overview blocks (256 px) and the cell
             # layers' (2 ** levels cells) line up; no overlap, so nothing is carried between them.
-            cells_x, cells_y = -(-width // cell), -(-height // cell)
-            levels = sum(1 for f in (2, 4, 8, 16, 32, 64) if min(cells_x, cells_y) // f >= 64)
+            levels = len(overview_factors(-(-width // cell), -(-height // cell)))
             step = math.lcm(256, cell << levels)
             step = -(-chunk // step) * step
             bounds = list(range(0, width, step)) + [width]

@@ -212,6 +212,12 @@ def read_window(ds: gdal.Dataset, bands: list[int], window: Window) -> tuple[np.
     return data, valid
 
 
+def overview_factors(width: int, height: int) -> list[int]:
+    """The overview levels an output of ``width`` x ``height`` px gets (2x, 4x ... while the smaller side keeps
+    at least 64 px); chunk boundaries must be multiples of the largest so overview blocks never straddle two."""
+    return [f for f in (2, 4, 8, 16, 32, 64) if min(width, height) // f >= 64]
+
+
 def padded_size(n: int, divisor: int) -> int:
     """Smallest multiple of ``divisor`` that is at least ``n``."""
     return -(-n // divisor) * divisor
