@@ -24,6 +24,7 @@ Patch classification is sharded the same way, along chunks of whole cells (no ov
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import os
@@ -71,6 +72,22 @@ def shard_ranges(chunks: int, workers: int) -> list[tuple[int, int]]:
 _OPENED: dict[tuple, Any] = {}  # per worker process: (model, backend, device, threads) -> (spec, runner)
 
 
+def _keep_freed_memory() -> None:
+    """Let glibc's malloc keep freed memory in this worker process, as it does in a plain process.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also fixes glibc's mmap threshold at
+    128 KiB: every batch-sized array is then mapped and unmapped afresh, page faults and all (a shard ran 30 %
+    slower in a worker than in a plain process: 5.5 s against 4.2 s for 180 tiles). The thresholds set here are
+    the largest glibc's own dynamic ones reach (32 MiB, trim at twice that). Elsewhere (not glibc) it does nothing.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def _worker_threads(threads: int | None, slots: dict[str, int]) -> int:
     """The backend threads of one shard: as asked, else this machine's cores over the shards it runs at once."""
     if threads:
@@ -91,6 +108,7 @@ def _run_shard(model_path: str, raster_path: str, scratch: str, opts, chunks: tu
     key = (model_path, opts.backend, opts.device, threads)
     try:
         if key not in _OPENED:
+            _keep_freed_memory()
             _OPENED[key] = open_runner(model_path, opts.backend, opts.device, threads)
         folder = Path(scratch) / uuid.uuid4().hex  # an attempt of its own: a killed one leaves only its folder
         folder.mkdir(parents=True)
@@ -271,7 +289,10 @@ def _run_shards(cluster: _Cluster, shards, plan: Plan, model_path: str, raster_p
     parts: dict[int, dict[str, Any]] = {}
     try:
         while len(parts) < len(futures):
-            time.sleep(REPORT_EVERY)
+            try:  # back as soon as a shard ends, so its copy starts at once
+                wait([f for i, f in enumerate(futures) if i not in parts], REPORT_EVERY, "FIRST_COMPLETED")
+            except TimeoutError:
+                pass
             while queue.qsize():
                 for first, fraction in queue.get(batch=True):
                     done[first] = fraction
