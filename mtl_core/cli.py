@@ -142,7 +142,7 @@ def _engine_job(kind: str, args: argparse.Namespace, **extra) -> Job:
                overlap=args.overlap, chunk=args.chunk, batch_size=args.batch, device=args.device,
                backend=args.backend, threads=args.threads, products=list(args.products), cog=args.cog,
                float32=args.float32, overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
-               **extra)
+               vrt=args.vrt, **extra)
 
 
 @contextlib.contextmanager
@@ -290,6 +290,10 @@ def _engine_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--scheduler", metavar="ADDRESS",
                    help="run the shards on a running Dask scheduler instead (e.g. tcp://host:8786); its workers must "
                         "see the model, the rasters and --out under the same paths")
+    r.add_argument("--vrt", action="store_true",
+                   help="with --workers or --scheduler: write each layer as a VRT over its shards' files (in a folder "
+                        "<raster>_shards-<id> beside it) instead of copying them into one GeoTIFF per layer; faster, "
+                        "and the VRT must stay beside that folder")
     r.add_argument("--products", nargs="+", default=default, choices=products, metavar="PRODUCT",
                    help=f"products to write, from: {', '.join(products)} (default: {' '.join(default)}); "
                         "a product the model cannot make is skipped")

@@ -9,7 +9,7 @@ Kinds and the fields they read:
 
 * ``predict`` — ``model``, ``raster``, ``out`` (output folder) and the engine fields (``bands``,
   ``extent``, ``mask``, ``tile``, ``overlap``, ``chunk``, ``batch_size``, ``device``, ``backend``,
-  ``threads``, ``products``, ``cog``, ``float32``, ``workers``, ``scheduler``);
+  ``threads``, ``products``, ``cog``, ``float32``, ``workers``, ``scheduler``, ``vrt``);
 * ``explain`` — as ``predict``, plus ``aux_truth`` and/or ``labels``; the explanation products are
   added to ``products``;
 * ``train`` — ``config`` (dataset configuration), ``out`` (model file), ``train`` (options of
@@ -66,6 +66,7 @@ class Job:
         overwrite: replace existing outputs (never the job's inputs); without it they are refused.
         workers, scheduler: run predict or explain as shards on a Dask LocalCluster of ``workers`` processes or on
             the running scheduler at ``scheduler`` (:mod:`mtl_core.engine.distributed`).
+        vrt: with ``workers`` or ``scheduler``: each layer a VRT over its shards' files instead of one file.
         aux_truth: modality name -> raster of the real auxiliary bands (explain).
         labels: reference label raster (explain).
         labels_band: its band with the labels (default: the band the model was trained on).
@@ -100,6 +101,7 @@ class Job:
     overwrite: bool = False
     workers: int | None = None
     scheduler: str | None = None
+    vrt: bool = False
     aux_truth: dict[str, str] = field(default_factory=dict)
     labels: str | None = None
     labels_band: int | None = None
@@ -165,6 +167,7 @@ class Job:
             aux_truth=dict(self.aux_truth) or None, labels=self.labels or None, cog=self.cog, float32=self.float32,
             aux_bands={k: list(v) for k, v in self.aux_bands.items()} or None,
             overwrite=self.overwrite, labels_band=self.labels_band, workers=self.workers, scheduler=self.scheduler,
+            vrt=self.vrt,
         )
 
 

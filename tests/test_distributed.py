@@ -217,3 +217,87 @@ def test_patch_classification_is_sharded_along_chunks_of_whole_cells(crop_dir, s
     for r in report:
         r.pop("inputs", None)
     assert report[0] == report[1] and report[0]["unit"] == "cells"
+
+
+def _assert_mosaic_of(single: Path, mosaic: Path, key: str) -> None:
+    """A VRT layer shows the single run's pixels, band metadata and overviews (its first levels: GDAL gives a VRT
+    the levels of its sources down to 128 px)."""
+    a, b = gdal.Open(str(single)), gdal.Open(str(mosaic))
+    assert mosaic.suffix == ".vrt" and b.GetDriver().ShortName == "VRT"
+    assert a.GetGeoTransform() == b.GetGeoTransform() and a.GetProjection() == b.GetProjection()
+    for i in range(1, a.RasterCount + 1):
+        x, y = a.GetRasterBand(i), b.GetRasterBand(i)
+        assert (x.GetDescription(), x.GetNoDataValue(), x.GetCategoryNames(), x.GetUnitType()) == \
+               (y.GetDescription(), y.GetNoDataValue(), y.GetCategoryNames(), y.GetUnitType()), key
+        np.testing.assert_allclose([x.GetScale() or 1, x.GetOffset() or 0], [y.GetScale() or 1, y.GetOffset() or 0],
+                                   rtol=1e-15)  # the VRT's XML holds them to the 16th digit
+        assert 1 <= y.GetOverviewCount() <= x.GetOverviewCount()
+        for u, v in zip([x] + [x.GetOverview(o) for o in range(y.GetOverviewCount())],
+                        [y] + [y.GetOverview(o) for o in range(y.GetOverviewCount())]):
+            np.testing.assert_array_equal(u.ReadAsArray(), v.ReadAsArray(), err_msg=key)
+
+
+def test_vrt_outputs_are_the_single_run_s_without_a_copy(sample_config, tmp_path):
+    s = _sample(sample_config)
+    opts = PredictOptions(**SMALL, products=("main", "confidence", "aux"))
+    (tmp_path / "one").mkdir()
+    (tmp_path / "vrt").mkdir()
+    one = predict(MODEL, s["vnir"], tmp_path / "one", opts)
+    vrt = predict(MODEL, s["vnir"], tmp_path / "vrt", dataclasses.replace(opts, workers=2, vrt=True))
+    assert sorted(one.outputs) == sorted(vrt.outputs)
+    for key in one.outputs:
+        _assert_mosaic_of(one.outputs[key], vrt.outputs[key], key)
+    assert vrt.timings["copy"] == 0 and len(vrt.timings["shard_tiles"]) == 2  # one shard per worker
+    folder = vrt.shards
+    assert folder.parent == (tmp_path / "vrt").resolve()
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["shard-000", "shard-001"]
+    assert sorted(p.name for p in folder.glob("*.vrt")) == sorted(  # its levels: 2x and 4x on the sample
+        f"{path.stem}.ovr.{f}x.vrt" for path in vrt.outputs.values() for f in (2, 4))
+    moved = tmp_path / "moved"  # the VRTs name their shards relative to themselves: the folder can move
+    (tmp_path / "vrt").rename(moved)
+    for key, path in vrt.outputs.items():
+        _assert_mosaic_of(one.outputs[key], moved / path.name, key)
+    moved.rename(tmp_path / "vrt")
+    with pytest.raises(Exception, match="already exist"):
+        predict(MODEL, s["vnir"], tmp_path / "vrt", dataclasses.replace(opts, workers=2, vrt=True))
+    again = predict(MODEL, s["vnir"], tmp_path / "vrt", dataclasses.replace(opts, workers=2, vrt=True, overwrite=True))
+    assert not folder.exists() and again.shards.exists()  # the replaced VRTs' shards go with them
+    assert _leftovers(tmp_path / "vrt") == sorted([p.name for p in again.outputs.values()] + [again.shards.name])
+    from mtl_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--vrt .* --workers"):
+        predict(MODEL, s["vnir"], tmp_path / "one", dataclasses.replace(opts, vrt=True, overwrite=True))
+
+
+def test_a_cancelled_vrt_run_leaves_nothing(sample_config, tmp_path):
+    s = _sample(sample_config)
+    seen = []
+    with pytest.raises(CancelledError):
+        predict(MODEL, s["vnir"], tmp_path, PredictOptions(**SMALL, workers=2, vrt=True,
+                                                           products=("main", "sensitivity")),
+                progress=seen.append, cancelled=lambda: bool(seen))
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_vrt_run_s_halo_product_is_one_file_read_across_the_shards(sample_config, tmp_path, monkeypatch):
+    """Workers in this process (threads), so the test-only halo product registered here is theirs too."""
+    from distributed import LocalCluster
+
+    from mtl_core.engine import products, run
+
+    from mtl_core.spec import FLOAT_NODATA
+
+    from .rasters import read
+    from .test_products import _MaxOfConfidence, _max3
+
+    monkeypatch.setattr(products, "REGISTRY", products.REGISTRY + [_MaxOfConfidence()])
+    monkeypatch.setattr(run, "HALO_WINDOW", 64)
+    s = _sample(sample_config)
+    opts = PredictOptions(**SMALL, products=("main", "max_confidence"))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        result = predict(MODEL, s["vnir"], tmp_path, dataclasses.replace(
+            opts, scheduler=cluster.scheduler_address, vrt=True))
+    assert result.outputs["max_confidence"].suffix == ".tif" and result.outputs["confidence"].suffix == ".vrt"
+    expected = _max3(read(result.outputs["confidence"]), FLOAT_NODATA, (0, 0, 0, 0))
+    expected[np.isinf(expected)] = FLOAT_NODATA  # no valid neighbour (the sample has nodata): written as nodata
+    np.testing.assert_array_equal(gdal.Open(str(result.outputs["max_confidence"])).ReadAsArray(), expected)

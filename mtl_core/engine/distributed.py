@@ -11,10 +11,13 @@ batches of the chunk before it whose tiles reach into its first columns and blen
 one run blends chunk seams, so every shard's columns equal the single run's. Each worker opens the model once
 (ONNX Runtime or PyTorch, with the cores of its machine shared among the workers on it) and writes its shard's
 layers as float32 GeoTIFFs into a scratch folder beside the outputs. The driver then copies them, in strips, into
-the run's own output files, packed and with overviews as a single run writes them (one GeoTIFF or COG per layer,
-what QGIS, the export and the report expect; the copy is one sequential pass, measured in docs/scale.md), computes
-the halo products from the merged layers, merges the shards' statistics (``Sink.merge``) and renames the outputs
-together. A cancelled or failed run leaves neither outputs nor scratch files.
+the run's own output files, packed and with overviews as a single run writes them (one GeoTIFF or COG per layer;
+the copy is one sequential pass, measured in docs/scale.md), computes the halo products from the merged layers,
+merges the shards' statistics (``Sink.merge``) and renames the outputs together. With ``PredictOptions.vrt`` there
+is no copy: each worker writes its shard's layers as final files (packed, compressed, with the whole run's overview
+levels), they are moved into a folder ``<stem>_shards-<id>`` beside the outputs, and each layer is a VRT over them
+with their overviews as its own (one shard per worker, since there is no copy to overlap). A cancelled or failed
+run leaves neither outputs nor scratch files.
 
 Errors: a shard that meets a mistake in the input (an :class:`~mtl_core.errors.MtlError`: bad bands, nodata, an
 unreadable window …) fails the run with its message at once, since running it again would meet it again; any
@@ -26,8 +29,10 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import glob
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -55,16 +60,19 @@ log = logging.getLogger(__name__)
 MERGE_ROWS = 256
 #: Seconds between a shard's progress reports (and its looks at the cancel flag).
 REPORT_EVERY = 0.5
-#: Shards per worker (more: a slow or restarted worker holds up less of the run, but each shard repeats a tile column).
+#: Shards per worker when they are copied into one file per layer (more: the copy of the first ones overlaps the
+#: others, and a slow or restarted worker holds up less of the run, but each shard repeats a tile column). A ``vrt``
+#: run has nothing to overlap: one shard per worker (bench/sharded.py, 2 workers: 1.13x the single run's speed,
+#: 0.88x with two shards each).
 SHARDS_PER_WORKER = 2
 DASK_MISSING = ("--workers and --scheduler need Dask: install it into the Python that runs mtl with "
                 "pip install 'dask[distributed]==2026.8.0'")
 
 
-def shard_ranges(chunks: int, workers: int) -> list[tuple[int, int]]:
-    """Split ``chunks`` column chunks into at most :data:`SHARDS_PER_WORKER` x ``workers`` shards of consecutive
-    chunks, as even as can be."""
-    n = max(1, min(chunks, SHARDS_PER_WORKER * workers))
+def shard_ranges(chunks: int, workers: int, per_worker: int = SHARDS_PER_WORKER) -> list[tuple[int, int]]:
+    """Split ``chunks`` column chunks into at most ``per_worker`` x ``workers`` shards of consecutive chunks, as
+    even as can be."""
+    n = max(1, min(chunks, per_worker * workers))
     edges = [round(i * chunks / n) for i in range(n + 1)]
     return list(zip(edges, edges[1:]))
 
@@ -182,6 +190,9 @@ def predict(model_path, raster_path, out_dir, opts: PredictOptions | None = None
     """The engine's entry point (``mtl_core.engine.predict``): :func:`mtl_core.engine.run.predict` in this process,
     or sharded on Dask when ``opts.workers`` or ``opts.scheduler`` is set; same arguments, result and errors."""
     opts = opts or PredictOptions()
+    if opts.vrt and not (opts.workers or opts.scheduler):
+        raise ConfigError("--vrt writes a sharded run's layers as VRTs over its shards: give it with --workers N or "
+                          "--scheduler ADDRESS (a single run writes one file per layer anyway)")
     if opts.workers or opts.scheduler:
         return predict_sharded(model_path, raster_path, out_dir, opts, progress, cancelled, sink, opened)
     return predict_here(model_path, raster_path, out_dir, opts, progress, cancelled, sink, opened)
@@ -216,6 +227,11 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
     result = PredictResult(grid=sub_grid(grid, win), tiles=plan.tiles, spec=spec)
     Truth(spec, grid, opts.aux_truth or {}, opts.labels, opts.labels_band, opts.aux_bands)  # its mistakes, now
     with ExitStack() as stack:
+        def forget_shards(failed, *_) -> None:  # last: after the outputs' renames, which may fail too
+            if failed and result.shards:
+                shutil.rmtree(result.shards, ignore_errors=True)
+
+        stack.push(forget_shards)
         if progress is True:  # the command line's bar, over the shards' tiles
             from tqdm import tqdm
 
@@ -225,10 +241,11 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
         # The outputs are created (and refused if they exist) before anything is computed, as in a single run.
         outputs = Outputs([layer for _, layer in chosen], result.grid, sub_grid(grid, win, plan.cell), Path(out_dir),
                           Path(raster_path).stem, opts.cog, stack,
-                          run_inputs(raster_path, opts.aux_truth, opts.labels, opts.mask), opts.overwrite)
+                          run_inputs(raster_path, opts.aux_truth, opts.labels, opts.mask), opts.overwrite,
+                          mosaics=[layer.key for product, layer in chosen if opts.vrt and not product.halo])
         tick = time.perf_counter()
         cluster = _Cluster(opts.workers, opts.scheduler, stack)
-        shards = shard_ranges(len(plan.spans), cluster.workers)
+        shards = shard_ranges(len(plan.spans), cluster.workers, 1 if opts.vrt else SHARDS_PER_WORKER)
         if len(shards) < cluster.workers:
             log.warning("the run has %d column chunk(s) of --chunk %d px, so %d shard(s) for %d Dask workers; a "
                         "smaller --chunk (a multiple of 256) gives more", len(plan.spans), opts.chunk, len(shards),
@@ -241,6 +258,8 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
         copying = [0.0]
 
         def copy(i: int, part: dict[str, Any]) -> None:  # each shard as it finishes, while the others run
+            if opts.vrt:
+                return  # the shard's files are the outputs' own
             t = time.perf_counter()
             _copy_shard(outputs, part["outputs"], plan.bounds[shards[i][0]], plan.cell, cancelled)
             shutil.rmtree(Path(next(iter(part["outputs"].values()))).parent, ignore_errors=True)
@@ -249,6 +268,9 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
         parts = _run_shards(cluster, shards, plan, model_path, raster_path, scratch, shard_opts, sink, progress,
                             cancelled, copy)
         result.timings["shards"], tick = time.perf_counter() - tick, time.perf_counter()
+        if opts.vrt:
+            result.shards = Path(out_dir).resolve() / f"{Path(raster_path).stem}_shards-{uuid.uuid4().hex[:8]}"
+            _keep_shards(outputs, parts, result.shards)
         for part in parts:  # in shard order, so the sums are those of every run
             if sink is not None:
                 sink.merge(part["sink"])
@@ -258,6 +280,10 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
         result.outputs = outputs.finish()
         result.timings["merge"] = time.perf_counter() - tick  # what is left after the last shard
         result.timings["copy"] = copying[0]  # copying the shards into the outputs, in all
+    if result.shards and opts.overwrite:  # the folders of the VRTs just replaced
+        for old in Path(out_dir).glob(f"{glob.escape(Path(raster_path).stem)}_shards-*"):
+            if old != result.shards and re.fullmatch(r"[0-9a-f]{8}", old.name.rsplit("-", 1)[1]):
+                shutil.rmtree(old, ignore_errors=True)
     result.seen = sum(p["seen"] for p in parts)
     result.warnings = input_range_warnings(spec, result.seen)
     for warning in result.warnings:
@@ -322,6 +348,17 @@ def _run_shards(cluster: _Cluster, shards, plan: Plan, model_path: str, raster_p
             log.warning("some shards did not stop within a minute of being cancelled")
         client.cancel(futures)
         raise
+
+
+def _keep_shards(outputs: Outputs, parts: list[dict[str, Any]], folder: Path) -> None:
+    """A ``vrt`` run's shards, moved into ``folder`` (one sub-folder per shard) and given to the mosaic outputs."""
+    folder.mkdir()
+    for i, part in enumerate(parts):
+        shard = folder / f"shard-{i:03d}"
+        os.replace(Path(next(iter(part["outputs"].values()))).parent, shard)
+        part["outputs"] = {key: str(shard / Path(path).name) for key, path in part["outputs"].items()}
+    for key in outputs.mosaics:
+        outputs.mosaic(key, [part["outputs"][key] for part in parts], folder)
 
 
 def _copy_shard(outputs: Outputs, files: dict[str, str], col: int, cell: int, cancelled) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,8 @@ def explain(
         for path in result.outputs.values():  # (a failed write is already one OutputError: see atomic_path)
             Path(path).unlink(missing_ok=True)
             Path(str(path) + ".aux.xml").unlink(missing_ok=True)
+        if result.shards:  # a --vrt run's shard files
+            shutil.rmtree(result.shards, ignore_errors=True)
         raise
     log.info("explanation report written to %s", report["html"])
     if callable(progress):

@@ -7,11 +7,14 @@ the end, reusing the overviews written along the way.
 
 from __future__ import annotations
 
+import html
 import logging
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import ExitStack
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 from osgeo import gdal
@@ -37,27 +40,36 @@ class Outputs:
         overwrite: replace existing outputs (else they are refused before anything is computed).
         scratch: files read back once (a distributed run's shards): uncompressed, without overviews (the merged
             file gets them).
+        overview_grids: the (pixel, cell) grids whose overview levels the files get, when not their own: a shard of a
+            ``vrt`` run takes the whole run's, so the shards' overviews are the mosaic's.
+        mosaics: keys of layers written as a VRT over files made elsewhere (a ``vrt`` run's shards, given to
+            :meth:`mosaic`): ``<stem>_<layer suffix>.vrt``, renamed with the others.
     """
 
     def __init__(self, layers: list[Layer], grid: Grid, cell_grid: Grid, out_dir: Path, stem: str, cog: bool,
-                 stack: ExitStack, inputs: list[str] = (), overwrite: bool = False, scratch: bool = False) -> None:
+                 stack: ExitStack, inputs: list[str] = (), overwrite: bool = False, scratch: bool = False,
+                 overview_grids: tuple[Grid, Grid] | None = None, mosaics: Collection[str] = ()) -> None:
         self.layers = {layer.key: layer for layer in layers}
         self.datasets: dict[str, gdal.Dataset] = {}
         self.final: dict[str, Path] = {}
         self.temp: dict[str, Path] = {}  # the atomic temporary each layer is renamed from
         self.overviews: dict[str, Overviews] = {}
-        self.cog = cog
-        check_outputs([out_dir / f"{stem}_{layer.suffix}.tif" for layer in layers], inputs, overwrite)
+        self.cog, self.mosaics = cog, set(mosaics)
+        names = {layer.key: f"{stem}_{layer.suffix}.{'vrt' if layer.key in self.mosaics else 'tif'}"
+                 for layer in layers}
+        check_outputs([out_dir / name for name in names.values()], inputs, overwrite)
         stack.enter_context(run_lock(out_dir, stem))
         for layer in layers:
-            final = out_dir / f"{stem}_{layer.suffix}.tif"
+            final = out_dir / names[layer.key]
             tmp = stack.enter_context(atomic_path(final))
             path = tmp
+            self.final[layer.key], self.temp[layer.key] = final, tmp
+            if layer.key in self.mosaics:
+                continue
             if cog:  # write a plain GeoTIFF first, translate to COG into the atomic temporary at the end
                 path = tmp.with_name(tmp.name + ".gtiff.tif")
                 stack.callback(path.unlink, missing_ok=True)
                 stack.callback(Path(str(path) + ".aux.xml").unlink, missing_ok=True)  # its PAM metadata
-            self.final[layer.key], self.temp[layer.key] = final, tmp
             # Closed before its temporaries are renamed or removed (the stack unwinds in reverse). No local name
             # holds a dataset in the main thread's code, so a traceback (a signal) keeps none open past this.
             stack.callback(self.close, layer.key)
@@ -66,8 +78,29 @@ class Outputs:
                                                       compress=not scratch)
             _describe(self.datasets[layer.key], layer)
             if not scratch:
+                whole = overview_grids[layer.cells] if overview_grids else None
                 self.overviews[layer.key] = Overviews(self.datasets[layer.key], layer.fill, layer.categorical,
-                                                      layer.encode)
+                                                      layer.encode, whole and (whole.width, whole.height))
+
+    def mosaic(self, key: str, files: list[str], folder: Path) -> None:
+        """Write a mosaic layer: a VRT over ``files`` side by side (placed by their georeferencing, paths relative to
+        the VRT), described as the layer declares, with their overviews as its own: one VRT per level in ``folder``
+        (GDAL's implicit overviews of a VRT round its sizes down and stop at 128 px, a single run's files do not)."""
+        tmp = self.temp[key]
+        try:
+            ds = gdal.BuildVRT(str(tmp), files)
+            _describe(ds, self.layers[key])
+            levels = _overview_vrts(files, folder / f"{self.final[key].stem}.ovr", ds)
+            del ds  # written
+            bands = tmp.read_text().split("</VRTRasterBand>")  # the n-th closes band n
+            for i in range(len(bands) - 1):
+                bands[i] += "".join(f'  <Overview><SourceFilename relativeToVRT="1">'
+                                    f'{html.escape(os.path.relpath(level, tmp.parent))}</SourceFilename>'
+                                    f'<SourceBand>{i + 1}</SourceBand></Overview>\n  ' for level in levels)
+            tmp.write_text("</VRTRasterBand>".join(bands))
+            self.datasets[key] = gdal.Open(str(tmp))
+        except (RuntimeError, OSError) as exc:
+            raise write_error(self.final[key], exc) from exc
 
     def write(self, key: str, data: np.ndarray, row: int, col: int = 0) -> None:
         """Write a computed block (float32 for packed layers: packed here, its overviews averaged before)."""
@@ -108,13 +141,46 @@ class Outputs:
         for key in list(self.datasets):
             try:
                 self.datasets[key].FlushCache()  # a write error raises here, not when the dataset is dropped
-                if self.cog:  # the COG driver reuses the overviews written along the way
+                if self.cog and key not in self.mosaics:  # the COG driver reuses the overviews written along the way
                     gdal.Translate(str(self.temp[key]), self.datasets[key], format="COG", creationOptions=[
                         "COMPRESS=DEFLATE", "BIGTIFF=IF_SAFER", "OVERVIEWS=FORCE_USE_EXISTING"])
             except RuntimeError as exc:
                 raise write_error(self.final[key], exc) from exc
             del self.datasets[key]  # closes it
         return dict(self.final)
+
+
+def _overview_vrts(files: list[str], stem: Path, mosaic: gdal.Dataset) -> list[Path]:
+    """Per overview level of ``files`` (the shards of ``mosaic``, made with its overview levels): a VRT
+    ``<stem>.<factor>x.vrt`` setting those files' overviews side by side, sized as a single file's level."""
+    x0, dx = mosaic.GetGeoTransform()[:2]
+    shards = [gdal.Open(f) for f in files]
+    out = []
+    for level, factor in enumerate(overview_factors(mosaic.RasterXSize, mosaic.RasterYSize)):
+        root = ElementTree.Element("VRTDataset", rasterXSize=str(-(-mosaic.RasterXSize // factor)),
+                                   rasterYSize=str(-(-mosaic.RasterYSize // factor)))
+        for b in range(1, mosaic.RasterCount + 1):
+            source_band = mosaic.GetRasterBand(b)
+            band = ElementTree.SubElement(root, "VRTRasterBand", dataType=gdal.GetDataTypeName(source_band.DataType),
+                                          band=str(b))
+            if source_band.GetNoDataValue() is not None:
+                ElementTree.SubElement(band, "NoDataValue").text = repr(source_band.GetNoDataValue())
+            for path, ds in zip(files, shards):
+                col = round((ds.GetGeoTransform()[0] - x0) / dx) // factor
+                ovr = ds.GetRasterBand(b).GetOverview(level)
+                source = ElementTree.SubElement(band, "SimpleSource")
+                ElementTree.SubElement(source, "SourceFilename", relativeToVRT="1").text = \
+                    os.path.relpath(path, stem.parent)
+                options = ElementTree.SubElement(source, "OpenOptions")
+                ElementTree.SubElement(options, "OOI", key="OVERVIEW_LEVEL").text = str(level)
+                ElementTree.SubElement(source, "SourceBand").text = str(b)
+                size = {"xSize": str(ovr.XSize), "ySize": str(ovr.YSize)}
+                ElementTree.SubElement(source, "SrcRect", xOff="0", yOff="0", **size)
+                ElementTree.SubElement(source, "DstRect", xOff=str(col), yOff="0", **size)
+        path = Path(f"{stem}.{factor}x.vrt")
+        ElementTree.ElementTree(root).write(path)
+        out.append(path)
+    return out
 
 
 def _describe(ds: gdal.Dataset, layer: Layer) -> None:
@@ -147,9 +213,9 @@ class Overviews:
     """
 
     def __init__(self, ds: gdal.Dataset, nodata: float, categorical: bool,
-                 encode: Callable[[np.ndarray], np.ndarray] = lambda a: a) -> None:
+                 encode: Callable[[np.ndarray], np.ndarray] = lambda a: a, size: tuple[int, int] | None = None) -> None:
         self.ds, self.nodata, self.categorical, self.encode = ds, nodata, categorical, encode
-        levels = overview_factors(ds.RasterXSize, ds.RasterYSize)
+        levels = overview_factors(*(size or (ds.RasterXSize, ds.RasterYSize)))  # size: of the whole, for a part
         if levels:
             ds.BuildOverviews("NONE", levels)  # create the levels empty
         self.levels = len(levels)

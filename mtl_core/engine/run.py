@@ -96,6 +96,8 @@ class PredictOptions:
             0.01 training std around the band's mean), e.g. for tools that ignore a GeoTIFF's scale/offset.
         overwrite: replace outputs that already exist in the folder (never the run's own inputs);
             without it an existing output is refused before anything is computed.
+        vrt: with ``workers`` or ``scheduler``: write each layer as a VRT over its shards' files (GeoTIFFs, COGs
+            with ``cog``) in a folder ``<stem>_shards-<id>`` beside it, instead of copying the shards into one file.
         workers: run on a Dask LocalCluster of this many processes on this machine (:mod:`.distributed`):
             the raster is split into shards along the chunk grid and the outputs equal a single run's.
         scheduler: address of a running Dask scheduler to run the shards on instead (its workers must read the
@@ -120,6 +122,7 @@ class PredictOptions:
     cog: bool = False
     float32: bool = False
     overwrite: bool = False
+    vrt: bool = False
     workers: int | None = None
     scheduler: str | None = None
 
@@ -137,6 +140,7 @@ class PredictResult:
     warnings: list[str] = field(default_factory=list)  # things the user should know (also logged)
     seen: np.ndarray | None = None  # per input band: sum of the normalised valid values, and their count
     timings: dict[str, Any] = field(default_factory=dict)  # a sharded run: its phases (s), per-shard seconds, tiles
+    shards: Path | None = None  # a sharded run with ``vrt``: the folder of shard files its VRT outputs reference
 
 
 def chosen_layers(spec: ModelSpec, opts: PredictOptions) -> list[tuple[Product, Layer]]:
@@ -228,7 +232,8 @@ def predict(
         shard: (first, end) chunks of the plan to run alone, as one shard of a distributed run
             (:mod:`.distributed`, whose ``predict`` is the one that reads ``opts.workers`` and ``opts.scheduler``):
             the outputs cover those chunks' columns, are float32 where packed, have no overviews and no halo
-            products; the caller merges the shards.
+            products; the caller merges the shards. With ``opts.vrt`` they are packed, compressed, and have the
+            whole run's overview levels (the shards of a VRT mosaic).
 
     Raises:
         ConfigError: an unknown product, or tiling options the engine cannot use.
@@ -252,7 +257,7 @@ def predict(
     if shard is not None:
         plan = plan.shard(*shard)
         lo, hi = plan.bounds[shard[0]], plan.bounds[shard[1]]
-        chosen = [(p, layer.unpacked()) for p, layer in chosen if not p.halo]
+        chosen = [(p, layer if opts.vrt else layer.unpacked()) for p, layer in chosen if not p.halo]
     out_win = (wx + lo, wy, hi - lo, H)
     out_grid = sub_grid(grid, out_win)
     streamed = list(dict.fromkeys(p for p, _ in chosen if not p.halo))
@@ -321,10 +326,11 @@ def predict(
     bar = tqdm(total=result.tiles, unit="tile", desc="predict", disable=progress is not True)
     done = 0
     with ExitStack() as stack:
+        part = shard is not None and not opts.vrt  # a shard to be copied into the run's files, else final files
         outputs = Outputs([layer for _, layer in chosen], out_grid, sub_grid(grid, out_win, cell), Path(out_dir),
-                          Path(raster_path).stem, opts.cog and shard is None, stack,
+                          Path(raster_path).stem, opts.cog and not part, stack,
                           run_inputs(raster_path, opts.aux_truth, opts.labels, opts.mask), opts.overwrite,
-                          scratch=shard is not None)
+                          scratch=part, overview_grids=(sub_grid(grid, win), sub_grid(grid, win, cell)))
         if sink is not None:
             sink.start(list(outputs.layers))
         reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mtl-read"))

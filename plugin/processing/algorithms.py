@@ -142,7 +142,7 @@ class PredictAlgorithm(_Base):
 
     INPUT, MODEL, BANDS, EXTENT = "INPUT", "MODEL", "BANDS", "EXTENT"
     TILE, OVERLAP, BATCH, DEVICE, PRODUCTS = "TILE", "OVERLAP", "BATCH", "DEVICE", "PRODUCTS"
-    WORKERS, SCHEDULER = "WORKERS", "SCHEDULER"
+    WORKERS, SCHEDULER, VRT = "WORKERS", "SCHEDULER", "VRT"
     OUTPUT_FOLDER, RUN_FOLDER, MAIN, CONFIDENCE, DEVICE_USED = (
         "OUTPUT_FOLDER", "RUN_FOLDER", "MAIN", "CONFIDENCE", "DEVICE_USED")
 
@@ -199,7 +199,10 @@ class PredictAlgorithm(_Base):
                     QgsProcessingParameterNumber.Integer, 0, minValue=0),
                 QgsProcessingParameterString(
                     self.SCHEDULER, self.tr("Dask scheduler address (e.g. tcp://host:8786; its workers must see "
-                                            "the same paths)"), optional=True)):
+                                            "the same paths)"), optional=True),
+                QgsProcessingParameterBoolean(
+                    self.VRT, self.tr("Sharded run: each layer a VRT over its shards (faster, no copy into one "
+                                      "file; keep the VRT beside its shards folder)"), False)):
             param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
             self.addParameter(param)
         self._extra_parameters()
@@ -267,6 +270,7 @@ class PredictAlgorithm(_Base):
             products=[PRODUCTS[i] for i in chosen] or ["main"],
             workers=self.parameterAsInt(parameters, self.WORKERS, context) or None,
             scheduler=self.parameterAsString(parameters, self.SCHEDULER, context).strip() or None,
+            vrt=self.parameterAsBool(parameters, self.VRT, context),
         )
         self._extra_values(parameters, context, self._job)
         return True

@@ -95,3 +95,13 @@ def test_zip_installs_into_a_fresh_profile_and_runs_in_qgis_process(plugin_zip, 
     assert again["RUN_FOLDER"] != results["RUN_FOLDER"]
     for key in ("MAIN", "CONFIDENCE", "ENTROPY", "AUX_SWIR"):
         assert (gdal.Open(again[key]).ReadAsArray() == gdal.Open(results[key]).ReadAsArray()).all(), key
+    # and with VRT=true: each layer a VRT over the shards' files, the same pixels
+    mosaic = subprocess.run(
+        [QGIS_PROCESS, "--json", "run", "mtl_explain:predict", "--",
+         f"INPUT={crop_dir / 'raleigh_vnir.tif'}", f"MODEL={tiny_model}", "DEVICE=1", "WORKERS=2", "VRT=true",
+         f"OUTPUT_FOLDER={out}"], env=env, capture_output=True, text=True, check=False, timeout=600)
+    assert mosaic.returncode == 0, mosaic.stdout[-3000:] + mosaic.stderr[-3000:]
+    vrts = json.loads(mosaic.stdout[mosaic.stdout.index("{"):])["results"]
+    for key in ("MAIN", "CONFIDENCE", "ENTROPY", "AUX_SWIR"):
+        assert vrts[key].endswith(".vrt"), vrts[key]
+        assert (gdal.Open(vrts[key]).ReadAsArray() == gdal.Open(results[key]).ReadAsArray()).all(), key
