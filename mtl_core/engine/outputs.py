@@ -64,7 +64,8 @@ class Outputs:
             tmp = stack.enter_context(atomic_path(final))
             path = tmp
             self.final[layer.key], self.temp[layer.key] = final, tmp
-            if layer.key in self.mosaics:
+            if layer.key in self.mosaics:  # its VRT is written by mosaic(), and closed as the others
+                stack.callback(self.close, layer.key)
                 continue
             if cog:  # write a plain GeoTIFF first, translate to COG into the atomic temporary at the end
                 path = tmp.with_name(tmp.name + ".gtiff.tif")
