@@ -1,5 +1,5 @@
-"""Sharded runs on Dask workers (mtl predict/explain --workers, --scheduler): the same outputs as one run, on the
-real sample with the bundled model; cancelling leaves nothing; a killed worker's shard is run again."""
+"""Sharded runs on Dask workers (mtl predict/explain --workers, --scheduler, --vrt): the same outputs as one run, on
+the real sample with the bundled model; cancelling leaves nothing; a killed worker's shard is run again."""
 
 from __future__ import annotations
 
