@@ -32,7 +32,6 @@ import dataclasses
 import glob
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -281,8 +280,8 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
         result.timings["merge"] = time.perf_counter() - tick  # what is left after the last shard
         result.timings["copy"] = copying[0]  # copying the shards into the outputs, in all
     if result.shards and opts.overwrite:  # the folders of the VRTs just replaced
-        for old in Path(out_dir).glob(f"{glob.escape(Path(raster_path).stem)}_shards-*"):
-            if old != result.shards and re.fullmatch(r"[0-9a-f]{8}", old.name.rsplit("-", 1)[1]):
+        for old in Path(out_dir).glob(f"{glob.escape(Path(raster_path).stem)}_shards-" + "[0-9a-f]" * 8):
+            if old != result.shards:
                 shutil.rmtree(old, ignore_errors=True)
     result.seen = sum(p["seen"] for p in parts)
     result.warnings = input_range_warnings(spec, result.seen)

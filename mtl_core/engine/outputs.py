@@ -156,6 +156,7 @@ def _overview_vrts(files: list[str], stem: Path, mosaic: gdal.Dataset) -> list[P
     ``<stem>.<factor>x.vrt`` setting those files' overviews side by side, sized as a single file's level."""
     x0, dx = mosaic.GetGeoTransform()[:2]
     shards = [gdal.Open(f) for f in files]
+    cols = [round((ds.GetGeoTransform()[0] - x0) / dx) for ds in shards]  # where each begins in the mosaic
     out = []
     for level, factor in enumerate(overview_factors(mosaic.RasterXSize, mosaic.RasterYSize)):
         root = ElementTree.Element("VRTDataset", rasterXSize=str(-(-mosaic.RasterXSize // factor)),
@@ -166,8 +167,7 @@ def _overview_vrts(files: list[str], stem: Path, mosaic: gdal.Dataset) -> list[P
                                           band=str(b))
             if source_band.GetNoDataValue() is not None:
                 ElementTree.SubElement(band, "NoDataValue").text = repr(source_band.GetNoDataValue())
-            for path, ds in zip(files, shards):
-                col = round((ds.GetGeoTransform()[0] - x0) / dx) // factor
+            for path, ds, col in zip(files, shards, cols):
                 ovr = ds.GetRasterBand(b).GetOverview(level)
                 source = ElementTree.SubElement(band, "SimpleSource")
                 ElementTree.SubElement(source, "SourceFilename", relativeToVRT="1").text = \
@@ -177,7 +177,7 @@ def _overview_vrts(files: list[str], stem: Path, mosaic: gdal.Dataset) -> list[P
                 ElementTree.SubElement(source, "SourceBand").text = str(b)
                 size = {"xSize": str(ovr.XSize), "ySize": str(ovr.YSize)}
                 ElementTree.SubElement(source, "SrcRect", xOff="0", yOff="0", **size)
-                ElementTree.SubElement(source, "DstRect", xOff=str(col), yOff="0", **size)
+                ElementTree.SubElement(source, "DstRect", xOff=str(col // factor), yOff="0", **size)
         path = Path(f"{stem}.{factor}x.vrt")
         ElementTree.ElementTree(root).write(path)
         out.append(path)
