@@ -243,7 +243,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         except ValueError:
             raise MtlError(f"--aux-bands {item!r} must look like NAME=N,N,…, e.g. swir=5,6") from None
     job = _engine_job("explain", args, aux_truth=aux, labels=args.labels, labels_band=args.labels_band,
-                      split=args.split, aux_bands=aux_bands)
+                      labels_field=args.labels_field, split=args.split, aux_bands=aux_bands)
     with _out_folder(job.out):
         result = explain(job.model, job.raster, job.out, job.predict_options(), progress=not args.quiet,
                          split=job.split)
@@ -421,8 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--aux-bands", action="append", metavar="NAME=N,N",
                     help="bands of an --aux raster holding the modality's bands, in its order (repeatable), e.g. "
                          "swir=5,6 for a 7-band stack (default: by band description, else 1..K)")
-    ex.add_argument("--labels", help="reference label raster; on another grid it is warped onto the input's "
-                                     "(nearest neighbour), as training does")
+    ex.add_argument("--labels", help="reference labels: a raster (on another grid it is warped onto the input's, "
+                                     "nearest neighbour, as training does) or polygons of a vector layer (GeoPackage, "
+                                     "Shapefile, GeoJSON…, any CRS) rasterised on the input grid")
+    ex.add_argument("--labels-field", metavar="FIELD",
+                    help="the polygons' class field when --labels is a vector layer: class names (text) or codes "
+                         "(default: the field the model was trained on)")
     ex.add_argument("--labels-band", type=_positive, metavar="N",
                     help="band of --labels holding the labels (default: the band the model was trained on, "
                          "recorded in the model file, else 1)")

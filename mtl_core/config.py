@@ -20,6 +20,19 @@ A configuration looks like this (paths are relative to the configuration file)::
                                # missing from classes is refused, with its pixel count
     split: {block_size: 64, val_fraction: 0.15, test_fraction: 0.2, seed: 0}
     patch_size: 64
+    extent: [xmin, ymin, xmax, ymax]   # optional: train only on labels inside it (the input raster's CRS)
+
+Labels may instead be polygons of a vector layer (GeoPackage, Shapefile, GeoJSON…), rasterised on the input
+grid at run time (:mod:`mtl_core.io.labels`); pixels no polygon covers are unlabelled::
+
+    labels:
+      path: polygons.gpkg
+      field: class             # text (class names) or whole numbers (class codes); numbers for regression
+      layer: parcels           # only for a file holding several layers
+      task: segmentation
+      classes:                 # optional: field value -> colour or {name, color}; default every value found
+        forest: "#1a9641"
+      ignore: [unknown]        # optional: field values to leave unlabelled
 """
 
 from __future__ import annotations
@@ -46,15 +59,27 @@ class SourceConfig:
 
 @dataclass
 class LabelConfig:
-    """The main-task reference raster."""
+    """The main-task reference: a raster band, or polygons of a vector layer with a class field (``field_name``;
+    the configuration's ``field``).
+
+    For polygons ``classes`` stays empty until the layer is read (:class:`mtl_core.training.data.Scene`);
+    ``declared`` holds the configuration's optional field value -> colour or {name, color} table.
+    """
 
     path: Path
     task: str
     band: int = 1
     classes: list[ClassInfo] = field(default_factory=list)
-    ignore: list[float] = field(default_factory=list)
+    ignore: list = field(default_factory=list)
     name: str = "target"
     units: str = ""
+    field_name: str | None = None
+    layer: str | None = None
+    declared: dict | None = None
+
+    @property
+    def is_vector(self) -> bool:
+        return self.field_name is not None
 
 
 @dataclass
@@ -76,6 +101,7 @@ class DatasetConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     patch_size: int = 64
     path: Path | None = None
+    extent: list[float] | None = None
 
 
 def _require(d: dict, key: str, where: str) -> Any:
@@ -162,15 +188,7 @@ def parse_config(raw: dict, base: Path, path: Path | None = None) -> DatasetConf
     task = _require(lab, "task", "labels")
     if task not in TASKS:
         raise ConfigError(f"labels.task {task!r} is unknown; choose one of {', '.join(TASKS)}")
-    labels = LabelConfig(
-        path=_path(lab.get("path"), base, "labels"),
-        task=task,
-        band=int(lab.get("band", 1)),
-        classes=[] if task == "regression" else _classes(lab.get("classes")),
-        ignore=[float(v) for v in lab.get("ignore", [])],
-        name=str(lab.get("name", "target")),
-        units=str(lab.get("units", "")),
-    )
+    labels = _labels(lab, task, base)
     s = raw.get("split", {}) or {}
     if not isinstance(s, dict):
         raise ConfigError(f"split must be a mapping (block_size, val_fraction, test_fraction, seed), got {s!r}")
@@ -191,7 +209,49 @@ def parse_config(raw: dict, base: Path, path: Path | None = None) -> DatasetConf
     if split.block_size < patch:
         raise ConfigError(f"split.block_size {split.block_size} must be at least patch_size {patch}")
     name = str(raw.get("name", path.stem if path else "dataset"))
-    return DatasetConfig(name, inputs, aux, labels, split, patch, path)
+    return DatasetConfig(name, inputs, aux, labels, split, patch, path, _extent(raw.get("extent")))
+
+
+def _labels(lab: dict, task: str, base: Path) -> LabelConfig:
+    """The ``labels`` entry: a raster band, or a vector layer's polygons with a class field."""
+    from .io.labels import is_vector
+
+    path = _path(lab.get("path"), base, "labels")
+    name, units = str(lab.get("name", "target")), str(lab.get("units", ""))
+    ignore = lab.get("ignore", []) or []
+    if not isinstance(ignore, list):
+        raise ConfigError(f"labels.ignore must be a list of values, got {ignore!r}")
+    vector = is_vector(path)
+    if "field" in lab or vector:
+        fld = lab.get("field")
+        if not vector:
+            raise ConfigError(f"labels.field is set but {path.name!r} is not a vector layer; give polygons "
+                              "(GeoPackage, Shapefile, GeoJSON…) or drop 'field' and give the raster's 'band'")
+        if not isinstance(fld, str) or not fld:
+            raise ConfigError(f"labels {path.name!r} is a vector layer: name its class field (labels.field)")
+        declared = lab.get("classes")
+        if declared is not None and (task == "regression" or not isinstance(declared, dict)):
+            raise ConfigError("labels.classes of polygon labels must map field values to a colour or {name, color} "
+                              "(and is not used for regression)")
+        layer = lab.get("layer")
+        return LabelConfig(path, task, 1, [], [str(v) for v in ignore], name, units, fld,
+                           str(layer) if layer is not None else None, declared)
+    return LabelConfig(
+        path=path, task=task, band=_number(lab.get("band", 1), int, "labels.band"),
+        classes=[] if task == "regression" else _classes(lab.get("classes")),
+        ignore=[_number(v, float, "labels.ignore") for v in ignore], name=name, units=units)
+
+
+def _extent(value: Any) -> list[float] | None:
+    """The optional training extent (xmin, ymin, xmax, ymax) in the first input raster's CRS."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 4:
+        raise ConfigError(f"extent must be [xmin, ymin, xmax, ymax] in the input raster's CRS, got {value!r}")
+    xmin, ymin, xmax, ymax = (_number(v, float, "extent") for v in value)
+    if not (xmin < xmax and ymin < ymax):
+        raise ConfigError(f"extent {value!r} is empty: give [xmin, ymin, xmax, ymax] with xmin < xmax, ymin < ymax")
+    return [xmin, ymin, xmax, ymax]
 
 
 def load_config(path: str | Path) -> DatasetConfig:

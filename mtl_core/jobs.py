@@ -68,8 +68,9 @@ class Job:
             the running scheduler at ``scheduler`` (:mod:`mtl_core.engine.distributed`).
         vrt: with ``workers`` or ``scheduler``: each layer a VRT over its shards' files instead of one file.
         aux_truth: modality name -> raster of the real auxiliary bands (explain).
-        labels: reference label raster (explain).
-        labels_band: its band with the labels (default: the band the model was trained on).
+        labels: reference labels (explain): a raster, or a vector layer of polygons.
+        labels_band: the raster's band with the labels (default: the band the model was trained on).
+        labels_field: the polygons' class field (default: the field the model was trained on).
         aux_bands: modality name -> bands of its ``aux_truth`` raster (1-based, in the modality's order); default
             by band description, else 1..K.
         split: which labelled pixels an explain job scores: ``all``, or the ``train``, ``val`` or ``test`` blocks of
@@ -105,6 +106,7 @@ class Job:
     aux_truth: dict[str, str] = field(default_factory=dict)
     labels: str | None = None
     labels_band: int | None = None
+    labels_field: str | None = None
     aux_bands: dict[str, list[int]] = field(default_factory=dict)
     split: str = "all"
     config: str = ""
@@ -166,8 +168,8 @@ class Job:
             mask=self.mask, bands=list(self.bands) if self.bands else None, products=tuple(products),
             aux_truth=dict(self.aux_truth) or None, labels=self.labels or None, cog=self.cog, float32=self.float32,
             aux_bands={k: list(v) for k, v in self.aux_bands.items()} or None,
-            overwrite=self.overwrite, labels_band=self.labels_band, workers=self.workers, scheduler=self.scheduler,
-            vrt=self.vrt,
+            overwrite=self.overwrite, labels_band=self.labels_band, labels_field=self.labels_field,
+            workers=self.workers, scheduler=self.scheduler, vrt=self.vrt,
         )
 
 

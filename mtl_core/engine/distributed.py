@@ -224,7 +224,8 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
                                      aux_truth={k: absolute(v) for k, v in (opts.aux_truth or {}).items()} or None,
                                      labels=absolute(opts.labels), mask=absolute(opts.mask))
     result = PredictResult(grid=sub_grid(grid, win), tiles=plan.tiles, spec=spec)
-    Truth(spec, grid, opts.aux_truth or {}, opts.labels, opts.labels_band, opts.aux_bands)  # its mistakes, now
+    Truth(spec, grid, opts.aux_truth or {}, opts.labels, opts.labels_band, opts.aux_bands,  # its mistakes, now
+          opts.labels_field)
     with ExitStack() as stack:
         def forget_shards(failed, *_) -> None:  # last: after the outputs' renames, which may fail too
             if failed and result.shards:

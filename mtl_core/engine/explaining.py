@@ -17,9 +17,9 @@ from ..errors import ConfigError, OutputError
 from ..explain.report import report_paths, write_report
 from ..explain.sink import ExplainStats
 from ..io.fileio import check_outputs
-from ..io.raster import Grid, open_raster
+from ..io.raster import Grid, extent_window, inside, open_raster
 from ..spec import ModelSpec
-from ..split import SPLITS, block_grid, split_blocks
+from ..split import SPLITS, block_grid, label_census, split_blocks
 from .inputs import Truth, labels_band_of, run_inputs
 from .products import all_layers
 from .distributed import predict
@@ -44,7 +44,7 @@ def _training_raster(spec: ModelSpec, raster_path: str | os.PathLike, grid: Grid
 
 
 def scored_blocks(spec: ModelSpec, raster_path: str | os.PathLike, labels: str | None, labels_band: int,
-                  split: str) -> tuple[np.ndarray | None, int, dict[str, Any]]:
+                  split: str, labels_field: str | None = None) -> tuple[np.ndarray | None, int, dict[str, Any]]:
     """Which blocks ``mtl explain --split`` scores: the model's own train/val/test blocks of its training raster,
     rebuilt with training's code from the split recorded in the model file and the labels.
 
@@ -73,11 +73,18 @@ def scored_blocks(spec: ModelSpec, raster_path: str | os.PathLike, labels: str |
                else f"the input is not the raster the model was trained on ({trained_on!r})")
         raise ConfigError(f"--split {split} scores the blocks of the model's own train/val/test split, but {why}; "
                           "use --split all to score every labelled pixel")
-    truth = Truth(spec, grid, {}, labels, labels_band)  # the labels as the engine reads them, on the input grid
+    truth = Truth(spec, grid, {}, labels, labels_band, labels_field=labels_field)  # as the engine reads them
     size = int(recorded["block_size"])
+    extent = (spec.training.get("data") or {}).get("extent")
+    area = extent_window(grid, extent) if extent else None
+
+    def read(window):
+        idx, labelled = truth.read_labels(window)
+        return idx, (labelled & inside(window, area)) if area else labelled
+
+    per_block = label_census(read, grid.width, grid.height, size).blocks(size)
     blocks = split_blocks(grid.width, grid.height, size, float(recorded["val_fraction"]),
-                          float(recorded["test_fraction"]), int(recorded["seed"]),
-                          lambda w: bool(truth.read_labels(w)[1].any()))
+                          float(recorded["test_fraction"]), int(recorded["seed"]), per_block)
     info.update(blocks=len(blocks[split]), of=sum(len(b) for b in blocks.values()), block_size=size)
     if split == "train":
         info["warning"] = "only training blocks are scored: the numbers are optimistic"
@@ -144,7 +151,7 @@ def explain(
     products = tuple(dict.fromkeys(("main",) + tuple(opts.products)))
     popts = dataclasses.replace(opts, products=products, aux_truth=aux_truth or None, labels=labels)
     band = labels_band_of(spec, opts.labels_band)
-    region, block_size, scored = scored_blocks(spec, raster_path, labels, band, split)
+    region, block_size, scored = scored_blocks(spec, raster_path, labels, band, split, opts.labels_field)
     if scored.get("warning"):
         log.warning("%s", scored["warning"])
     sink = ExplainStats(spec, bool(labels), sample_pixels, seed, region=region, block_size=block_size)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal, ogr
 
-from ..errors import RasterError
+from ..errors import ConfigError, RasterError
+from ..io.labels import PolygonLabels, is_vector
 from ..io.raster import Grid, Window, align_to, check_georeferenced, open_raster, read_window
 from ..norm import class_indices
 from ..spec import ModelSpec
@@ -142,12 +143,31 @@ def labels_band_of(spec: ModelSpec, band: int | None = None) -> int:
     return band or int(spec.training.get("data", {}).get("labels_band") or 1)
 
 
+def _polygon_truth(spec: ModelSpec, grid: Grid, path: str, field: str | None) -> PolygonLabels:
+    """Polygon labels mapped onto the model's classes: the field (and layer) it was trained on unless told."""
+    data = spec.training.get("data") or {}
+    field = field or data.get("labels_field")
+    if not field:
+        raise ConfigError(f"labels {Path(path).name!r} is a vector layer: name its class field (mtl explain "
+                          "--labels-field NAME; Processing's and the panel's 'Labels field')")
+    layer = data.get("labels_layer")
+    if layer:
+        source = ogr.Open(str(path))
+        names = [source.GetLayerByIndex(i).GetName() for i in range(source.GetLayerCount())]
+        layer = layer if layer in names else None
+    return PolygonLabels(path, field, grid, spec.task, layer,
+                         model_classes=None if spec.task == "regression" else spec.classes,
+                         label_values=data.get("label_values") if data.get("labels_field") == field else None)
+
+
 class Truth:
     """Ground-truth rasters (auxiliary modalities and labels) read per window, on the input grid."""
 
     def __init__(self, spec: ModelSpec, grid: Grid, aux_truth: dict[str, str], labels: str | None,
-                 labels_band: int | None = None, aux_bands: dict[str, list[int]] | None = None) -> None:
+                 labels_band: int | None = None, aux_bands: dict[str, list[int]] | None = None,
+                 labels_field: str | None = None) -> None:
         self.spec, self.aux, self.labels, self.warped, self.aux_bands = spec, {}, None, [], {}
+        self.polygons: PolygonLabels | None = None
         self.labels_band = labels_band_of(spec, labels_band)
         known = [m.name for m in spec.aux]
         for name, path in aux_truth.items():
@@ -160,7 +180,10 @@ class Truth:
             ds = open_raster(path, f"auxiliary raster {name!r}")
             self.aux_bands[name] = self._aux_bands(m, ds, path, (aux_bands or {}).get(name))
             self.aux[name] = self._aligned(ds, path, grid, f"auxiliary raster {name!r}", categorical=False)
-        if labels:
+        if labels and is_vector(labels):
+            self.polygons = _polygon_truth(spec, grid, labels, labels_field)
+            self.values = np.array([c.value for c in spec.classes])
+        elif labels:
             self.labels = self._aligned(open_raster(labels, "label raster"), labels, grid, "label raster",
                                         categorical=spec.task != "regression")
             if not 1 <= self.labels_band <= self.labels.RasterCount:
@@ -203,8 +226,11 @@ class Truth:
 
     def read_labels(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Class indices (-1 where unlabelled) or raw values for regression, and validity."""
-        raw, valid = read_window(self.labels, [self.labels_band], window)
-        raw = raw[0]
+        if self.polygons is not None:
+            raw, valid = self.polygons.read(window)
+        else:
+            raw, valid = read_window(self.labels, [self.labels_band], window)
+            raw = raw[0]
         if self.spec.task == "regression":
             return raw, valid
         idx = class_indices(raw, valid, self.values)

@@ -86,7 +86,8 @@ class PredictOptions:
         aux_truth: modality name -> raster of the real auxiliary bands (another grid is warped onto the input's).
         aux_bands: modality name -> the raster's bands (1-based) holding its bands, in order; default by band
             description, else bands 1..K.
-        labels: reference raster of the main task, on the input grid.
+        labels: reference labels of the main task: a raster (warped onto the input grid when needed) or a vector
+            layer of polygons (rasterised on the input grid; ``labels_field`` names the class field).
         labels_band: its band holding the labels; default the band the model was trained on (recorded in
             the model file), else 1.
         cog: write Cloud Optimized GeoTIFFs instead of tiled GeoTIFFs.
@@ -118,6 +119,7 @@ class PredictOptions:
     aux_truth: dict[str, str] | None = None
     labels: str | None = None
     labels_band: int | None = None
+    labels_field: str | None = None
     aux_bands: dict[str, list[int]] | None = None
     cog: bool = False
     float32: bool = False
@@ -249,7 +251,7 @@ def predict(
     mapping = check_input(spec, ds, opts.bands)
     grid = Grid.of(ds)
     win = extent_window(grid, opts.extent)
-    truth = Truth(spec, grid, opts.aux_truth or {}, opts.labels, opts.labels_band, opts.aux_bands)
+    truth = Truth(spec, grid, opts.aux_truth or {}, opts.labels, opts.labels_band, opts.aux_bands, opts.labels_field)
     mask = Mask(opts.mask, grid) if opts.mask else None
     wx, wy, W, H = win
     plan = Plan.of(spec, W, H, runner.divisor, opts.tile, opts.overlap, opts.chunk, opts.batch_size)

@@ -212,6 +212,25 @@ def read_window(ds: gdal.Dataset, bands: list[int], window: Window) -> tuple[np.
     return data, valid
 
 
+def extent_window(grid: Grid, extent: list[float] | tuple[float, ...]) -> Window | None:
+    """The pixels of ``grid`` that an extent (xmin, ymin, xmax, ymax, in the grid's CRS) touches, as a window;
+    None when it misses the grid."""
+    x0, dx, _, y0, _, dy = grid.transform
+    xmin, ymin, xmax, ymax = extent
+    cols, rows = sorted(((xmin - x0) / dx, (xmax - x0) / dx)), sorted(((ymax - y0) / dy, (ymin - y0) / dy))
+    c0, c1 = max(0, int(np.floor(cols[0]))), min(grid.width, int(np.ceil(cols[1])))
+    r0, r1 = max(0, int(np.floor(rows[0]))), min(grid.height, int(np.ceil(rows[1])))
+    return (c0, r0, c1 - c0, r1 - r0) if c1 > c0 and r1 > r0 else None
+
+
+def inside(window: Window, area: Window) -> np.ndarray:
+    """(h, w) bool: which pixels of ``window`` lie inside the window ``area``."""
+    x, y, w, h = window
+    ax, ay, aw, ah = area
+    cols, rows = np.arange(x, x + w), np.arange(y, y + h)
+    return ((rows >= ay) & (rows < ay + ah))[:, None] & ((cols >= ax) & (cols < ax + aw))[None, :]
+
+
 def overview_factors(width: int, height: int) -> list[int]:
     """The overview levels an output of ``width`` x ``height`` px gets (2x, 4x ... while the smaller side keeps
     at least 64 px); chunk boundaries must be multiples of the largest so overview blocks never straddle two."""

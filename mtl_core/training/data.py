@@ -13,8 +13,8 @@ first input raster (warping the others onto it when needed). Samples are dicts::
 
 from __future__ import annotations
 
+import logging
 import re
-
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +26,15 @@ from osgeo import gdal
 from ..config import DatasetConfig, SourceConfig, SplitConfig
 from ..errors import ConfigError, RasterError
 from .losses import IGNORE_INDEX
-from ..io.raster import Grid, Window, align_to, check_bands, check_georeferenced, open_raster, read_window, windows
+from ..io.labels import PolygonLabels, PolygonSummary, RasterLabels
+from ..io.raster import (Grid, Window, align_to, check_bands, check_georeferenced, extent_window, inside, open_raster,
+                         read_window, windows)
 from ..norm import cell_majority, class_indices, denormalise, normalise  # noqa: F401  (part of this module's interface)
-from ..spec import Band, Modality, Target
-from ..split import split_blocks
+from ..spec import Band, ClassInfo, Modality, Target
+from ..split import Census, census_cell, label_census, split_blocks
 
 SPLITS = ("train", "val", "test")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,7 +75,8 @@ def _pad(arr: np.ndarray, h: int, w: int, fill: float | bool) -> np.ndarray:
 
 
 class Scene:
-    """The rasters of one dataset configuration, aligned on the grid of the first input raster."""
+    """The rasters of one dataset configuration, aligned on the grid of the first input raster; the labels are a
+    raster band or polygons rasterised on that grid (:mod:`mtl_core.io.labels`)."""
 
     def __init__(self, cfg: DatasetConfig) -> None:
         self.cfg = cfg
@@ -80,25 +84,61 @@ class Scene:
         self.grid = Grid.of(first.ds)
         self.inputs = [first] + [_open_source(s, self.grid, f"input raster {s.name!r}") for s in cfg.inputs[1:]]
         self.aux = [_open_source(s, self.grid, f"auxiliary raster {s.name!r}") for s in cfg.aux]
-        lab = open_raster(cfg.labels.path, "label raster")
-        check_bands(lab, [cfg.labels.band], "label raster")
-        self.labels = align_to(lab, self.grid, "label raster", categorical=cfg.labels.task != "regression")
-        self._class_values = np.array([c.value for c in cfg.labels.classes], dtype=np.float64)
-        if cfg.labels.task != "regression":
-            self._check_label_values()
+        lab = cfg.labels
+        self.label_values: dict[str, int] = {}  # polygon field value -> class value
+        self.polygons: PolygonSummary | None = None
+        if lab.is_vector:
+            polygons = PolygonLabels(lab.path, lab.field_name, self.grid, lab.task, lab.layer, lab.declared,
+                                     lab.ignore)
+            self.labels: RasterLabels | PolygonLabels = polygons
+            self.classes = [ClassInfo(c.value, c.name, c.color) for c in polygons.classes]
+            self.label_values = {c.key: c.value for c in polygons.classes}
+            self.polygons = polygons.summary
+        else:
+            ds = open_raster(lab.path, "label raster")
+            check_bands(ds, [lab.band], "label raster")
+            self.labels = RasterLabels(align_to(ds, self.grid, "label raster", categorical=lab.task != "regression"),
+                                       lab.band)
+            self.classes = list(lab.classes)
+        self.extent = self._extent_window(cfg.extent)
+        self._class_values = np.array([c.value for c in self.classes], dtype=np.float64)
+        self._census: Census | None = None
+        self.census()  # refuses undeclared label values, and labels that cover nothing, before any training
 
-    def _check_label_values(self) -> None:
-        """Refuse label values that are neither declared classes nor listed under ``labels.ignore``: dropping
-        them without a word would silently change what the model learns and how the scene is split."""
+    def _extent_window(self, extent: list[float] | None) -> Window | None:
+        """The configuration's training extent as a pixel window of the grid (None: the whole grid)."""
+        if extent is None:
+            return None
+        window = extent_window(self.grid, extent)
+        if window is None:
+            gx0, gy0, gx1, gy1 = self.grid.bounds
+            raise ConfigError(f"the training extent {extent} does not overlap the input raster ({gx0:.6g}, "
+                              f"{gy0:.6g}, {gx1:.6g}, {gy1:.6g} in its CRS); choose an extent over the raster")
+        return window
+
+    def census(self) -> Census:
+        """Labelled pixels per cell and per class (one pass over the labels, then kept): refuses undeclared label
+        values and warns about classes with almost no pixels."""
+        if self._census is not None:
+            return self._census
         lab = self.cfg.labels
-        known = set(self._class_values.tolist()) | set(lab.ignore)
+        classification = lab.task != "regression"
         undeclared: dict[float, int] = {}
-        for w in windows(self.grid.width, self.grid.height, 512):
-            raw, valid = read_window(self.labels, [lab.band], w)
-            values, counts = np.unique(raw[0][valid], return_counts=True)
-            for v, n in zip(values.tolist(), counts.tolist()):
-                if v not in known:
-                    undeclared[v] = undeclared.get(v, 0) + n
+
+        def read(window: Window) -> tuple[np.ndarray, np.ndarray]:
+            raw, valid = self.labels.read(window)
+            if classification and not lab.is_vector:
+                unknown = valid & ~np.isin(raw, self._class_values)
+                for v in lab.ignore:
+                    unknown &= raw != v
+                if unknown.any():
+                    values, counts = np.unique(raw[unknown], return_counts=True)
+                    for v, n in zip(values.tolist(), counts.tolist()):
+                        undeclared[v] = undeclared.get(v, 0) + n
+            return self._indices(raw, valid, window)
+
+        cell = census_cell(self.cfg.split.block_size, self.cfg.patch_size)
+        census = label_census(read, self.grid.width, self.grid.height, cell, len(self.classes))
         if undeclared:
             shown = ", ".join(f"{v:g}: {n} px" for v, n in sorted(undeclared.items())[:10])
             more = f" and {len(undeclared) - 10} more" if len(undeclared) > 10 else ""
@@ -106,6 +146,17 @@ class Scene:
                 f"the label raster {str(lab.path)!r} holds values that labels.classes does not declare "
                 f"({shown}{more}); add them to labels.classes, or list them under labels.ignore to leave those "
                 "pixels out")
+        total = int(census.counts.sum())
+        if total == 0:
+            where = " inside the training extent" if self.extent else ""
+            raise RasterError(f"no labelled pixel{where}: the labels {lab.path.name!r} cover no valid pixel of the "
+                              "input raster; label the area you train on")
+        for c, n in zip(self.classes, census.per_class.tolist()):
+            if n < max(50, total // 1000):
+                log.warning("class %r has only %d labelled pixel(s) of %d: the model can hardly learn it; label more "
+                            "of it, or merge it into another class", c.name, n, total)
+        self._census = census
+        return census
 
     def sources(self, variant: str) -> tuple[list[Source], list[Source]]:
         """(network inputs, reconstruction targets) for a variant."""
@@ -130,11 +181,16 @@ class Scene:
         return np.concatenate(parts), valid
 
     def read_labels(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
-        """Label window: class indices (IGNORE_INDEX where unlabelled) or raw values, and validity."""
-        raw, valid = read_window(self.labels, [self.cfg.labels.band], window)
-        raw = raw[0]
-        for v in self.cfg.labels.ignore:
-            valid &= raw != v
+        """Label window: class indices (IGNORE_INDEX where unlabelled) or raw values, and validity (False outside
+        the training extent)."""
+        return self._indices(*self.labels.read(window), window)
+
+    def _indices(self, raw: np.ndarray, valid: np.ndarray, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        if not self.cfg.labels.is_vector:
+            for v in self.cfg.labels.ignore:
+                valid &= raw != v
+        if self.extent is not None:
+            valid &= inside(window, self.extent)
         if self.cfg.labels.task == "regression":
             return raw, valid
         idx = class_indices(raw, valid, self._class_values, IGNORE_INDEX)
@@ -145,10 +201,24 @@ def block_split(scene: Scene, split: SplitConfig) -> dict[str, list[Window]]:
     """Assign square blocks of the grid to train/val/test at random (seeded), never single pixels
     (:func:`mtl_core.split.split_blocks`: ``mtl explain --split`` rebuilds the same blocks).
 
-    Blocks without a single labelled pixel are left out. Each split receives at least one block.
+    Blocks without a single labelled pixel are left out (sparse polygon labels keep only the blocks they touch).
+    Each split receives at least one block; how many, and their labelled pixels, are logged.
     """
-    return split_blocks(scene.grid.width, scene.grid.height, split.block_size, split.val_fraction,
-                        split.test_fraction, split.seed, lambda w: bool(scene.read_labels(w)[1].any()))
+    census = scene.census()
+    size = split.block_size
+    if size % census.cell:  # a split config changed after the census (mtl evaluate uses the model's)
+        census = label_census(scene.read_labels, scene.grid.width, scene.grid.height, census_cell(size))
+    per_block = census.blocks(size)
+    blocks = split_blocks(scene.grid.width, scene.grid.height, size, split.val_fraction, split.test_fraction,
+                          split.seed, per_block)
+    log.info("split of %d-px blocks holding labels: %s", size, ", ".join(
+        f"{k} {len(v)} ({labelled_pixels(per_block, v, size):,} labelled px)" for k, v in blocks.items()))
+    return blocks
+
+
+def labelled_pixels(per_block: np.ndarray, blocks: list[Window], block_size: int) -> int:
+    """Labelled pixels in ``blocks``, from a census's per-block counts."""
+    return int(sum(per_block[y // block_size, x // block_size] for x, y, _, _ in blocks))
 
 
 def _moments(sources: list[Source], scene: Scene, blocks: list[Window]) -> list[tuple[float, float]]:
@@ -231,7 +301,7 @@ class SampleReader:
             labels = np.where(labelled, labels, IGNORE_INDEX)
             sample["mask"] = torch.from_numpy(_pad(labels, h, w, IGNORE_INDEX))
         elif self.task == "classification":
-            label, has = cell_majority(labels, labelled, max(labels.shape), len(self.scene.cfg.labels.classes))
+            label, has = cell_majority(labels, labelled, max(labels.shape), len(self.scene.classes))
             sample["label"] = torch.tensor(int(label[0, 0]) if has[0, 0] else IGNORE_INDEX)
         else:
             t = (labels - self.target.mean) / self.target.std
@@ -258,31 +328,48 @@ def _augment(sample: dict, rng: np.random.Generator) -> dict:
 
 
 class TrainPatches(torch.utils.data.Dataset):
-    """``length`` random training patches (seeded), each lying wholly inside training blocks."""
+    """``length`` random training patches (seeded), each lying wholly inside training blocks and holding labels.
+
+    Patches are drawn where the labels are: a census cell is picked with a probability proportional to its
+    labelled pixels in the training blocks, then a patch covering that cell at a random offset. With labels
+    everywhere this is close to uniform; with sparse polygons no step is spent on unlabelled ground. A cell
+    whose training block is too isolated for a random offset gets the block's own patch.
+    """
 
     def __init__(self, reader: SampleReader, train_blocks: list[Window], patch: int, length: int, seed: int) -> None:
-        self.reader, self.patch = reader, patch
+        self.reader, self.patch, self.seed = reader, patch, seed
         grid, block = reader.scene.grid, reader.scene.cfg.split.block_size
+        census = reader.scene.census()
+        cell = census.cell
         nby, nbx = -(-grid.height // block), -(-grid.width // block)
         is_train = np.zeros((nby, nbx), dtype=bool)
-        for x, y, _, _ in train_blocks:
+        in_train = np.zeros(census.counts.shape, dtype=bool)
+        for x, y, w, h in train_blocks:
             is_train[y // block, x // block] = True
+            in_train[y // cell:-(-(y + h) // cell), x // cell:-(-(x + w) // cell)] = True
+        weights = np.where(in_train, census.counts, 0).ravel().astype(np.float64)
+        if not weights.sum():
+            raise RasterError("the training blocks hold no labelled pixel; label more of the training area")
         rng = np.random.default_rng(seed)
-        self.seed = seed
         max_x, max_y = max(grid.width - patch, 0), max(grid.height - patch, 0)
-        starts: list[tuple[int, int]] = []
-        for _ in range(length * 200):
-            if len(starts) == length:
+        picked = rng.choice(weights.size, size=length, p=weights / weights.sum())
+        cy, cx = np.divmod(picked, census.counts.shape[1])
+        starts = np.full((length, 2), -1, dtype=np.int64)
+        todo = np.arange(length)
+        for _ in range(20):  # random offsets around the picked cells; refused where a patch leaves the training blocks
+            if not todo.size:
                 break
-            x, y = int(rng.integers(max_x + 1)), int(rng.integers(max_y + 1))
-            x1, y1 = min(x + patch, grid.width) - 1, min(y + patch, grid.height) - 1
-            if is_train[y // block:y1 // block + 1, x // block:x1 // block + 1].all():
-                starts.append((x, y))
-        if len(starts) < length:
-            # Training blocks too scattered for whole patches: fall back to the blocks themselves.
-            starts += [(b[0], b[1]) for b in train_blocks] * (length // max(len(train_blocks), 1) + 1)
-            starts = starts[:length]
-        self.starts = starts
+            x = np.clip(cx[todo] * cell + rng.integers(cell - patch, 1, todo.size), 0, max_x)
+            y = np.clip(cy[todo] * cell + rng.integers(cell - patch, 1, todo.size), 0, max_y)
+            x1, y1 = np.minimum(x + patch, grid.width) - 1, np.minimum(y + patch, grid.height) - 1
+            ok = (is_train[y // block, x // block] & is_train[y // block, x1 // block]
+                  & is_train[y1 // block, x // block] & is_train[y1 // block, x1 // block])
+            starts[todo[ok]] = np.stack([x[ok], y[ok]], axis=1)
+            todo = todo[~ok]
+        # Isolated training blocks: the patch at the block's corner (its own pixels; read clipped to the grid).
+        starts[todo, 0] = (cx[todo] * cell) // block * block
+        starts[todo, 1] = (cy[todo] * cell) // block * block
+        self.starts = [(int(x), int(y)) for x, y in starts]
 
     def __len__(self) -> int:
         return len(self.starts)

@@ -29,6 +29,7 @@ from .data import (
     block_split,
     denormalise,
     eval_windows,
+    labelled_pixels,
     modalities,
     regression_target,
 )
@@ -182,6 +183,7 @@ def train(
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     scene = Scene(cfg)
     blocks = block_split(scene, cfg.split)
+    per_block = scene.census().blocks(cfg.split.block_size)
     in_src, aux_src = scene.sources(opts.variant)
     inputs = modalities(in_src, scene, blocks["train"])
     aux = modalities(aux_src, scene, blocks["train"])
@@ -194,7 +196,7 @@ def train(
         variant=opts.variant,
         inputs=inputs,
         aux=aux,
-        classes=list(cfg.labels.classes),
+        classes=list(scene.classes),
         target=target,
         architecture=opts.architecture,
         patch_size=cfg.patch_size,
@@ -268,9 +270,14 @@ def train(
             "config": str(cfg.path) if cfg.path else None,
             "sources": {s.name: str(s.path) for s in scene.inputs + scene.aux},
             "labels": str(cfg.labels.path),
-            "labels_band": cfg.labels.band,
+            "labels_band": None if cfg.labels.is_vector else cfg.labels.band,
+            **({"labels_field": cfg.labels.field_name, "labels_layer": cfg.labels.layer,
+                "label_values": scene.label_values, "polygons": asdict(scene.polygons)}
+               if cfg.labels.is_vector else {}),
+            "extent": cfg.extent,
             "split": asdict(cfg.split),
             "blocks": {k: len(v) for k, v in blocks.items()},
+            "labelled_pixels": {k: labelled_pixels(per_block, v, cfg.split.block_size) for k, v in blocks.items()},
             "pixel_size_m": scene.grid.pixel_size_m(),
         },
     }
