@@ -93,7 +93,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = run_job(job, progress=not args.quiet)
     if result.outputs:  # rank 0 only under torchrun
         test = result.spec["training"]["test"]
-        print(f"Model written to {result.outputs['model']}")
+        print(f"Model written to {result.outputs['model']} (its dataset configuration: {result.outputs['dataset']})")
         print(f"Held-out test blocks ({result.spec['training']['data']['blocks']['test']}):")
         print(_metrics_table(test))
     return 0

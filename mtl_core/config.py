@@ -37,6 +37,7 @@ grid at run time (:mod:`mtl_core.io.labels`); pixels no polygon covers are unlab
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,6 +253,35 @@ def _extent(value: Any) -> list[float] | None:
     if not (xmin < xmax and ymin < ymax):
         raise ConfigError(f"extent {value!r} is empty: give [xmin, ymin, xmax, ymax] with xmin < xmax, ymin < ymax")
     return [xmin, ymin, xmax, ymax]
+
+
+def config_to_dict(cfg: DatasetConfig) -> dict[str, Any]:
+    """A configuration as the mapping :func:`parse_config` reads, with absolute paths: what a trained model's
+    ``<model>.dataset.yaml`` holds, so ``mtl train`` reproduces the run."""
+    def source(s: SourceConfig) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": str(s.path.resolve())}
+        out.update({k: v for k, v in (("bands", s.bands), ("names", s.names)) if v})
+        return {**out, "units": s.units} if s.units else out
+
+    lab = cfg.labels
+    labels: dict[str, Any] = {"path": str(lab.path.resolve()), "task": lab.task}
+    if lab.is_vector:
+        labels["field"] = lab.field_name
+        labels.update({k: v for k, v in (("layer", lab.layer), ("classes", lab.declared)) if v})
+    else:
+        labels["band"] = lab.band
+        if lab.classes:
+            labels["classes"] = {c.value: {"name": c.name, "color": c.color} for c in lab.classes}
+    if lab.ignore:
+        labels["ignore"] = list(lab.ignore)
+    if lab.task == "regression":
+        labels.update(name=lab.name, units=lab.units)
+    out = {"name": cfg.name, "inputs": {s.name: source(s) for s in cfg.inputs},
+           "aux": {s.name: source(s) for s in cfg.aux}, "labels": labels,
+           "split": dataclasses.asdict(cfg.split), "patch_size": cfg.patch_size}
+    if cfg.extent:
+        out["extent"] = list(cfg.extent)
+    return out
 
 
 def load_config(path: str | Path) -> DatasetConfig:

@@ -12,8 +12,9 @@ Kinds and the fields they read:
   ``threads``, ``products``, ``cog``, ``float32``, ``workers``, ``scheduler``, ``vrt``);
 * ``explain`` — as ``predict``, plus ``aux_truth`` and/or ``labels``; the explanation products are
   added to ``products``;
-* ``train`` — ``config`` (dataset configuration), ``out`` (model file), ``train`` (options of
-  :class:`~mtl_core.train.TrainOptions`; ``architecture`` as a dict) and ``half``;
+* ``train`` — ``config`` (dataset configuration file) or ``dataset`` (the configuration itself), ``out``
+  (model file; the configuration used is written beside it as ``<model>.dataset.yaml``), ``train`` (options
+  of :class:`~mtl_core.train.TrainOptions`; ``architecture`` as a dict) and ``half``;
 * ``export`` — ``model`` (safetensors), ``out`` (``.onnx`` file), ``opset``, and for an int8 export
   ``int8`` with ``raster`` as the calibration raster and ``bands``.
 
@@ -75,7 +76,9 @@ class Job:
             by band description, else 1..K.
         split: which labelled pixels an explain job scores: ``all``, or the ``train``, ``val`` or ``test`` blocks of
             the model's own split (the raster must be its training raster).
-        config: dataset configuration (train).
+        config: dataset configuration file (train).
+        dataset: the dataset configuration itself, as the mapping a configuration file holds (train; instead of
+            ``config``; relative paths are taken from the model file's folder).
         train: :class:`~mtl_core.train.TrainOptions` fields (train).
         half: store trained weights as float16 (train).
         int8, opset: export settings.
@@ -110,6 +113,7 @@ class Job:
     aux_bands: dict[str, list[int]] = field(default_factory=dict)
     split: str = "all"
     config: str = ""
+    dataset: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     half: bool = False
     int8: bool = False
@@ -221,13 +225,14 @@ def set_torch_threads(threads: int | None) -> None:
 
 
 def _train(job: Job, progress: Progress | bool, cancelled: Callable[[], bool] | None) -> JobResult:
-    from .config import load_config
+    from .config import load_config, parse_config
     from .modelfile import save_model
     from .spec import Architecture
     from .training.train import TrainOptions, train
 
-    if not job.config or not job.out:
-        raise ConfigError("a train job needs 'config' (dataset configuration) and 'out' (model file to write)")
+    if not (job.config or job.dataset) or not job.out:
+        raise ConfigError("a train job needs 'config' (dataset configuration file) or 'dataset' (the configuration), "
+                          "and 'out' (model file to write)")
     opts = dict(job.train)
     known = {f.name for f in dataclasses.fields(TrainOptions)}
     unknown = sorted(set(opts) - known)
@@ -245,7 +250,7 @@ def _train(job: Job, progress: Progress | bool, cancelled: Callable[[], bool] | 
                           f"e.g. {out / 'model.mtl.safetensors'}")
     if not os.access(out.parent, os.W_OK):  # refused now, not after the training
         raise OutputError(f"folder {str(out.parent)!r} is read-only; choose a folder you can write to for the model")
-    cfg = load_config(job.config)
+    cfg = parse_config(job.dataset, out.parent.resolve()) if job.dataset else load_config(job.config)
     names = [s.name for s in cfg.aux]
     unknown = sorted(set(opts.get("aux_weights") or {}) - set(names))
     if unknown:
@@ -255,8 +260,35 @@ def _train(job: Job, progress: Progress | bool, cancelled: Callable[[], bool] | 
     if not result.test:  # not rank 0 under torchrun: nothing to write
         return JobResult(device=str(opts["device"]))
     save_model(out, result.spec, result.state_dict, half=job.half)
-    return JobResult(outputs={"model": str(out)}, device=str(result.spec.training.get("device", opts["device"])),
+    try:
+        outputs = {"model": str(out), "dataset": str(write_dataset(cfg, out))}
+    except BaseException:  # a model is its file and its configuration: keep neither
+        out.unlink(missing_ok=True)
+        raise
+    return JobResult(outputs=outputs, device=str(result.spec.training.get("device", opts["device"])),
                      metrics=_finite(result.test), spec=result.spec.to_dict())
+
+
+def dataset_path(model: str | os.PathLike) -> Path:
+    """``<model>.dataset.yaml``: the configuration a model was trained on, beside it."""
+    model = Path(model)
+    stem = model.name.removesuffix(".safetensors").removesuffix(".mtl")
+    return model.with_name(f"{stem}.dataset.yaml")
+
+
+def write_dataset(cfg, model: str | os.PathLike) -> Path:
+    """Write the configuration a model was trained on beside it (absolute paths), atomically."""
+    import yaml
+
+    from .config import config_to_dict
+    from .io.fileio import atomic_path
+
+    path = dataset_path(model)
+    with atomic_path(path) as tmp:
+        tmp.write_text("# The dataset configuration this model was trained on: mtl train " + path.name
+                       + " --out MODEL reproduces the run.\n" + yaml.safe_dump(config_to_dict(cfg), sort_keys=False),
+                       encoding="utf-8")
+    return path
 
 
 def _export(job: Job) -> JobResult:

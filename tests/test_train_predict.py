@@ -161,3 +161,20 @@ def test_torchrun_single_process_ddp(crop_dir, tmp_path):
     spec, _ = load_model(model)
     assert spec.training["world_size"] == 1
     assert Path(model).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes_end_with_the_same_weights(crop_dir, tmp_path):
+    """DDP with two CPU processes (gloo): each draws its own patches, gradients are averaged, both ranks end in
+    step (training gathers both ranks' weights and records the largest difference); rank 0 alone writes."""
+    model = tmp_path / "ddp2.mtl.safetensors"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534",
+           "-m", "mtl_core.cli", "-q", "train", str(crop_dir / "crop.yaml"), "--out", str(model),
+           "--steps", "3", "--batch-size", "2", "--eval-every", "3", "--encoder-depth", "3", "--device", "cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    spec, _ = load_model(model)
+    assert spec.training["world_size"] == 2
+    assert spec.training["ranks_weight_spread"] == 0.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp2.dataset.yaml", "ddp2.mtl.safetensors"]

@@ -330,46 +330,42 @@ def _augment(sample: dict, rng: np.random.Generator) -> dict:
 class TrainPatches(torch.utils.data.Dataset):
     """``length`` random training patches (seeded), each lying wholly inside training blocks and holding labels.
 
-    Patches are drawn where the labels are: a census cell is picked with a probability proportional to its
-    labelled pixels in the training blocks, then a patch covering that cell at a random offset. With labels
-    everywhere this is close to uniform; with sparse polygons no step is spent on unlabelled ground. A cell
-    whose training block is too isolated for a random offset gets the block's own patch.
+    Starts are drawn uniformly; a patch that leaves the training blocks, or holds no labelled census cell, is drawn
+    again, so with sparse polygon labels no step is spent on unlabelled ground (with labels everywhere nothing is
+    refused). Training blocks too isolated for a random patch fall back to the blocks themselves.
     """
 
     def __init__(self, reader: SampleReader, train_blocks: list[Window], patch: int, length: int, seed: int) -> None:
-        self.reader, self.patch, self.seed = reader, patch, seed
+        self.reader, self.patch = reader, patch
         grid, block = reader.scene.grid, reader.scene.cfg.split.block_size
         census = reader.scene.census()
         cell = census.cell
         nby, nbx = -(-grid.height // block), -(-grid.width // block)
         is_train = np.zeros((nby, nbx), dtype=bool)
-        in_train = np.zeros(census.counts.shape, dtype=bool)
-        for x, y, w, h in train_blocks:
+        for x, y, _, _ in train_blocks:
             is_train[y // block, x // block] = True
-            in_train[y // cell:-(-(y + h) // cell), x // cell:-(-(x + w) // cell)] = True
-        weights = np.where(in_train, census.counts, 0).ravel().astype(np.float64)
-        if not weights.sum():
-            raise RasterError("the training blocks hold no labelled pixel; label more of the training area")
+        # labelled cells summed over any rectangle of cells in O(1): an integral image
+        summed = np.pad((census.counts > 0).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
         rng = np.random.default_rng(seed)
+        self.seed = seed
         max_x, max_y = max(grid.width - patch, 0), max(grid.height - patch, 0)
-        picked = rng.choice(weights.size, size=length, p=weights / weights.sum())
-        cy, cx = np.divmod(picked, census.counts.shape[1])
-        starts = np.full((length, 2), -1, dtype=np.int64)
-        todo = np.arange(length)
-        for _ in range(20):  # random offsets around the picked cells; refused where a patch leaves the training blocks
-            if not todo.size:
+        starts: list[tuple[int, int]] = []
+        for _ in range(length * 200):
+            if len(starts) == length:
                 break
-            x = np.clip(cx[todo] * cell + rng.integers(cell - patch, 1, todo.size), 0, max_x)
-            y = np.clip(cy[todo] * cell + rng.integers(cell - patch, 1, todo.size), 0, max_y)
-            x1, y1 = np.minimum(x + patch, grid.width) - 1, np.minimum(y + patch, grid.height) - 1
-            ok = (is_train[y // block, x // block] & is_train[y // block, x1 // block]
-                  & is_train[y1 // block, x // block] & is_train[y1 // block, x1 // block])
-            starts[todo[ok]] = np.stack([x[ok], y[ok]], axis=1)
-            todo = todo[~ok]
-        # Isolated training blocks: the patch at the block's corner (its own pixels; read clipped to the grid).
-        starts[todo, 0] = (cx[todo] * cell) // block * block
-        starts[todo, 1] = (cy[todo] * cell) // block * block
-        self.starts = [(int(x), int(y)) for x, y in starts]
+            x, y = int(rng.integers(max_x + 1)), int(rng.integers(max_y + 1))
+            x1, y1 = min(x + patch, grid.width) - 1, min(y + patch, grid.height) - 1
+            if not is_train[y // block:y1 // block + 1, x // block:x1 // block + 1].all():
+                continue
+            cx0, cy0 = -(-x // cell), -(-y // cell)  # the census cells wholly inside the patch
+            cx1, cy1 = (x1 + 1) // cell, (y1 + 1) // cell
+            if cx1 <= cx0 or cy1 <= cy0 or summed[cy1, cx1] - summed[cy0, cx1] - summed[cy1, cx0] + summed[cy0, cx0]:
+                starts.append((x, y))
+        if len(starts) < length:
+            # Training blocks too scattered for whole patches: fall back to the blocks themselves.
+            starts += [(b[0], b[1]) for b in train_blocks] * (length // max(len(train_blocks), 1) + 1)
+            starts = starts[:length]
+        self.starts = starts
 
     def __len__(self) -> int:
         return len(self.starts)

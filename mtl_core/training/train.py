@@ -85,6 +85,20 @@ def _distributed() -> tuple[int, int]:
     return (dist.get_rank(), world) if dist.is_initialized() else (0, 1)
 
 
+def _rank_spread(model: torch.nn.Module, world: int) -> float:
+    """Under DDP, the largest difference between any rank's last weights and rank 0's (0: in step, as DDP
+    promises); logged as a warning when they differ. 0 for a single process."""
+    if world < 2:
+        return 0.0
+    flat = torch.cat([p.detach().float().flatten() for p in model.parameters()])
+    gathered = [torch.empty_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    spread = max(float((g - gathered[0]).abs().max()) for g in gathered)
+    if spread > 0:
+        log.warning("the %d DDP processes ended with different weights (largest difference %.3g)", world, spread)
+    return spread
+
+
 def _to(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, dict):
         return {k: _to(v, device) for k, v in batch.items()}
@@ -253,6 +267,7 @@ def train(
             if world > 1:
                 dist.barrier()
     bar.close()
+    spread = _rank_spread(model, world)
     model.load_state_dict(best_state or model.state_dict())
     test = evaluate(model, spec, reader, blocks["test"], device) if rank == 0 else {}
     spec.training = {
@@ -263,6 +278,7 @@ def train(
         "options": {**asdict(opts), "architecture": None},
         "device": str(device),
         "world_size": world,
+        **({"ranks_weight_spread": spread} if world > 1 else {}),
         "mtl_explain_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "data": {

@@ -371,11 +371,76 @@ class ExplainAlgorithm(PredictAlgorithm):
             job.products = job.products + ["sensitivity"]
 
 
+TASKS = ["segmentation", "classification", "regression"]
+
+
+def _bands(text: str, what: str) -> list[int] | None:
+    """Band numbers typed as ``1,2,3`` (None when empty)."""
+    if not text.strip():
+        return None
+    try:
+        bands = [int(b) for b in re.split(r"[,\s]+", text.strip()) if b]
+    except ValueError:
+        bands = []
+    if not bands or min(bands) < 1:
+        raise QgsProcessingException(f"{what}: {text!r} must be band numbers from 1, separated by commas, e.g. 1,2,3")
+    return bands
+
+
+def _modality_name(text: str) -> str:
+    """A layer name as a modality name (letters, digits and _ . + -)."""
+    name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", text.strip()).strip("_.+-")[:64]
+    return name if name and name[0].isalnum() else f"aux_{name}".strip("_") or "aux"
+
+
+def vector_source(layer) -> tuple[str, str | None]:
+    """(file, layer name) of a vector layer GDAL can read; refuses memory, database and filtered layers."""
+    from qgis.core import QgsProviderRegistry
+
+    parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
+    path = parts.get("path") or ""
+    if layer.providerType() != "ogr" or not Path(path).is_file():
+        raise QgsProcessingException(
+            f"labels layer {layer.name()!r} is not a file GDAL can read ({layer.providerType()}); save it as a "
+            "GeoPackage first (right-click > Export > Save Features As…)")
+    if layer.subsetString():
+        raise QgsProcessingException(
+            f"labels layer {layer.name()!r} has a filter ({layer.subsetString()!r}), which training would not see; "
+            "save the filtered features as a GeoPackage and train from that")
+    return path, parts.get("layerName") or None
+
+
+def layer_classes(layer, field: str) -> dict[str, dict]:
+    """The classes of a polygon layer's field: the categories of its categorised style (their order, labels and
+    colours), then any other value found in the layer."""
+    from qgis.core import QgsCategorizedSymbolRenderer
+
+    values = [v for v in layer.uniqueValues(layer.fields().indexOf(field)) if v is not None and str(v).strip()]
+    found = {(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)).strip() for v in values}
+    classes: dict[str, dict] = {}
+    renderer = layer.renderer()
+    if isinstance(renderer, QgsCategorizedSymbolRenderer) and renderer.classAttribute() == field:
+        for cat in renderer.categories():
+            key = str(cat.value()).strip() if cat.value() is not None else ""
+            if key in found and key not in classes:
+                classes[key] = {"name": cat.label().strip() or key, "color": cat.symbol().color().name()}
+    for key in sorted(found - set(classes)):
+        classes[key] = {"name": key}
+    return classes
+
+
 class TrainAlgorithm(_Base):
-    """Train a model from a dataset configuration and write a model file."""
+    """Train a model from map layers (input raster, auxiliary rasters, raster or polygon labels) or a dataset
+    configuration, and write a model file with the configuration it used beside it."""
 
     CONFIG, VARIANT, STEPS, DEPTH, BATCH, SEED, DEVICE, HALF, OUTPUT = (
         "CONFIG", "VARIANT", "STEPS", "ENCODER_DEPTH", "BATCH_SIZE", "SEED", "DEVICE", "HALF", "OUTPUT")
+    INPUT, INPUT_BANDS, AUX, AUX_NAMES, LABELS, LABELS_FIELD, LABELS_BAND, TASK, EXTENT = (
+        "INPUT", "INPUT_BANDS", "AUX", "AUX_NAMES", "LABELS", "LABELS_FIELD", "LABELS_BAND", "TASK", "EXTENT")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dataset: dict = {}
 
     def createInstance(self):  # noqa: N802 (QGIS name)
         return type(self)()
@@ -388,28 +453,156 @@ class TrainAlgorithm(_Base):
 
     def shortHelpString(self) -> str:  # noqa: N802 (QGIS name)
         return self.tr(
-            "Trains a model (mtl: reconstructs the auxiliary modalities; unimodal and multimodal baselines) on the "
-            "training blocks of a dataset configuration (YAML or TOML, see the docs), keeps the best checkpoint by "
-            "validation score, reports held-out test metrics and writes a model file. Training runs with PyTorch "
-            "in a separate worker process (the Python set under 'Worker Python' in the MTL Explain panel), never "
-            "inside QGIS; cancelling stops it and writes no model file.")
+            "Trains a model (mtl: reconstructs the auxiliary modalities; unimodal and multimodal baselines) and "
+            "writes a model file, with the dataset configuration it used beside it (<model>.dataset.yaml: 'mtl "
+            "train' on it reproduces the run).\n\n"
+            "The data: an input raster (and its bands), auxiliary rasters (one modality each, named by 'Auxiliary "
+            "names' or their layer names), and labels: a raster layer (its band) or a polygon layer with a class "
+            "field (class names or codes; a numeric field for regression; in any CRS; pixels no polygon covers are "
+            "unlabelled; a categorised style gives the classes their colours). Optionally a training extent. Or, "
+            "instead of layers, a dataset configuration file (YAML or TOML, see the docs).\n\n"
+            "The scene is cut into blocks holding labels, assigned to train/validation/test; the best checkpoint "
+            "by validation score is kept and its held-out test metrics reported. Training runs with PyTorch in a "
+            "separate worker process (the Python set under 'Worker Python' in the MTL Explain panel), never inside "
+            "QGIS; cancelling stops it and writes nothing.")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 (QGIS name)
+        from qgis.core import QgsProcessingParameterField, QgsProcessingParameterMapLayer
+
         self.addParameter(QgsProcessingParameterFile(
-            self.CONFIG, self.tr("Dataset configuration"), fileFilter="Configurations (*.yaml *.yml *.toml)"))
+            self.CONFIG, self.tr("Dataset configuration (instead of the layers below)"), optional=True,
+            fileFilter="Configurations (*.yaml *.yml *.toml)"))
         self.addParameter(QgsProcessingParameterEnum(self.VARIANT, self.tr("Variant"), VARIANTS, defaultValue=0))
         self.addParameter(QgsProcessingParameterNumber(
-            self.STEPS, self.tr("Optimiser steps"), QgsProcessingParameterNumber.Integer, 600, minValue=1))
+            self.STEPS, self.tr("Optimiser steps"), QgsProcessingParameterNumber.Type.Integer, 600, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(
-            self.DEPTH, self.tr("Encoder depth"), QgsProcessingParameterNumber.Integer, 4, minValue=3, maxValue=5))
+            self.DEPTH, self.tr("Encoder depth"), QgsProcessingParameterNumber.Type.Integer, 4, minValue=3,
+            maxValue=5))
         self.addParameter(QgsProcessingParameterNumber(
-            self.BATCH, self.tr("Batch size"), QgsProcessingParameterNumber.Integer, 16, minValue=1))
+            self.BATCH, self.tr("Batch size"), QgsProcessingParameterNumber.Type.Integer, 16, minValue=1))
         self.addParameter(QgsProcessingParameterNumber(
-            self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Integer, 0))
+            self.SEED, self.tr("Random seed"), QgsProcessingParameterNumber.Type.Integer, 0))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICES, defaultValue=0))
         self.addParameter(QgsProcessingParameterBoolean(self.HALF, self.tr("Store weights as float16"), False))
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT, self.tr("Model file"), fileFilter="MTL Explain model (*.mtl.safetensors)"))
+        # The data as map layers (appended after the original parameters: saved models and scripts keep working).
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster"), optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            self.INPUT_BANDS, self.tr("Input bands (e.g. 1,2,3,4; empty: every band)"), optional=True))
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            self.AUX, self.tr("Auxiliary rasters (one modality each)"), QgsProcessing.SourceType.TypeRaster,
+            optional=True))
+        self.addParameter(QgsProcessingParameterString(
+            self.AUX_NAMES, self.tr("Auxiliary names, one per raster in order (e.g. swir,dem; empty: layer names)"),
+            optional=True))
+        self.addParameter(QgsProcessingParameterMapLayer(
+            self.LABELS, self.tr("Labels (raster layer, or polygon layer with a class field)"), optional=True,
+            types=[QgsProcessing.SourceType.TypeRaster, QgsProcessing.SourceType.TypeVectorPolygon]))
+        self.addParameter(QgsProcessingParameterField(
+            self.LABELS_FIELD, self.tr("Class field of the polygon labels"), parentLayerParameterName=self.LABELS,
+            optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.LABELS_BAND, self.tr("Band of the raster labels"), QgsProcessingParameterNumber.Type.Integer, 1,
+            minValue=1))
+        self.addParameter(QgsProcessingParameterEnum(self.TASK, self.tr("Task"), TASKS, defaultValue=0))
+        self.addParameter(QgsProcessingParameterExtent(
+            self.EXTENT, self.tr("Training extent (empty: wherever there are labels)"), optional=True))
+
+    def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS name)
+        has_config = bool(self.parameterAsFile(parameters, self.CONFIG, context))
+        has_layers = parameters.get(self.INPUT) not in (None, "") or parameters.get(self.LABELS) not in (None, "")
+        if has_config == has_layers:
+            return False, self.tr("Give either a dataset configuration file, or an input raster and labels "
+                                  "(and auxiliary rasters for the mtl variant), not both")
+        if has_layers:
+            from qgis.core import QgsVectorLayer
+
+            labels = self.parameterAsLayer(parameters, self.LABELS, context)
+            if labels is None or parameters.get(self.INPUT) in (None, ""):
+                return False, self.tr("Choose the input raster and the labels: a raster layer, or a polygon layer "
+                                      "and its class field")
+            field = self.parameterAsString(parameters, self.LABELS_FIELD, context)
+            if isinstance(labels, QgsVectorLayer) and not field:
+                return False, self.tr("Choose the class field of the polygon layer {!r} (LABELS_FIELD)").format(
+                    labels.name())
+        return super().checkParameterValues(parameters, context)
+
+    def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802 (QGIS name)
+        """Main thread: the layers become a dataset configuration (paths, bands, classes and their colours)."""
+        self._dataset = {}
+        if self.parameterAsFile(parameters, self.CONFIG, context):
+            return True
+        from qgis.core import QgsRasterLayer
+
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        raster = _raster_path(layer, self.tr("Input raster"))
+        inputs = {"input": {"path": raster}}
+        bands = _bands(self.parameterAsString(parameters, self.INPUT_BANDS, context), self.tr("Input bands"))
+        if bands:
+            inputs["input"]["bands"] = bands
+        aux_layers = self.parameterAsLayerList(parameters, self.AUX, context)
+        names = [n for n in re.split(r"[,\s]+", self.parameterAsString(parameters, self.AUX_NAMES, context)) if n]
+        if names and len(names) != len(aux_layers):
+            raise QgsProcessingException(self.tr("{} auxiliary names for {} auxiliary rasters; give one name per "
+                                                 "raster, in order").format(len(names), len(aux_layers)))
+        names = names or [_modality_name(a.name()) for a in aux_layers]
+        if len(set(names + ["input"])) != len(names) + 1:
+            raise QgsProcessingException(self.tr("auxiliary names {} must differ from each other and from 'input'; "
+                                                 "name them with 'Auxiliary names'").format(names))
+        aux = {n: {"path": _raster_path(a, n)} for n, a in zip(names, aux_layers)}
+        task = TASKS[self.parameterAsEnum(parameters, self.TASK, context)]
+        labels_layer = self.parameterAsLayer(parameters, self.LABELS, context)  # checkParameterValues: given
+        if isinstance(labels_layer, QgsRasterLayer):
+            labels = {"path": _raster_path(labels_layer, self.tr("Labels")), "task": task,
+                      "band": self.parameterAsInt(parameters, self.LABELS_BAND, context)}
+            if task != "regression":
+                labels["classes"] = self._raster_classes(labels_layer, labels["band"])
+        else:
+            field = self.parameterAsString(parameters, self.LABELS_FIELD, context)
+            path, layer_name = vector_source(labels_layer)
+            labels = {"path": path, "field": field, "task": task}
+            if layer_name:
+                labels["layer"] = layer_name
+            if task != "regression":
+                labels["classes"] = layer_classes(labels_layer, field)
+        self._dataset = {"name": layer.name(), "inputs": inputs, "aux": aux, "labels": labels}
+        if parameters.get(self.EXTENT):
+            rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
+            if not rect.isNull() and not rect.isEmpty():
+                self._dataset["extent"] = [rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()]
+        return True
+
+    @staticmethod
+    def _raster_classes(layer, band: int) -> dict[int, dict]:
+        """Class values of a raster labels layer with their names and colours: its paletted style, else the file's
+        colour table and category names, else every value found in the band's histogram of whole numbers."""
+        from osgeo import gdal
+
+        from mtl_core.io.labels import PALETTE
+
+        renderer = layer.renderer()
+        if renderer is not None and renderer.type() == "paletted" and renderer.band() == band:
+            return {int(c.value): {"name": c.label or str(int(c.value)), "color": c.color.name()}
+                    for c in renderer.classes() if int(c.value) > 0}
+        ds = gdal.Open(layer.source())
+        b = ds.GetRasterBand(band)
+        table, names = b.GetColorTable(), b.GetCategoryNames() or []
+        nodata = b.GetNoDataValue()
+        lo, hi = b.ComputeRasterMinMax(False)
+        if hi - lo > 1024 or lo < 0:
+            raise QgsProcessingException(f"labels raster {layer.name()!r} band {band} holds values {lo:g}..{hi:g}, "
+                                         "not class codes; choose the task regression, or a class raster")
+        counts = b.GetHistogram(lo - 0.5, hi + 0.5, int(hi - lo) + 1, False, False)
+        out = {}
+        for i, n in enumerate(counts):
+            value = int(lo) + i
+            if n and value > 0 and value != nodata:
+                color = table.GetColorEntry(value) if table is not None and value < table.GetCount() else None
+                out[value] = {"name": names[value] if value < len(names) and names[value] else str(value),
+                              "color": "#{:02x}{:02x}{:02x}".format(*color[:3]) if color else
+                              PALETTE[len(out) % len(PALETTE)]}
+        return out
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS name)
         """Background thread: train in the worker process (PyTorch never runs in QGIS) and write the model file."""
@@ -424,8 +617,8 @@ class TrainAlgorithm(_Base):
             out = out.with_name(out.name + ".mtl.safetensors")
         steps = self.parameterAsInt(parameters, self.STEPS, context)
         job = Job(
-            kind="train", config=self.parameterAsFile(parameters, self.CONFIG, context), out=str(out),
-            device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            kind="train", config=self.parameterAsFile(parameters, self.CONFIG, context), dataset=self._dataset,
+            out=str(out), device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             half=self.parameterAsBool(parameters, self.HALF, context),
             train={"variant": VARIANTS[self.parameterAsEnum(parameters, self.VARIANT, context)], "steps": steps,
                    "batch_size": self.parameterAsInt(parameters, self.BATCH, context),
@@ -443,4 +636,5 @@ class TrainAlgorithm(_Base):
                                          .format(out, exc.strerror)) from exc
         for k, v in result.metrics.items():
             feedback.pushInfo(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+        feedback.pushInfo(self.tr("Dataset configuration used: {}").format(result.outputs.get("dataset", "")))
         return {self.OUTPUT: str(out)}

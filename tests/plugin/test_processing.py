@@ -163,3 +163,50 @@ def test_fast_precision_runs_the_int8_twin_or_says_there_is_none(processing_read
         processing_ready.run("mtl_explain:predict", {
             "INPUT": str(crop_dir / "raleigh_vnir.tif"), "MODEL": str(tiny_model), "DEVICE": 1, "PRECISION": 1,
             "OUTPUT_FOLDER": str(tmp_path / "out2")})
+
+
+@pytest.mark.slow
+def test_train_algorithm_from_layers(processing_ready, crop_dir, tmp_path):
+    """Train from map layers: an input raster, an auxiliary raster and polygons with a text class field in another
+    CRS, styled by category; the model carries the style's colours and the configuration is written beside it."""
+    from qgis.core import (QgsCategorizedSymbolRenderer, QgsFillSymbol, QgsRendererCategory, QgsVectorLayer)
+
+    from mtl_core.config import load_config
+    from mtl_core.io.labels import polygons_from_raster
+    from mtl_core.modelfile import read_spec
+
+    classes = {1: "developed", 2: "agriculture", 3: "herbaceous", 4: "shrubland", 5: "forest", 6: "water"}
+    gpkg = polygons_from_raster(crop_dir / "raleigh_landcover.tif", tmp_path / "labels.gpkg", classes, keep=0.5,
+                                epsg=4326)
+    polygons = QgsVectorLayer(str(gpkg), "labels", "ogr")
+    categories = [QgsRendererCategory("forest", QgsFillSymbol.createSimple({"color": "#1a9641"}), "Forest"),
+                  QgsRendererCategory("water", QgsFillSymbol.createSimple({"color": "#2b83ba"}), "Water")]
+    polygons.setRenderer(QgsCategorizedSymbolRenderer("class", categories))
+    src = gdal.Open(str(crop_dir / "raleigh_vnir.tif"))
+    x0, dx, _, y0, _, dy = src.GetGeoTransform()
+    extent = f"{x0},{x0 + 192 * dx},{y0 + 160 * dy},{y0 + 10 * dy}"  # all but the top 10 rows
+    out = tmp_path / "model" / "trained.mtl.safetensors"
+    result = processing_ready.run("mtl_explain:train", {
+        "INPUT": QgsRasterLayer(str(crop_dir / "raleigh_vnir.tif"), "vnir"), "INPUT_BANDS": "1,2,3,4",
+        "AUX": [str(crop_dir / "raleigh_swir.tif")], "AUX_NAMES": "swir", "LABELS": polygons,
+        "LABELS_FIELD": "class", "TASK": 0, "EXTENT": extent, "STEPS": 2, "ENCODER_DEPTH": 3, "BATCH_SIZE": 2,
+        "DEVICE": 1, "OUTPUT": str(out)})
+    assert Path(result["OUTPUT"]) == out
+    spec = read_spec(out)
+    colours = {c.name: c.color for c in spec.classes}
+    assert colours["Forest"] == "#1a9641" and colours["Water"] == "#2b83ba"  # the layer's style
+    assert [c.name for c in spec.classes][:2] == ["Forest", "Water"]
+    assert spec.training["data"]["label_values"]["forest"] == 1  # the field's values, for explain
+    cfg = load_config(out.with_name("trained.dataset.yaml"))  # what mtl train needs to reproduce the run
+    assert cfg.labels.field_name == "class" and cfg.labels.path == gpkg and [s.name for s in cfg.aux] == ["swir"]
+    assert cfg.extent[3] == pytest.approx(y0 + 10 * dy)
+
+    with pytest.raises(QgsProcessingException, match="either a dataset configuration file, or an input raster"):
+        processing_ready.run("mtl_explain:train", {
+            "CONFIG": str(crop_dir / "crop.yaml"), "INPUT": str(crop_dir / "raleigh_vnir.tif"),
+            "OUTPUT": str(tmp_path / "other.mtl.safetensors")})
+    with pytest.raises(QgsProcessingException, match="Choose the class field"):
+        processing_ready.run("mtl_explain:train", {
+            "INPUT": str(crop_dir / "raleigh_vnir.tif"), "LABELS": polygons, "STEPS": 1, "DEVICE": 1,
+            "OUTPUT": str(tmp_path / "other.mtl.safetensors")})
+    assert not (tmp_path / "other.mtl.safetensors").exists()
