@@ -55,8 +55,8 @@ def _read_header(path: Path) -> dict:
             raise ModelFileError(f"{path.name!r} is not an MTL Explain model file (or it is truncated)")
         try:
             header = json.loads(f.read(n))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelFileError(f"{path.name!r} is not an MTL Explain model file ({exc})") from exc
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # nested too deep: RecursionError
+            raise ModelFileError(f"{path.name!r} is not an MTL Explain model file ({str(exc)[:200]})") from exc
     if not isinstance(header, dict):
         raise ModelFileError(f"{path.name!r} is not an MTL Explain model file")
     try:

@@ -398,3 +398,74 @@ def test_an_input_unlike_the_training_data_is_run_but_said(trained_model, crop_d
                             products=["main", "main_error"]))
     assert explained.warnings == odd.warnings
     assert "<b>Warning:</b> the input is unlike" in Path(explained.report).read_text()
+
+
+# --- third round: the last tracebacks and leftovers -------------------------------------------------------------
+
+
+def test_a_model_file_nested_too_deep_is_refused_by_info(tmp_path, capsys):
+    import json
+    import struct
+
+    header = ("[" * 100_000 + "]" * 100_000).encode()
+    path = tmp_path / "deep.mtl.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not an MTL Explain model file" in err[0], err
+    spec_deep = json.dumps({"__metadata__": {"mtl_spec": "[" * 100_000}}).encode()
+    path.write_bytes(struct.pack("<Q", len(spec_deep)) + spec_deep)
+    assert main(["info", str(path)]) == 2
+    assert "is not valid JSON text" in capsys.readouterr().err
+
+
+def test_an_input_with_no_valid_pixel_is_explained_and_said(trained_model, crop_copy, tmp_path):
+    from osgeo import gdal
+
+    raster = crop_copy / "raleigh_vnir.tif"
+    ds = gdal.Open(str(raster), gdal.GA_Update)
+    for i in range(1, ds.RasterCount + 1):
+        ds.GetRasterBand(i).Fill(ds.GetRasterBand(i).GetNoDataValue())
+    ds = None
+    opts = PredictOptions(aux_truth={"swir": str(crop_copy / "raleigh_swir.tif")},
+                          labels=str(crop_copy / "raleigh_landcover.tif"))
+    result = explain(trained_model[0], raster, tmp_path, opts)
+    assert any("no valid input pixels in the chosen extent" in w for w in result.warnings)
+    assert "no valid input pixels in the chosen extent" in result.report["html"].read_text()
+    assert result.stats["pixels_labelled"] == 0
+
+
+def test_a_failing_report_leaves_neither_tables_nor_layers(trained_model, crop_dir, tmp_path, monkeypatch):
+    from mtl_core.explain import report
+
+    def full(*args, **kwargs):
+        raise OutputError("writing 'x_report.html' failed (No space left on device); free some space")
+
+    monkeypatch.setattr(report, "_thumbnails", full)
+    opts = PredictOptions(aux_truth={"swir": str(crop_dir / "raleigh_swir.tif")},
+                          labels=str(crop_dir / "raleigh_landcover.tif"))
+    with pytest.raises(OutputError, match="No space left on device"):
+        explain(trained_model[0], crop_dir / "raleigh_vnir.tif", tmp_path, opts)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_band_names_and_band_counts_that_disagree_are_one_line(trained_model, crop_copy, capsys):
+    import yaml
+    from osgeo import gdal
+
+    gdal.Translate(str(crop_copy / "three.tif"), str(crop_copy / "raleigh_swir.tif"), bandList=[1, 2, 1])
+    raw = yaml.safe_load((crop_copy / "crop.yaml").read_text())
+    raw["aux"]["swir"] = {"path": "three.tif", "names": ["a", "b"]}
+    (crop_copy / "names.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["-q", "train", str(crop_copy / "names.yaml"), "--steps", "1", "--out",
+                 str(crop_copy / "m.mtl.safetensors")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "2 name(s) ['a', 'b'] for 3 band(s) [1, 2, 3]" in err[0], err
+    gdal.Translate(str(crop_copy / "vnir3.tif"), str(crop_copy / "raleigh_vnir.tif"), bandList=[1, 2, 3])
+    raw = yaml.safe_load((crop_copy / "crop.yaml").read_text())
+    raw["inputs"]["optical"] = {"path": "vnir3.tif"}
+    (crop_copy / "three.yaml").write_text(yaml.safe_dump(raw))
+    assert main(["-q", "evaluate", str(trained_model[0]), str(crop_copy / "three.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "inputs give 3 band(s) (blue, green, red) but the model's take 4" in err[-1], err
+    assert not (crop_copy / "m.mtl.safetensors").exists()

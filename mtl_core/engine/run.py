@@ -384,11 +384,15 @@ def predict(
 #: Input bands whose mean over the run lies further than this from the training mean (in training standard
 #: deviations) are reported: another sensor, other units (reflectance x 10000 against DN) or a wrong band order.
 INPUT_RANGE_STD = 4.0
+NO_VALID_PIXELS = ("no valid input pixels in the chosen extent: every output is nodata and nothing could be scored; "
+                   "check the raster's nodata value, the band mapping and the extent")
 
 
 def input_range_warnings(spec: ModelSpec, seen: np.ndarray) -> list[str]:
     """One message naming the input bands whose run mean (``seen``: sums and counts of the normalised values) is
-    far from the training data."""
+    far from the training data; or, when no input pixel was valid at all, one saying so."""
+    if not seen[1].any():
+        return [NO_VALID_PIXELS]
     means = seen[0] / np.maximum(seen[1], 1)
     far = [(b, m) for b, m, s in zip(spec.input_bands, means, seen[1]) if s and abs(m) > INPUT_RANGE_STD]
     if not far:

@@ -187,6 +187,14 @@ def _table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _band_mean(band: gdal.Band) -> float:
+    """A band's approximate mean, -inf when it holds no valid pixel (a run with no valid input)."""
+    try:
+        return band.ComputeStatistics(True)[2]
+    except RuntimeError:  # "no valid pixels found"
+        return -np.inf
+
+
 def _thumbnails(spec: ModelSpec, outputs: dict[str, Path], layers: Mapping[str, Any]) -> list[tuple[str, str, str]]:
     """(layer key, title, base64 png) for every layer written, drawn as its declaration says."""
     figs = []
@@ -197,7 +205,7 @@ def _thumbnails(spec: ModelSpec, outputs: dict[str, Path], layers: Mapping[str, 
             figs.append((key, title, _map_figure(read_thumbnail(path), title, list(layer.categories))))
         elif layer.style == "sensitivity":
             ds = gdal.Open(str(path))
-            means = [ds.GetRasterBand(i).ComputeStatistics(True)[2] for i in range(1, ds.RasterCount + 1)]
+            means = [_band_mean(ds.GetRasterBand(i)) for i in range(1, ds.RasterCount + 1)]
             band = int(np.argmax(means)) + 1
             names = [f"{b.name}" for b in spec.input_bands]
             figs.append((key, f"{title}, band {names[band - 1]}",
@@ -241,9 +249,20 @@ def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path
     Returns:
         ``{"html", "json", "detectors_csv", "per_class_csv"}`` -> path.
     """
+    paths = report_paths(out_dir, stem)
+    try:
+        _write_report(spec, stats, outputs, layers, paths)
+    except BaseException:  # a report is its four files: keep none of them when one fails (a full disk…)
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+        raise
+    return paths
+
+
+def _write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path], layers: Mapping[str, Any],
+                  paths: dict[str, Path]) -> None:
     from ..io.fileio import save_json
 
-    paths = report_paths(out_dir, stem)
     with atomic_path(paths["json"]) as tmp:
         save_json(stats, tmp)
     class_names = [c.name for c in spec.classes]
@@ -380,4 +399,3 @@ def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path
             f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
     with atomic_path(paths["html"]) as tmp:
         tmp.write_text(page, encoding="utf-8")
-    return paths

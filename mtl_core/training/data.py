@@ -60,6 +60,10 @@ def _open_source(cfg: SourceConfig, grid: Grid | None, what: str) -> Source:
     check_georeferenced(ds, what)
     bands = cfg.bands or list(range(1, ds.RasterCount + 1))
     check_bands(ds, bands, what)
+    if cfg.names and len(cfg.names) != len(bands):
+        raise ConfigError(f"{what} {str(cfg.path)!r}: {len(cfg.names)} name(s) {cfg.names} for {len(bands)} band(s) "
+                          f"{bands}{'' if cfg.bands else ' (every band of the raster)'}; list the bands to use "
+                          f"(bands: [{', '.join(str(b) for b in range(1, len(cfg.names) + 1))}]) or one name per band")
     names = cfg.names or [band_name(ds.GetRasterBand(b).GetDescription(), b) for b in bands]
     if grid is not None:
         ds = align_to(ds, grid, what, categorical=False)
@@ -276,6 +280,14 @@ class SampleReader:
         self.task = scene.cfg.labels.task
         self.in_sources, self.aux_sources = scene.sources(variant)
         self.in_bands = [b for m in inputs for b in m.bands]
+        for what, sources, bands in (("inputs", self.in_sources, self.in_bands),
+                                     ("auxiliary modalities", self.aux_sources, [b for m in aux for b in m.bands])):
+            have = sum(len(s.bands) for s in sources)
+            if have != len(bands):
+                raise ConfigError(
+                    f"the configuration's {what} give {have} band(s) ({', '.join(n for s in sources for n in s.names)})"
+                    f" but the model's take {len(bands)} ({', '.join(b.name for b in bands)}); use the configuration "
+                    "the model was trained on, or rasters with those bands")
         self.aux_bands = {m.name: m.bands for m in aux}
         self.target = target
 
