@@ -28,13 +28,15 @@ import dataclasses
 import json
 import os
 import time
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ConfigError, OutputError
-from .io.fileio import json_safe
+from .errors import ConfigError
+from .io.fileio import check_writable, json_safe
 
 JobKind = Literal["predict", "explain", "train", "export"]
 KINDS = ("predict", "explain", "train", "export")
@@ -46,6 +48,28 @@ def _default_products() -> list[str]:
     from .engine.products import default_names
 
     return list(default_names(with_truth=False))
+
+
+def _is_a(value: Any, hint: Any) -> bool:
+    """Whether a value parsed from JSON has the type a :class:`Job` field declares."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(value, a) for a in args)
+    if origin is Literal:
+        return value in args
+    if origin is list:
+        return isinstance(value, list) and all(_is_a(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_is_a(k, args[0]) and _is_a(v, args[1]) for k, v in value.items())
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is type(None):
+        return value is None
+    return isinstance(value, hint)
 
 
 @dataclass
@@ -148,6 +172,10 @@ class Job:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown job key(s) {unknown}; known keys: {', '.join(sorted(known))}")
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in data and not _is_a(data[f.name], hints[f.name]):
+                raise ConfigError(f"job key {f.name!r} must be {f.type}, not {json.dumps(data[f.name])[:60]}")
         return cls(**data)
 
     @classmethod
@@ -248,8 +276,7 @@ def _train(job: Job, progress: Progress | bool, cancelled: Callable[[], bool] | 
     if out.is_dir():
         raise ConfigError(f"{str(out)!r} is a folder; give the model file to write, "
                           f"e.g. {out / 'model.mtl.safetensors'}")
-    if not os.access(out.parent, os.W_OK):  # refused now, not after the training
-        raise OutputError(f"folder {str(out.parent)!r} is read-only; choose a folder you can write to for the model")
+    check_writable(out.parent)  # refused now, not after the training
     cfg = parse_config(job.dataset, out.parent.resolve()) if job.dataset else load_config(job.config)
     names = [s.name for s in cfg.aux]
     unknown = sorted(set(opts.get("aux_weights") or {}) - set(names))

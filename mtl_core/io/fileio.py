@@ -27,6 +27,23 @@ def _check_folder(folder: Path) -> None:
         raise OutputError(f"output folder {str(folder)!r} is read-only; choose a folder you can write to")
 
 
+def check_writable(folder: str | os.PathLike) -> None:
+    """Refuse a folder that exists but cannot take a new file (read-only, a virtual file system, a full disk), by
+    creating and removing one: before a long run, not after it.
+
+    Raises:
+        OutputError: naming the folder and the reason.
+    """
+    folder = Path(folder)
+    _check_folder(folder)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".mtl-probe.", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"cannot write in output folder {str(folder)!r} ({exc.strerror}); choose another") from exc
+    os.close(fd)
+    os.unlink(probe)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` and rename it onto ``path`` only if the block succeeds.
