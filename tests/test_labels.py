@@ -218,3 +218,21 @@ def test_explain_refuses_polygon_classes_the_model_lacks(polygons, trained_model
     with pytest.raises(ConfigError, match=r"value\(s\) the model has no class for \(glacier\)"):
         run_job(job)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.gpkg"]
+
+
+def test_an_aux_raster_covering_part_of_the_scene_is_said(polygons, tmp_path, caplog):
+    half = tmp_path / "swir_half.tif"
+    gdal.Translate(str(half), str(polygons / "raleigh_swir.tif"), srcWin=[0, 0, 96, 160])
+    raw = yaml.safe_load((polygons / "crop.yaml").read_text())
+    raw["aux"]["swir"]["path"] = str(half)
+    (polygons / "half.yaml").write_text(yaml.safe_dump(raw))
+    with caplog.at_level(logging.WARNING):
+        Scene(load_config(polygons / "half.yaml"))
+    assert "'swir' " in caplog.text and "swir_half.tif' covers only 50% of the input raster" in caplog.text
+
+
+def test_a_model_file_in_a_folder_that_takes_no_file_is_refused_before_training(polygons, capsys):
+    """/proc refuses new files even to root (os.access says it may write there)."""
+    assert main(["train", str(polygons / "crop.yaml"), "--steps", "2", "--out", "/proc/m.mtl.safetensors"]) != 0
+    err = capsys.readouterr().err
+    assert "cannot write in output folder '/proc'" in err and "step" not in err

@@ -164,6 +164,10 @@ def align_to(ds: gdal.Dataset, grid: Grid, what: str, categorical: bool) -> gdal
         "%s %r is not on the input grid; aligning it with gdal.Warp (%s resampling)",
         what, ds.GetDescription(), method,
     )
+    covered = ((min(xmax, gx1) - max(xmin, gx0)) * (min(ymax, gy1) - max(ymin, gy0))) / ((gx1 - gx0) * (gy1 - gy0))
+    if covered < 0.99:
+        log.warning("%s %r covers only %.0f%% of the input raster: pixels outside it are nodata, left out of every "
+                    "loss and statistic that needs it", what, ds.GetDescription(), 100 * covered)
     nodata = ds.GetRasterBand(1).GetNoDataValue()
     return gdal.Warp(
         "",

@@ -86,20 +86,24 @@ class _Base(QgsProcessingAlgorithm):
         return QIcon(str(icon_path()))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS name)
-        """Name a raster file GDAL cannot open (QGIS alone only says the parameter check failed)."""
+        """Name a layer file GDAL cannot open (QGIS alone only says the parameter check failed)."""
         from osgeo import gdal
+        from qgis.core import QgsProcessingParameterMapLayer
 
-        for name in ("INPUT", "LABELS", "AUX_TRUTH"):
+        for name in ("INPUT", "LABELS", "AUX", "AUX_TRUTH"):
             values = parameters.get(name)
+            either = isinstance(self.parameterDefinition(name), QgsProcessingParameterMapLayer)  # raster or vector
             for value in values if isinstance(values, list) else [values]:
                 if not isinstance(value, str) or not Path(value).is_file():
                     continue  # a layer id, or nothing: QGIS resolves and checks those
                 try:
-                    if gdal.OpenEx(value, gdal.OF_RASTER) is None:
-                        raise RuntimeError(gdal.GetLastErrorMsg() or "no raster driver recognises it")
+                    if gdal.OpenEx(value, gdal.OF_RASTER | (gdal.OF_VECTOR if either else 0)) is None:
+                        raise RuntimeError(gdal.GetLastErrorMsg() or "no driver recognises it")
                 except RuntimeError as exc:
-                    return False, self.tr("{}: {!r} is not a raster GDAL can open ({}); check it with gdalinfo, or "
-                                          "save it again as GeoTIFF").format(name, value, str(exc).strip()[:200])
+                    what = self.tr("a raster or vector layer") if either else self.tr("a raster")
+                    return False, self.tr("{}: {!r} is not {} GDAL can open ({}); check it with gdalinfo or ogrinfo, "
+                                          "or save it again (GeoTIFF, GeoPackage)").format(
+                                              name, value, what, str(exc).strip()[:200])
         if "PRECISION" in parameters and self.parameterAsEnum(parameters, "PRECISION", context) == 1:
             from mtl_core.engine.runtime import int8_twin
 
@@ -510,6 +514,9 @@ class TrainAlgorithm(_Base):
             self.EXTENT, self.tr("Training extent (empty: wherever there are labels)"), optional=True))
 
     def checkParameterValues(self, parameters, context):  # noqa: N802 (QGIS name)
+        ok, message = super().checkParameterValues(parameters, context)  # first: a file GDAL cannot open, named
+        if not ok:
+            return ok, message
         has_config = bool(self.parameterAsFile(parameters, self.CONFIG, context))
         has_layers = parameters.get(self.INPUT) not in (None, "") or parameters.get(self.LABELS) not in (None, "")
         if has_config == has_layers:
@@ -526,7 +533,7 @@ class TrainAlgorithm(_Base):
             if isinstance(labels, QgsVectorLayer) and not field:
                 return False, self.tr("Choose the class field of the polygon layer {!r} (LABELS_FIELD)").format(
                     labels.name())
-        return super().checkParameterValues(parameters, context)
+        return True, ""
 
     def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802 (QGIS name)
         """Main thread: the layers become a dataset configuration (paths, bands, classes and their colours)."""

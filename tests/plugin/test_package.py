@@ -14,6 +14,10 @@ from pathlib import Path
 import pytest
 from osgeo import gdal
 
+from mtl_core.io.labels import polygons_from_raster
+from mtl_core.jobs import dataset_path
+from mtl_core.modelfile import read_spec
+
 from .conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "tools"))
@@ -105,3 +109,29 @@ def test_zip_installs_into_a_fresh_profile_and_runs_in_qgis_process(plugin_zip, 
     for key in ("MAIN", "CONFIDENCE", "ENTROPY", "AUX_SWIR"):
         assert vrts[key].endswith(".vrt"), vrts[key]
         assert (gdal.Open(vrts[key]).ReadAsArray() == gdal.Open(results[key]).ReadAsArray()).all(), key
+
+    # a corrupt raster: the file and GDAL's reason, not only QGIS's bare parameter message
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes((crop_dir / "raleigh_vnir.tif").read_bytes()[:2000])
+    refused = subprocess.run(
+        [QGIS_PROCESS, "run", "mtl_explain:predict", "--", f"INPUT={corrupt}", f"MODEL={tiny_model}",
+         f"OUTPUT_FOLDER={tmp_path / 'refused'}"], env=env, capture_output=True, text=True, check=False, timeout=300)
+    assert refused.returncode != 0 and "corrupt.tif" in refused.stdout + refused.stderr
+    assert not list((tmp_path / "refused").rglob("*"))  # QGIS makes the destination folder; nothing in it
+
+    # Train from map layers: polygon labels in another CRS (WGS 84) with a text class field, the worker in the
+    # Python QGIS runs (no Worker Python set in this fresh profile)
+    polygons = polygons_from_raster(crop_dir / "raleigh_landcover.tif", tmp_path / "landcover.gpkg",
+                                    {1: "developed", 2: "agriculture", 3: "herbaceous", 4: "shrubland", 5: "forest",
+                                     6: "water", 7: "sediment"}, epsg=4326)
+    model = tmp_path / "from_layers.mtl.safetensors"
+    trained = subprocess.run(
+        [QGIS_PROCESS, "--json", "run", "mtl_explain:train", "--", f"INPUT={crop_dir / 'raleigh_vnir.tif'}",
+         f"AUX={crop_dir / 'raleigh_swir.tif'}", "AUX_NAMES=swir", f"LABELS={polygons}", "LABELS_FIELD=class",
+         "STEPS=2", "BATCH_SIZE=2", "ENCODER_DEPTH=3", "DEVICE=1", f"OUTPUT={model}"],
+        env=env, capture_output=True, text=True, check=False, timeout=600)
+    assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
+    spec = read_spec(model)
+    assert "forest" in [c.name for c in spec.classes] and [m.name for m in spec.aux] == ["swir"]
+    assert spec.training["data"]["labels_field"] == "class"
+    assert dataset_path(model).is_file()

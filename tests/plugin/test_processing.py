@@ -84,6 +84,16 @@ def test_a_corrupt_raster_file_is_named_with_the_reason(processing_ready, crop_d
     assert not (tmp_path / "out").exists()
 
 
+def test_train_names_a_corrupt_labels_file_raster_or_vector(processing_ready, crop_dir, tmp_path):
+    bad = tmp_path / "bad.gpkg"
+    bad.write_bytes(b"SQLite format 3\0" + b"garbage" * 50)
+    params = {"INPUT": str(crop_dir / "raleigh_vnir.tif"), "LABELS": str(bad), "LABELS_FIELD": "class",
+              "OUTPUT": str(tmp_path / "m.mtl.safetensors")}
+    with pytest.raises(QgsProcessingException, match=r"LABELS: .*bad.gpkg' is not a raster or vector layer GDAL"):
+        processing_ready.run("mtl_explain:train", params)
+    assert list(tmp_path.iterdir()) == [bad]
+
+
 def test_explain_algorithm_labels_band_and_split(processing_ready, crop_dir, tiny_model, tmp_path):
     two = tmp_path / "labels_two_bands.tif"  # band 1 all nodata, band 2 the labels
     gdal.Translate(str(two), str(crop_dir / "raleigh_landcover.tif"), options="-b 1 -b 1")
