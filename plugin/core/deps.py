@@ -122,15 +122,21 @@ class DependencyStatus:
 
 
 def python_executable() -> str:
-    """The Python interpreter QGIS runs (``sys.executable`` is the QGIS binary on some platforms)."""
+    """The Python interpreter QGIS runs (``sys.executable`` is the QGIS binary on some platforms).
+
+    Found from where this interpreter's files live (its prefix), never from PATH: the first ``python3`` on PATH
+    is often another Python (pyenv, conda) without QGIS's packages or with another ABI.
+    """
     exe = Path(sys.executable)
     if exe.name.lower().startswith("python"):
         return str(exe)
-    if os.name == "nt":
-        candidate = Path(sys.prefix) / "python.exe"
-        if candidate.exists():
-            return str(candidate)
-    return shutil.which("python3") or "python3"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for prefix in dict.fromkeys((sys.exec_prefix, sys.base_exec_prefix, sys.prefix)):
+        for candidate in (Path(prefix) / "python.exe", Path(prefix) / "bin" / f"python{version}",
+                          Path(prefix) / "bin" / "python3"):
+            if candidate.is_file() and (candidate.suffix == ".exe") == (os.name == "nt"):
+                return str(candidate)
+    return shutil.which(f"python{version}") or shutil.which("python3") or "python3"
 
 
 def worker_python() -> str:

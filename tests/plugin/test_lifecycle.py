@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from qgis.core import QgsApplication
 from qgis.PyQt.QtWidgets import QAction, QDockWidget
@@ -97,6 +98,26 @@ def test_the_worker_interpreter_is_checked_by_running_it(tmp_path):
     assert not not_python.ok and "not a Python 3 interpreter" in not_python.error
 
     assert deps.check_worker(sys.executable, refresh=True).ok  # the test environment has torch
+
+
+def test_qgis_own_python_is_found_from_its_prefix_not_from_path(tmp_path, monkeypatch):
+    """Inside QGIS sys.executable is the QGIS binary; the first python3 on PATH (pyenv, conda) is another Python."""
+    import subprocess
+    import sys
+
+    from plugin.core import deps
+
+    decoy = tmp_path / "bin" / "python3"
+    decoy.parent.mkdir()
+    decoy.write_text("#!/bin/sh\necho decoy\n")
+    decoy.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{decoy.parent}:{os.environ['PATH']}")
+    monkeypatch.setattr(sys, "executable", "/usr/bin/qgis.bin")
+    python = deps.python_executable()
+    assert python != str(decoy)
+    answer = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2], sys.exec_prefix)"],
+                            capture_output=True, text=True, check=True).stdout
+    assert answer.strip() == f"{tuple(sys.version_info[:2])} {sys.exec_prefix}"
 
 
 #: A QGIS whose own Python cannot import torch's stack: any import of it fails the script at once.
