@@ -220,3 +220,38 @@ def test_train_algorithm_from_layers(processing_ready, crop_dir, tmp_path):
             "INPUT": str(crop_dir / "raleigh_vnir.tif"), "LABELS": polygons, "STEPS": 1, "DEVICE": 1,
             "OUTPUT": str(tmp_path / "other.mtl.safetensors")})
     assert not (tmp_path / "other.mtl.safetensors").exists()
+
+
+def test_train_from_layers_inside_a_graphical_model(processing_ready, crop_dir, tmp_path):
+    """The modeller: Train as a child algorithm whose raster and polygon layers are the model's own inputs."""
+    from qgis.core import (QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm,
+                           QgsProcessingModelChildParameterSource, QgsProcessingModelOutput,
+                           QgsProcessingModelParameter, QgsProcessingParameterRasterLayer,
+                           QgsProcessingParameterVectorLayer)
+
+    from mtl_core.io.labels import polygons_from_raster
+    from mtl_core.modelfile import read_spec
+
+    gpkg = polygons_from_raster(crop_dir / "raleigh_landcover.tif", tmp_path / "labels.gpkg",
+                                {1: "developed", 3: "herbaceous", 5: "forest", 6: "water"}, epsg=4326)
+    model = QgsProcessingModelAlgorithm("train from my layers", "mtl")
+    model.addModelParameter(QgsProcessingParameterRasterLayer("scene", "Scene"), QgsProcessingModelParameter("scene"))
+    model.addModelParameter(QgsProcessingParameterVectorLayer("polygons", "Polygons"),
+                            QgsProcessingModelParameter("polygons"))
+    child = QgsProcessingModelChildAlgorithm("mtl_explain:train")
+    child.setChildId("train")
+    static = {"INPUT_BANDS": "1,2,3,4", "AUX": [str(crop_dir / "raleigh_swir.tif")], "AUX_NAMES": "swir",
+              "LABELS_FIELD": "class", "STEPS": 2, "ENCODER_DEPTH": 3, "BATCH_SIZE": 2, "DEVICE": 1}
+    for name, value in static.items():
+        child.addParameterSources(name, [QgsProcessingModelChildParameterSource.fromStaticValue(value)])
+    child.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("scene")])
+    child.addParameterSources("LABELS", [QgsProcessingModelChildParameterSource.fromModelParameter("polygons")])
+    output = QgsProcessingModelOutput("model_file")
+    output.setChildOutputName("OUTPUT")
+    child.setModelOutputs({"model_file": output})
+    model.addChildAlgorithm(child)
+    out = tmp_path / "modelled.mtl.safetensors"
+    result = processing_ready.run(model, {"scene": str(crop_dir / "raleigh_vnir.tif"), "polygons": str(gpkg),
+                                          "train:model_file": str(out)})
+    assert Path(result["train:model_file"]) == out
+    assert {"forest", "water"} <= {c.name for c in read_spec(out).classes}
