@@ -169,10 +169,12 @@ def _out_folder(path: str | Path, option: str = "--out"):
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .engine import predict
+    from .io.styles import write_sidecars
 
     job = _engine_job("predict", args)
     with _out_folder(job.out):
         result = predict(job.model, job.raster, job.out, job.predict_options(), progress=not args.quiet)
+    write_sidecars(result.outputs, result.spec.to_dict() if result.spec else None)
     print(f"Device: {result.device}; {result.tiles} tiles ({result.skipped_tiles} skipped) in {result.seconds:.1f} s")
     for product, path in result.outputs.items():
         print(f"  {product:<16} {path}")
@@ -226,6 +228,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from .engine import explain
+    from .io.styles import write_sidecars
 
     aux = {}
     for item in args.aux or []:
@@ -247,6 +250,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     with _out_folder(job.out):
         result = explain(job.model, job.raster, job.out, job.predict_options(), progress=not args.quiet,
                          split=job.split)
+    write_sidecars(result.outputs, result.spec.to_dict() if result.spec else None)
     print(f"Device: {result.device}")
     for key, path in {**result.outputs, **{f"report {k}": v for k, v in result.report.items()}}.items():
         print(f"  {key:<22} {path}")
@@ -370,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("predict", help="run a model on a raster and write GeoTIFFs",
                        description="Run a model on a raster holding its input bands, tile by tile, and write the "
                                    "main prediction, confidence and reconstructed auxiliary modalities as "
-                                   "GeoTIFFs with the input's CRS and geotransform.")
+                                   "GeoTIFFs with the input's CRS and geotransform, each with its QGIS style "
+                                   "beside it (<name>.qml).")
     r.add_argument("model", help="model file")
     r.add_argument("raster", help="input raster holding the model's input bands")
     _engine_arguments(r)
@@ -412,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Run a model on a raster with the real auxiliary rasters and/or reference labels "
                                     "of the area; write reconstruction errors, main-task errors, the error score and "
                                     "error-agreement layers, sensitivity maps, and a self-contained HTML report "
-                                    "(plus JSON and CSV) relating reconstruction errors to main-task errors.")
+                                    "(plus JSON and CSV) relating reconstruction errors to main-task errors. Every "
+                                    "GeoTIFF gets its QGIS style beside it (<name>.qml).")
     ex.add_argument("model", help="model file")
     ex.add_argument("raster", help="input raster holding the model's input bands")
     ex.add_argument("--aux", action="append", metavar="NAME=PATH",

@@ -9,7 +9,10 @@ from __future__ import annotations
 from qgis.core import Qgis, QgsApplication
 from qgis.PyQt.QtCore import QCoreApplication, Qt
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction
+try:
+    from qgis.PyQt.QtGui import QAction  # Qt6 (QGIS 4)
+except ImportError:
+    from qgis.PyQt.QtWidgets import QAction  # Qt5 (QGIS 3)
 
 from .core import deps
 from .core.logger import get_logger, remove_handlers
@@ -73,7 +76,7 @@ class MtlExplainPlugin:
 
         self.dock = MtlExplainDock(self.iface, self.iface.mainWindow())
         self.dock.setVisible(False)
-        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         self.dock.runRequested.connect(self.start_run)
         self.dock.cancelRequested.connect(self.cancel_run)
         self.dock.exportRequested.connect(self.export_run)
@@ -160,7 +163,8 @@ class MtlExplainPlugin:
                 len(group.findLayers()), group.name(), result.outcome.seconds, result.outcome.device)
             for warning in result.outcome.warnings:  # the run worked, but its outputs may not mean much
                 message += " " + self.tr("Warning: {}.").format(warning)
-            bar.pushMessage(PLUGIN_NAME, message, Qgis.Warning if result.outcome.warnings else Qgis.Success, 8)
+            level = Qgis.MessageLevel.Warning if result.outcome.warnings else Qgis.MessageLevel.Success
+            bar.pushMessage(PLUGIN_NAME, message, level, 8)
             if self.dock is not None:
                 self.dock.show_result(result.outcome.device, message, result.outcome.report)
         elif result.cancelled:
@@ -184,7 +188,7 @@ class MtlExplainPlugin:
             self.iface.messageBar().pushInfo(PLUGIN_NAME, self.tr("No MTL Explain run in this project yet; run the "
                                                                   "panel first."))
             return
-        if not dialog.exec_():
+        if not dialog.exec():
             return
         sources, folder, cog, report = dialog.selection()
         if not sources or not folder:
@@ -215,8 +219,8 @@ class MtlExplainPlugin:
         answer = QMessageBox.question(
             self.iface.mainWindow(), PLUGIN_NAME,
             self.tr("{} file(s) already exist in {}: {}. Replace them?").format(len(files), folder, names),
-            QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
-        return answer == QMessageBox.Yes
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
 
     def install_dependencies(self, kind: str = "qgis") -> None:
         """Install into the profile's private folder what QGIS's Python lacks (``qgis``: ONNX Runtime) or

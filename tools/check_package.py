@@ -18,6 +18,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from qt6_check import check_paths as qt6_findings
+
 #: Fields the plugin repository refuses an upload without.
 REQUIRED_METADATA = ("name", "description", "about", "version", "qgisMinimumVersion", "author", "email",
                      "repository", "tracker")
@@ -69,13 +71,16 @@ def check_metadata(plugin_dir: Path) -> list[str]:
     icon = meta.get("icon", "")
     if not icon or not (plugin_dir / icon).is_file():
         problems.append(f"metadata.txt names icon {icon!r}, which is not in the zip")
+    if not meta.get("qgisMaximumVersion", "").startswith("4."):
+        problems.append("metadata.txt should say qgisMaximumVersion=4.99: without it the plugin repository hides the "
+                        "plugin from QGIS 4 users")
     if meta.get("hasProcessingProvider", "").lower() not in ("yes", "true"):
         problems.append("metadata.txt should say hasProcessingProvider=yes (the plugin has a Processing provider)")
     return problems
 
 
 def run_scanners(root: Path) -> list[str]:
-    """Problems found by bandit, detect-secrets and flake8 in the extracted files under ``root``."""
+    """Problems found by bandit, detect-secrets, flake8 and the Qt6 check in the extracted files under ``root``."""
     problems = []
     bandit = subprocess.run([_tool("bandit"), "-r", "-ll", "-q", str(root)],  # nosec B603
                             capture_output=True, text=True, check=False)
@@ -93,6 +98,9 @@ def run_scanners(root: Path) -> list[str]:
                             capture_output=True, text=True, check=False)
     if flake8.returncode != 0:
         problems.append("flake8 --max-line-length=120 found:\n" + flake8.stdout + flake8.stderr)
+    qt5_only = qt6_findings([root])
+    if qt5_only:
+        problems.append("Qt5-only forms that QGIS 4 (PyQt6) refuses:\n" + "\n".join(qt5_only))
     return problems
 
 

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from plugin.core.layers import add_run_layers
     from plugin.core.model_info import read_spec
     from plugin.core.runner import RunOutcome
-    from plugin.core.styling import rgb_bands
+    from mtl_core.io.styles import rgb_bands
 
     spec = read_spec(args.model)
     outputs = find_outputs(args.folder, args.raster.stem, spec)
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         for band, setter in ((r, renderer.setRedContrastEnhancement), (g, renderer.setGreenContrastEnhancement),
                              (b, renderer.setBlueContrastEnhancement)):
             ce = QgsContrastEnhancement(source.dataProvider().dataType(band))
-            ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+            ce.setContrastEnhancementAlgorithm(
+                QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
             lo, hi = source.dataProvider().cumulativeCut(band, 0.02, 0.98, source.extent(), 250000)
             ce.setMinimumValue(lo)
             ce.setMaximumValue(hi)

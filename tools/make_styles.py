@@ -29,6 +29,8 @@ from qgis.PyQt.QtGui import QColor
 
 from mtl_core.explain.scores import AGREEMENT_CLASSES, CONFIDENT_FLAGGED_CLASSES, MAIN_ERROR_CLASSES
 
+MIN_MAX = QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum
+
 OUT = Path(__file__).resolve().parent.parent / "resources" / "styles"
 
 #: name -> (colour ramp in QGIS's default style, inverted, min, max)
@@ -64,7 +66,8 @@ def _pseudo(layer: QgsRasterLayer, ramp_name: str, invert: bool, lo: float, hi: 
     ramp = QgsStyle.defaultStyle().colorRamp(ramp_name)
     if invert:
         ramp.invert()
-    fn = QgsColorRampShader(lo, hi, ramp, QgsColorRampShader.Interpolated, QgsColorRampShader.Continuous)
+    fn = QgsColorRampShader(lo, hi, ramp, QgsColorRampShader.Type.Interpolated,
+                            QgsColorRampShader.ClassificationMode.Continuous)
     fn.classifyColorRamp(5, -1)
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(fn)
@@ -75,7 +78,7 @@ def _pseudo(layer: QgsRasterLayer, ramp_name: str, invert: bool, lo: float, hi: 
 
 
 def _save(layer: QgsRasterLayer, name: str) -> None:
-    categories = QgsMapLayer.Symbology | QgsMapLayer.Rendering
+    categories = QgsMapLayer.StyleCategory.Symbology | QgsMapLayer.StyleCategory.Rendering
     message, ok = layer.saveNamedStyle(str(OUT / f"{name}.qml"), categories)
     if not ok:
         raise RuntimeError(f"cannot write style {name}: {message}")
@@ -103,21 +106,21 @@ def main() -> int:
         for band, setter in ((1, renderer.setRedContrastEnhancement), (2, renderer.setGreenContrastEnhancement),
                              (3, renderer.setBlueContrastEnhancement)):
             ce = QgsContrastEnhancement(layer.dataProvider().dataType(band))
-            ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+            ce.setContrastEnhancementAlgorithm(MIN_MAX)
             setter(ce)
         layer.setRenderer(renderer)
         _save(layer, "reconstruction")
         layer = _layer(folder, 1)
         gray = QgsSingleBandGrayRenderer(layer.dataProvider(), 1)
         ce = QgsContrastEnhancement(layer.dataProvider().dataType(1))
-        ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+        ce.setContrastEnhancementAlgorithm(MIN_MAX)
         gray.setContrastEnhancement(ce)
         layer.setRenderer(gray)
         _save(layer, "reconstruction_gray")
         layer = _layer(folder, 1)  # hillshade: grey over its fixed 1..255 range (0 is nodata)
         gray = QgsSingleBandGrayRenderer(layer.dataProvider(), 1)
         ce = QgsContrastEnhancement(layer.dataProvider().dataType(1))
-        ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.StretchToMinimumMaximum)
+        ce.setContrastEnhancementAlgorithm(MIN_MAX)
         ce.setMinimumValue(1)
         ce.setMaximumValue(255)
         gray.setContrastEnhancement(ce)

@@ -70,7 +70,7 @@ class ExportTask(QgsTask):
     """Export a run's rasters in the background (paths only; no layers are touched)."""
 
     def __init__(self, sources: dict[str, str], folder: str, cog: bool, report: str | None, on_finished=None) -> None:
-        super().__init__("MTL Explain: export explanation rasters", QgsTask.CanCancel)
+        super().__init__("MTL Explain: export explanation rasters", QgsTask.Flag.CanCancel)
         self.sources, self.folder, self.cog, self.report = sources, folder, cog, report
         self.on_finished = on_finished
         self.written: list[Path] = []

@@ -8,7 +8,7 @@ from qgis.core import QgsLayerTreeGroup, QgsProject, QgsRasterLayer
 
 from .logger import get_logger
 from .runner import RunOutcome
-from .styling import apply_style, save_sidecar, title
+from .styling import apply_style, title
 
 log = get_logger()
 
@@ -59,8 +59,7 @@ def add_run_layers(outcome: RunOutcome, input_name: str, project: QgsProject | N
         if not layer.isValid():
             log.warning("output %s (%s) cannot be opened as a raster layer; skipped", key, path)
             continue
-        apply_style(layer, key, outcome.spec)
-        save_sidecar(layer)
+        apply_style(layer, key, outcome.spec)  # and its <name>.qml beside the file
         layer.setCustomProperty(RUN_PROPERTY, outcome.run_dir)
         layer.setCustomProperty(KEY_PROPERTY, key)
         project.addMapLayer(layer, False)

@@ -11,10 +11,10 @@ from .paths import PLUGIN_NAME
 LOGGER_NAME = "mtl_explain"
 
 _LEVELS = (
-    (logging.ERROR, Qgis.Critical),
-    (logging.WARNING, Qgis.Warning),
-    (logging.INFO, Qgis.Info),
-    (logging.NOTSET, Qgis.Info),
+    (logging.ERROR, Qgis.MessageLevel.Critical),
+    (logging.WARNING, Qgis.MessageLevel.Warning),
+    (logging.INFO, Qgis.MessageLevel.Info),
+    (logging.NOTSET, Qgis.MessageLevel.Info),
 )
 
 

@@ -33,11 +33,6 @@ def i18n_dir() -> Path:
     return _first_existing(PLUGIN_DIR / "i18n", PLUGIN_DIR.parent / "i18n")
 
 
-def styles_dir() -> Path:
-    """The folder of QML styles, one per output product."""
-    return resources_dir() / "styles"
-
-
 def icon_path(name: str = "icon.svg") -> Path:
     """Path of an icon in ``resources``."""
     return resources_dir() / name

@@ -47,7 +47,7 @@ class PredictTask(QgsTask):
             job: the run (a predict or explain job; ``out`` is the parent of the run's folder).
             on_finished: called on the main thread with the :class:`TaskResult`, whatever the ending.
         """
-        super().__init__(f"MTL Explain: {job.kind} {job.name or 'raster'}", QgsTask.CanCancel)
+        super().__init__(f"MTL Explain: {job.kind} {job.name or 'raster'}", QgsTask.Flag.CanCancel)
         self.job = job
         self.on_finished = on_finished
         self.result = TaskResult(job)

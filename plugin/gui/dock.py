@@ -80,7 +80,7 @@ class MtlExplainDock(QgsDockWidget):
 
         self.deps_label = QLabel()
         self.deps_label.setWordWrap(True)
-        self.deps_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.deps_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.copy_command_button = QPushButton(self.tr("Copy install command"))
         self.install_button = QPushButton(self.tr("Install ONNX Runtime into a private folder"))
         self.install_button.setToolTip(self.tr("onnxruntime (tens of MB) for QGIS's own Python: runs every "
@@ -101,7 +101,7 @@ class MtlExplainDock(QgsDockWidget):
 
         form = QFormLayout()
         self.layer_combo = QgsMapLayerComboBox()
-        self.layer_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.layer_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         form.addRow(self.tr("Raster layer"), self.layer_combo)
         self.model_file = QgsFileWidget()
         self.model_file.setFilter(self.tr("MTL Explain models (*.safetensors *.onnx);;All files (*)"))
@@ -118,7 +118,7 @@ class MtlExplainDock(QgsDockWidget):
 
         self.summary_label = QLabel()
         self.summary_label.setWordWrap(True)
-        self.summary_label.setTextFormat(Qt.RichText)
+        self.summary_label.setTextFormat(Qt.TextFormat.RichText)
         layout.addWidget(self.summary_label)
 
         bands_box = QgsCollapsibleGroupBox(self.tr("Band mapping (model band ← layer band)"))
@@ -140,7 +140,7 @@ class MtlExplainDock(QgsDockWidget):
             self.extent_combo.addItem(self.tr(label), key)
         el.addRow(self.tr("Area"), self.extent_combo)
         self.aoi_combo = QgsMapLayerComboBox()
-        self.aoi_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.aoi_combo.setFilters(QgsMapLayerProxyModel.Filter.PolygonLayer)
         self.aoi_combo.setEnabled(False)
         el.addRow(self.tr("Polygon layer"), self.aoi_combo)
         layout.addWidget(extent_box)
@@ -150,7 +150,7 @@ class MtlExplainDock(QgsDockWidget):
         self.truth_box.setChecked(False)
         self.truth_form = QFormLayout(self.truth_box)
         self.labels_combo = QgsMapLayerComboBox()
-        self.labels_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.labels_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         self.labels_combo.setAllowEmptyLayer(True)
         self.labels_combo.setLayer(None)
         self.truth_form.addRow(self.tr("Reference labels"), self.labels_combo)
@@ -206,7 +206,7 @@ class MtlExplainDock(QgsDockWidget):
         self.check_worker_button = QPushButton(self.tr("Check worker"))
         ol.addRow(self.check_worker_button, self.worker_label)
         self.out_dir = QgsFileWidget()
-        self.out_dir.setStorageMode(QgsFileWidget.GetDirectory)
+        self.out_dir.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         self.out_dir.setFilePath(self.default_output_folder())
         self.out_dir.setToolTip(self.tr("Each run writes into its own sub-folder here. Left as proposed, it follows "
                                         "the project: next to the saved project file at run time."))
@@ -251,7 +251,7 @@ class MtlExplainDock(QgsDockWidget):
 
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(body)
         panel = QWidget()
         pl = QVBoxLayout(panel)
@@ -475,7 +475,7 @@ class MtlExplainDock(QgsDockWidget):
         self.truth_combos = {}
         for m in (self.spec.aux if self.spec else []):
             combo = QgsMapLayerComboBox()
-            combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+            combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
             combo.setAllowEmptyLayer(True)
             combo.setLayer(None)
             combo.setToolTip(self.tr("The real auxiliary raster, with the model's bands in order"))

@@ -33,13 +33,13 @@ class ExportDialog(QDialog):
         self.layer_list = QListWidget()
         form.addRow(self.tr("Layers"), self.layer_list)
         self.folder = QgsFileWidget()
-        self.folder.setStorageMode(QgsFileWidget.GetDirectory)
+        self.folder.setStorageMode(QgsFileWidget.StorageMode.GetDirectory)
         form.addRow(self.tr("Folder"), self.folder)
         self.cog_check = QCheckBox(self.tr("Cloud Optimized GeoTIFF (COG)"))
         form.addRow("", self.cog_check)
         self.report_check = QCheckBox(self.tr("Copy the HTML report"))
         form.addRow("", self.report_check)
-        buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
@@ -53,9 +53,9 @@ class ExportDialog(QDialog):
         group = self.groups[self.run_combo.currentIndex()]
         for key, layer in run_layers(group).items():
             item = QListWidgetItem(layer.name())
-            item.setData(Qt.UserRole, (key, layer.source()))
-            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-            item.setCheckState(Qt.Checked)
+            item.setData(Qt.ItemDataRole.UserRole, (key, layer.source()))
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked)
             self.layer_list.addItem(item)
         report = report_of(group)
         self.report_check.setEnabled(report is not None)
@@ -66,8 +66,8 @@ class ExportDialog(QDialog):
         sources = {}
         for i in range(self.layer_list.count()):
             item = self.layer_list.item(i)
-            if item.checkState() == Qt.Checked:
-                key, path = item.data(Qt.UserRole)
+            if item.checkState() == Qt.CheckState.Checked:
+                key, path = item.data(Qt.ItemDataRole.UserRole)
                 sources[key] = path
         report = None
         if self.groups and self.report_check.isChecked():

@@ -42,7 +42,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..core import deps
 from ..core.paths import default_model, icon_path
-from ..core.styling import apply_style, save_sidecar, title
+from ..core.styling import apply_style, title
 
 # Enum options: saved models, batch files and qgis_process calls refer to them by index, so these lists
 # only ever grow at the end.
@@ -73,7 +73,6 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
 
     def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 (QGIS name)
         apply_style(layer, self.key, self.spec)
-        save_sidecar(layer)
 
 
 class _Base(QgsProcessingAlgorithm):
@@ -175,19 +174,19 @@ class PredictAlgorithm(_Base):
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
         model = default_model()
         self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, self.tr("Model file"), QgsProcessingParameterFile.File,
+            self.MODEL, self.tr("Model file"), QgsProcessingParameterFile.Behavior.File,
             fileFilter="Models (*.safetensors *.onnx)", defaultValue=str(model) if model else None))
         self.addParameter(QgsProcessingParameterString(
             self.BANDS, self.tr("Band mapping (e.g. 1,2,3,4)"), optional=True))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent"), optional=True))
         self.addParameter(QgsProcessingParameterNumber(
-            self.TILE, self.tr("Tile size in pixels (0: from the model)"), QgsProcessingParameterNumber.Integer, 0,
+            self.TILE, self.tr("Tile size in pixels (0: from the model)"), QgsProcessingParameterNumber.Type.Integer, 0,
             minValue=0))
         self.addParameter(QgsProcessingParameterNumber(
-            self.OVERLAP, self.tr("Overlap in pixels (-1: from the model)"), QgsProcessingParameterNumber.Integer, -1,
-            minValue=-1))
+            self.OVERLAP, self.tr("Overlap in pixels (-1: from the model)"), QgsProcessingParameterNumber.Type.Integer,
+            -1, minValue=-1))
         self.addParameter(QgsProcessingParameterNumber(
-            self.BATCH, self.tr("Batch size"), QgsProcessingParameterNumber.Integer, 4, minValue=1))
+            self.BATCH, self.tr("Batch size"), QgsProcessingParameterNumber.Type.Integer, 4, minValue=1))
         self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICES, defaultValue=0))
         self.addParameter(QgsProcessingParameterEnum(
             "PRECISION", self.tr("Precision (fast: the model's int8 twin, <name>.int8.mtl.onnx beside it)"),
@@ -200,14 +199,14 @@ class PredictAlgorithm(_Base):
         for param in (  # a sharded run on Dask (advanced): in the worker process, which starts the cluster
                 QgsProcessingParameterNumber(
                     self.WORKERS, self.tr("Dask workers on this machine (0: one process, as usual)"),
-                    QgsProcessingParameterNumber.Integer, 0, minValue=0),
+                    QgsProcessingParameterNumber.Type.Integer, 0, minValue=0),
                 QgsProcessingParameterString(
                     self.SCHEDULER, self.tr("Dask scheduler address (e.g. tcp://host:8786; its workers must see "
                                             "the same paths)"), optional=True),
                 QgsProcessingParameterBoolean(
                     self.VRT, self.tr("Sharded run: each layer a VRT over its shards (faster, no copy into one "
                                       "file; keep the VRT beside its shards folder)"), False)):
-            param.setFlags(param.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+            param.setFlags(param.flags() | QgsProcessingParameterDefinition.Flag.FlagAdvanced)
             self.addParameter(param)
         self._extra_parameters()
         self.addParameter(QgsProcessingParameterFolderDestination(self.OUTPUT_FOLDER, self.tr("Output folder")))
@@ -339,7 +338,7 @@ class ExplainAlgorithm(PredictAlgorithm):
     def _extra_parameters(self) -> None:
         self.addParameter(QgsProcessingParameterMultipleLayers(
             self.AUX_TRUTH, self.tr("True auxiliary rasters (one per modality, in the model's order)"),
-            QgsProcessing.TypeRaster, optional=True))
+            QgsProcessing.SourceType.TypeRaster, optional=True))
         self.addParameter(QgsProcessingParameterRasterLayer(self.LABELS, self.tr("Reference labels"), optional=True))
         self.addParameter(QgsProcessingParameterBand(
             "LABELS_BAND", self.tr("Labels band (empty: the band the model was trained on)"), None, self.LABELS,

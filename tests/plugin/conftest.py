@@ -22,13 +22,13 @@ def wait_for(condition: Callable[[], bool], timeout: float = 300.0) -> None:
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
-        QCoreApplication.processEvents(QEventLoop.AllEvents, 50)
+        QCoreApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
         time.sleep(0.02)
 
 
 def flush_deletions() -> None:
     """Run pending deleteLater() calls, as QGIS's event loop would."""
-    QCoreApplication.sendPostedEvents(None, QEvent.DeferredDelete)
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
     QCoreApplication.processEvents()
 
 

@@ -118,8 +118,8 @@ def panel_run() -> None:
     def hold(_progress: float) -> None:
         grabbed.wait(10)
 
-    plugin.task.progressChanged.connect(grab_during, Qt.QueuedConnection)
-    plugin.task.progressChanged.connect(hold, Qt.DirectConnection)
+    plugin.task.progressChanged.connect(grab_during, Qt.ConnectionType.QueuedConnection)
+    plugin.task.progressChanged.connect(hold, Qt.ConnectionType.DirectConnection)
     wait(lambda: plugin.task is None, panel_done)
 
 

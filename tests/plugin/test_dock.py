@@ -40,10 +40,10 @@ def _run_and_cancel_midway(plugin, dock) -> set[str]:
     dock.overlap_spin.setValue(0)
     dock.batch_spin.setValue(1)
     layers_before = set(QgsProject.instance().mapLayers())
-    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    QTest.mouseClick(dock.run_button, Qt.MouseButton.LeftButton)
     task = plugin.task
     assert task is not None
-    task.progressChanged.connect(lambda _p: task.cancel(), Qt.DirectConnection)
+    task.progressChanged.connect(lambda _p: task.cancel(), Qt.ConnectionType.DirectConnection)
     wait_for(lambda: plugin.task is None)
     return layers_before
 
@@ -57,7 +57,7 @@ def _hold_at_first_progress(task) -> tuple[threading.Event, threading.Event]:
             reached.set()
             release.wait(30)
 
-    task.progressChanged.connect(hold, Qt.DirectConnection)
+    task.progressChanged.connect(hold, Qt.ConnectionType.DirectConnection)
     return reached, release
 
 
@@ -73,7 +73,7 @@ def test_run_adds_styled_layers(loaded_plugin, crop_dir, tiny_model, tmp_path):
     assert "developed" in dock.summary_label.text()
     assert dock.run_button.isEnabled()
 
-    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    QTest.mouseClick(dock.run_button, Qt.MouseButton.LeftButton)
     assert loaded_plugin.task is not None
     wait_for(lambda: loaded_plugin.task is None)
 
@@ -115,11 +115,11 @@ def test_cancel_button_cancels(loaded_plugin, crop_dir, tiny_model, tmp_path):
     layer = QgsRasterLayer(str(crop_dir / "raleigh_vnir.tif"), "vnir crop")
     out = tmp_path / "out"
     dock = _prepare(loaded_plugin, layer, tiny_model, out)
-    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    QTest.mouseClick(dock.run_button, Qt.MouseButton.LeftButton)
     assert dock.cancel_button.isEnabled()
     reached, release = _hold_at_first_progress(loaded_plugin.task)  # the run is surely mid-way at the click
     wait_for(reached.is_set)
-    QTest.mouseClick(dock.cancel_button, Qt.LeftButton)
+    QTest.mouseClick(dock.cancel_button, Qt.MouseButton.LeftButton)
     release.set()
     wait_for(lambda: loaded_plugin.task is None)
     assert run_groups() == [] and _files(out) == []
@@ -135,7 +135,7 @@ def test_wrong_band_count_is_flagged_before_run(loaded_plugin, crop_dir, tiny_mo
     assert f"has {layer.bandCount()} band(s) but the model expects 4" in text
     assert "optical/blue" in text
     assert not dock.run_button.isEnabled()
-    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    QTest.mouseClick(dock.run_button, Qt.MouseButton.LeftButton)
     assert loaded_plugin.task is None
     assert not (tmp_path / "out").exists()
 
@@ -163,7 +163,7 @@ def test_run_with_ground_truth_adds_explanation_layers(loaded_plugin, crop_dir, 
     dock.labels_combo.setLayer(labels)
     dock.product_checks["sensitivity"].setChecked(False)
 
-    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    QTest.mouseClick(dock.run_button, Qt.MouseButton.LeftButton)
     wait_for(lambda: loaded_plugin.task is None)
 
     groups = run_groups()
@@ -211,7 +211,7 @@ def test_a_real_auxiliary_layer_with_other_bands_is_refused_before_run(loaded_pl
     dock = _prepare(loaded_plugin, layer, tiny_model, tmp_path / "out")
     dock.truth_box.setChecked(True)
     dock.truth_combos["swir"].setLayer(layer)  # 4 optical bands offered as the 2 SWIR bands
-    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    QTest.mouseClick(dock.run_button, Qt.MouseButton.LeftButton)
     assert loaded_plugin.task is None
     assert "has 4 band(s) but the model's swir modality has 2 (swir1, swir2)" in dock.status_label.text()
     assert not (tmp_path / "out").exists()
@@ -221,7 +221,7 @@ def test_ground_truth_ticked_without_raster_is_refused(loaded_plugin, crop_dir, 
     layer = QgsRasterLayer(str(crop_dir / "raleigh_vnir.tif"), "vnir crop")
     dock = _prepare(loaded_plugin, layer, tiny_model, tmp_path / "out")
     dock.truth_box.setChecked(True)
-    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    QTest.mouseClick(dock.run_button, Qt.MouseButton.LeftButton)
     assert loaded_plugin.task is None
     assert "no raster is chosen" in dock.status_label.text()
 
@@ -271,7 +271,7 @@ def test_area_of_interest_in_another_crs(loaded_plugin, crop_dir, tiny_model, tm
     assert ext.xMinimum() < xmin < xmax < ext.xMaximum() and ext.yMinimum() < ymin < ymax < ext.yMaximum()
     assert params.mask == str(tmp_path / "aoi.gpkg")
 
-    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    QTest.mouseClick(dock.run_button, Qt.MouseButton.LeftButton)
     wait_for(lambda: loaded_plugin.task is None)
     groups = run_groups()
     assert len(groups) == 1, dock.status_label.text()
@@ -292,9 +292,9 @@ def test_engine_error_reaches_the_message_bar(loaded_plugin, qgis_iface, crop_di
     dock = _prepare(loaded_plugin, layer, tiny_model, blocker / "out")
     bar = qgis_iface.messageBar()
     bar.clear_messages()
-    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    QTest.mouseClick(dock.run_button, Qt.MouseButton.LeftButton)
     wait_for(lambda: loaded_plugin.task is None)
-    critical = " ".join(bar.get_messages(Qgis.Critical))
+    critical = " ".join(bar.get_messages(Qgis.MessageLevel.Critical))
     assert "cannot create output folder" in critical and "choose another" in critical
     assert "cannot create output folder" in dock.status_label.text()
     assert run_groups() == []
@@ -335,7 +335,7 @@ def test_bundled_default_model_is_preselected_and_runs_on_the_real_sample(loaded
     layer = QgsRasterLayer(str(sample_config.parent / "raleigh_vnir.tif"), "raleigh_vnir")
     dock = _prepare(loaded_plugin, layer, model, tmp_path / "out")
     assert dock.mapping.ok and dock.mapping.by_name
-    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    QTest.mouseClick(dock.run_button, Qt.MouseButton.LeftButton)
     wait_for(lambda: loaded_plugin.task is None)
     groups = run_groups()
     assert len(groups) == 1, dock.status_label.text()
@@ -359,20 +359,20 @@ def test_unload_during_a_run_cancels_it_cleanly(qgis_iface, qgis_new_project, cr
     dock.tile_spin.setValue(32)
     dock.overlap_spin.setValue(0)
     dock.batch_spin.setValue(1)
-    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    QTest.mouseClick(dock.run_button, Qt.MouseButton.LeftButton)
     task = instance.task
     assert task is not None
     reached, release = _hold_at_first_progress(task)  # unload while the run is surely mid-way
     wait_for(reached.is_set)
     ended = []
-    task.taskTerminated.connect(lambda: ended.append(QgsTask.Terminated))
-    task.taskCompleted.connect(lambda: ended.append(QgsTask.Complete))
+    task.taskTerminated.connect(lambda: ended.append(QgsTask.TaskStatus.Terminated))
+    task.taskCompleted.connect(lambda: ended.append(QgsTask.TaskStatus.Complete))
     instance.unload()
     release.set()
     flush_deletions()
     manager = QgsApplication.taskManager()
     wait_for(lambda: bool(ended) and manager.countActiveTasks() == 0)
-    assert ended == [QgsTask.Terminated] and run_groups() == [] and _files(out) == []
+    assert ended == [QgsTask.TaskStatus.Terminated] and run_groups() == [] and _files(out) == []
 
 
 def test_export_dialog_lists_the_runs_layers(loaded_plugin, crop_dir, tiny_model, tmp_path):
@@ -380,13 +380,13 @@ def test_export_dialog_lists_the_runs_layers(loaded_plugin, crop_dir, tiny_model
 
     layer = QgsRasterLayer(str(crop_dir / "raleigh_vnir.tif"), "vnir crop")
     dock = _prepare(loaded_plugin, layer, tiny_model, tmp_path / "out")
-    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    QTest.mouseClick(dock.run_button, Qt.MouseButton.LeftButton)
     wait_for(lambda: loaded_plugin.task is None)
     dialog = ExportDialog()
     assert dialog.run_combo.count() == 1
     dialog.folder.setFilePath(str(tmp_path / "export"))
     dialog.cog_check.setChecked(True)
-    dialog.layer_list.item(0).setCheckState(Qt.Unchecked)
+    dialog.layer_list.item(0).setCheckState(Qt.CheckState.Unchecked)
     sources, folder, cog, report = dialog.selection()
     assert folder == str(tmp_path / "export") and cog and report is None
     assert len(sources) == dialog.layer_list.count() - 1 == 3
@@ -426,7 +426,7 @@ def test_fast_precision_runs_the_int8_twin_and_says_what_it_costs(loaded_plugin,
     dock.precision_combo.setCurrentIndex(1)
     jobs = []
     dock.runRequested.connect(jobs.append)
-    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    QTest.mouseClick(dock.run_button, Qt.MouseButton.LeftButton)
     wait_for(lambda: loaded_plugin.task is None)
     assert [j.model for j in jobs] == [str(twin)] and len(run_groups()) == 1, dock.status_label.text()
     # A model without a twin offers exact only, and a run uses the file itself.
@@ -445,10 +445,10 @@ def test_an_input_unlike_the_training_data_is_a_warning_not_a_success(loaded_plu
     dock = _prepare(loaded_plugin, layer, tiny_model, tmp_path / "out")
     bar = qgis_iface.messageBar()
     bar.clear_messages()
-    QTest.mouseClick(dock.run_button, Qt.LeftButton)
+    QTest.mouseClick(dock.run_button, Qt.MouseButton.LeftButton)
     wait_for(lambda: loaded_plugin.task is None)
     assert len(run_groups()) == 1  # the layers are there
-    warning = " ".join(bar.get_messages(Qgis.Warning))
+    warning = " ".join(bar.get_messages(Qgis.MessageLevel.Warning))
     assert "unlike the model's training data" in warning and "unlike the model's training data" in \
         dock.status_label.text()
-    assert not bar.get_messages(Qgis.Success)
+    assert not bar.get_messages(Qgis.MessageLevel.Success)

@@ -6,7 +6,11 @@ import logging
 import os
 
 from qgis.core import QgsApplication
-from qgis.PyQt.QtWidgets import QAction, QDockWidget
+from qgis.PyQt.QtWidgets import QDockWidget
+try:
+    from qgis.PyQt.QtGui import QAction  # Qt6 (QGIS 4)
+except ImportError:
+    from qgis.PyQt.QtWidgets import QAction  # Qt5 (QGIS 3)
 
 from .conftest import flush_deletions
 
@@ -67,7 +71,7 @@ def test_plugin_says_what_qgis_lacks_and_how_to_install_it(qgis_iface, qgis_new_
     instance = plugin.classFactory(qgis_iface)
     instance.initGui()
     try:
-        warnings = " ".join(bar.get_messages(1))  # Qgis.Warning
+        warnings = " ".join(bar.get_messages(1))  # Qgis.MessageLevel.Warning
         assert "ONNX Runtime" in warnings and "pip install --user onnxruntime" in warnings
         dock = instance.dock
         assert not dock.deps_box.isHidden() and not dock.install_button.isHidden()

@@ -55,9 +55,11 @@ def test_check_package_catches_bad_zips(tmp_path):
         zf.writestr(info, "x = eval(input())  # noqa\n")  # bandit B307, medium severity
         zf.writestr("bad/.hidden", "x")
         zf.writestr("bad/run.sh", "echo\n")
+        zf.writestr("bad/gui.py", "from qgis.PyQt.QtCore import Qt\nALIGN = Qt.AlignLeft\n")
         zf.writestr("bad/metadata.txt", "[general]\nname=Bad\n")
     problems = "\n".join(check_package.check(bad))
-    for expected in ("executable .py", "hidden file", "forbidden file type", "required field 'email'", "bandit"):
+    for expected in ("executable .py", "hidden file", "forbidden file type", "required field 'email'", "bandit",
+                     "qgisMaximumVersion=4.99", "gui.py:2: Qt.AlignLeft"):
         assert expected in problems
 
 

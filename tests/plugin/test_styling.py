@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,8 @@ import pytest
 from osgeo import gdal, osr
 from qgis.core import QgsRasterLayer
 
-from plugin.core.styling import apply_style, rgb_bands, title
+from mtl_core.io.styles import rgb_bands
+from plugin.core.styling import apply_style, title
 
 from ..conftest import make_spec
 
@@ -125,3 +128,38 @@ def test_product_titles_go_through_qt_translation(spec):
     finally:
         QCoreApplication.removeTranslator(french)
     assert title("agreement", spec) == "Error agreement"
+
+
+def test_cli_outputs_carry_the_plugins_styles(tiny_model, crop_dir, tmp_path):
+    """``mtl explain`` writes a .qml beside every output; QGIS loads it when the raster is added by hand, and
+    it is byte for byte the style the plugin gives the same layer."""
+    from mtl_core.modelfile import load_model
+
+    out = tmp_path / "cli"
+    subprocess.run([sys.executable, "-m", "mtl_core.cli", "-q", "explain", str(tiny_model),
+                    str(crop_dir / "raleigh_vnir.tif"), "--aux", f"swir={crop_dir / 'raleigh_swir.tif'}", "--labels",
+                    str(crop_dir / "raleigh_landcover.tif"), "--out", str(out), "--no-sensitivity"], check=True)
+    tifs = sorted(out.glob("*.tif"))
+    assert len(tifs) >= 8
+    cli_styles = {t: t.with_suffix(".qml").read_bytes() for t in tifs}
+    spec = load_model(tiny_model)[0].to_dict()
+    by_file = {Path(v).name: k for k, v in _outputs(out, spec).items()}
+    for tif, written in cli_styles.items():
+        layer = QgsRasterLayer(str(tif), tif.stem)  # added by hand: QGIS loads the sidecar itself
+        key = by_file[tif.name]
+        expected_type = layer.renderer().type()
+        assert apply_style(layer, key, spec) == expected_type != "", tif.name
+        assert tif.with_suffix(".qml").read_bytes() == written, f"{tif.name}: the plugin's style is not the CLI's"
+    main = next(t for t in tifs if by_file[t.name] == "main")
+    classes = QgsRasterLayer(str(main), "classes")  # kept in a name: the layer owns the renderer
+    assert [c.label for c in classes.renderer().classes()] == [c["name"] for c in spec["classes"]]
+
+
+def _outputs(folder: Path, spec: dict) -> dict[str, str]:
+    from mtl_core.engine.products import all_layers
+    from mtl_core.spec import ModelSpec
+
+    stem = "raleigh_vnir"
+    layers = all_layers(ModelSpec.from_dict(spec))
+    return {key: str(folder / f"{stem}_{layer.suffix}.tif") for key, layer in layers.items()
+            if (folder / f"{stem}_{layer.suffix}.tif").exists()}
