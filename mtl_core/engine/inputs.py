@@ -155,9 +155,10 @@ def _polygon_truth(spec: ModelSpec, grid: Grid, path: str, field: str | None) ->
         source = ogr.Open(str(path))
         names = [source.GetLayerByIndex(i).GetName() for i in range(source.GetLayerCount())]
         layer = layer if layer in names else None
-    return PolygonLabels(path, field, grid, spec.task, layer,
+    same = data.get("labels_field") == field  # the field it was trained on: its ignored values stay ignored
+    return PolygonLabels(path, field, grid, spec.task, layer, ignore=data.get("labels_ignore") or [] if same else [],
                          model_classes=None if spec.task == "regression" else spec.classes,
-                         label_values=data.get("label_values") if data.get("labels_field") == field else None)
+                         label_values=data.get("label_values") if same else None)
 
 
 class Truth:
