@@ -252,7 +252,8 @@ def set_torch_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _train(job: Job, progress: Progress | bool, cancelled: Callable[[], bool] | None) -> JobResult:
+def _train(job: Job, progress: Progress | bool, cancelled: Callable[[], bool] | None,
+           report: Callable[[dict], None] | None = None) -> JobResult:
     from .config import load_config, parse_config
     from .modelfile import save_model
     from .spec import Architecture
@@ -283,9 +284,11 @@ def _train(job: Job, progress: Progress | bool, cancelled: Callable[[], bool] | 
     if unknown:
         raise ConfigError(f"aux weights (--aux-weight) name {unknown}, which the configuration does not have; its "
                           f"auxiliary modalities are {names or 'none'}")
-    result = train(cfg, TrainOptions(**opts), progress=progress, cancelled=cancelled)
+    result = train(cfg, TrainOptions(**opts), progress=progress, cancelled=cancelled, report=report)
     if not result.test:  # not rank 0 under torchrun: nothing to write
         return JobResult(device=str(opts["device"]))
+    if report is not None:
+        report({"kind": "phase", "phase": "writing the model"})
     save_model(out, result.spec, result.state_dict, half=job.half)
     try:
         outputs = {"model": str(out), "dataset": str(write_dataset(cfg, out))}
@@ -332,7 +335,8 @@ def _export(job: Job) -> JobResult:
     return JobResult(outputs={"model": str(out)}, device="cpu", spec=read_spec(out).to_dict())
 
 
-def run_job(job: Job, progress: Progress | bool = False, cancelled: Callable[[], bool] | None = None) -> JobResult:
+def run_job(job: Job, progress: Progress | bool = False, cancelled: Callable[[], bool] | None = None,
+            report: Callable[[dict], None] | None = None) -> JobResult:
     """Run a job to the end and return what it wrote.
 
     Args:
@@ -340,13 +344,15 @@ def run_job(job: Job, progress: Progress | bool = False, cancelled: Callable[[],
         progress: True for a progress bar, or a callback receiving the fraction done (0..1).
         cancelled: polled between tile batches / training steps; when it returns True the job stops with
             :class:`~mtl_core.errors.CancelledError`, leaving no output behind.
+        report: a train job's live record (phases, each step's losses, each validation's metrics; see
+            :func:`mtl_core.training.train.train`).
 
     Raises:
         mtl_core.errors.MtlError: anything the job refuses, with the reason and the fix.
     """
     start = time.perf_counter()
     if job.kind == "train":
-        result = _train(job, progress, cancelled)
+        result = _train(job, progress, cancelled, report)
     elif job.kind == "export":
         result = _export(job)
     else:

@@ -6,6 +6,8 @@ standard input. Standard output carries only events, one JSON object a line:
 * ``{"event": "started", "pid": …, "python": …, "kind": …}``
 * ``{"event": "progress", "fraction": 0.42, "phase": "train"}``
 * ``{"event": "log", "level": "INFO", "message": …}``
+* ``{"event": "train", "kind": "phase" | "step" | "validation", …}``: a train job's live record (the phase, each
+  step's losses, each validation's metrics), for curves drawn while it trains
 * ``{"event": "result", "result": {…}}`` (:class:`~mtl_core.jobs.JobResult` as a dict), exit status 0
 * ``{"event": "error", "message": …, "type": …, "exit": N}``: the same message the CLI prints, exit
   status 2 for a refused job (``MtlError``), 1 for an unexpected failure, 130/143 when cancelled.
@@ -99,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         job = Job.from_json(text)
         events.send("started", pid=os.getpid(), python=sys.executable, kind=job.kind)
         phase = {"train": "train", "export": "export"}.get(job.kind, "predict")
-        result = run_job(job, progress=lambda f: events.progress(f, phase), cancelled=stop.is_set)
+        result = run_job(job, progress=lambda f: events.progress(f, phase), cancelled=stop.is_set,
+                         report=lambda record: events.send("train", **record))
         if stop.is_set():  # a signal after the job's last check: what it wrote is not wanted
             for path in [*result.outputs.values(), result.report]:
                 if path:

@@ -66,13 +66,15 @@ class WorkerClient:
     Args:
         python: interpreter with torch (and the rest of ``requirements.txt``) installed.
         on_log: receives ``(level, message)`` for each log record of the worker.
+        on_train: receives a train job's live record (``{"kind": "phase" | "step" | "validation", …}``).
     """
 
     def __init__(self, python: str, on_log: Callable[[str, str], None] | None = None,
-                 extra_paths: list[str] | None = None) -> None:
+                 extra_paths: list[str] | None = None, on_train: Callable[[dict], None] | None = None) -> None:
         self.python = python
         self.extra_paths = extra_paths or []
         self.on_log = on_log or (lambda level, message: log.info("worker: %s", message))
+        self.on_train = on_train
         self.pid: int | None = None
 
     def command(self) -> list[str]:
@@ -142,6 +144,8 @@ class WorkerClient:
                 progress(float(event.get("fraction", 0.0)))
             elif kind == "log":
                 self.on_log(event.get("level", "INFO"), event.get("message", ""))
+            elif kind == "train" and self.on_train is not None:
+                self.on_train({k: v for k, v in event.items() if k != "event"})
             elif kind == "result":
                 result = JobResult.from_dict(event.get("result", {}))
             elif kind == "error":

@@ -73,10 +73,11 @@ def test_plugin_says_what_qgis_lacks_and_how_to_install_it(qgis_iface, qgis_new_
     try:
         warnings = " ".join(bar.get_messages(1))  # Qgis.MessageLevel.Warning
         assert "ONNX Runtime" in warnings and "pip install --user onnxruntime" in warnings
-        dock = instance.dock
-        assert not dock.deps_box.isHidden() and not dock.install_button.isHidden()
-        assert "onnxruntime" in dock.deps_label.text()
-        assert not dock.run_button.isEnabled()
+        setup = instance.dock.setup_page
+        assert not setup.deps_box.isHidden() and not setup.install_button.isHidden()
+        assert "onnxruntime" in setup.deps_label.text()
+        assert not instance.dock.setup_banner.isHidden() and "Setup" in instance.dock.setup_banner.text()
+        assert not instance.dock.run_page.run_button.isEnabled()
     finally:
         instance.unload()
         flush_deletions()
@@ -153,7 +154,7 @@ iface = MagicMock()
 iface.mainWindow.return_value = QMainWindow()
 instance = plugin.classFactory(iface)
 instance.initGui()
-dock, report = instance.dock, {}
+dock, report = instance.dock.run_page, {}
 
 def wait(condition):
     deadline = time.monotonic() + 300
@@ -171,7 +172,7 @@ outcomes = []
 instance._run_finished = (lambda real: lambda result: (outcomes.append(result), real(result)))(instance._run_finished)
 for model in (str(default_model()), safetensors_model, safetensors_model):  # ONNX; export by the worker; cached
     dock.model_file.setFilePath(model)
-    assert dock.run_button.isEnabled(), dock.status_label.text() + dock.deps_label.text()
+    assert dock.run_button.isEnabled(), dock.status_label.text() + instance.dock.setup_page.deps_label.text()
     dock.run_button.click()
     wait(lambda: instance.task is None)
     assert outcomes[-1].ok, outcomes[-1].error

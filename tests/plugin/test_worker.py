@@ -40,6 +40,25 @@ def test_cancel_stops_the_worker_and_writes_nothing(crop_dir, tmp_path):
     assert seen and _gone(client.pid) and list(tmp_path.iterdir()) == []
 
 
+def test_training_reports_its_phases_losses_and_validations(crop_dir, tmp_path):
+    """What the Train page draws: every step's losses (main, each auxiliary modality, total), each validation's
+    metrics and the phases, as they happen."""
+    out = tmp_path / "m.mtl.safetensors"
+    records: list[dict] = []
+    job = Job(kind="train", config=str(crop_dir / "crop.yaml"), out=str(out), device="cpu",
+              train={"steps": 6, "batch_size": 2, "eval_every": 3, "architecture": {"encoder_depth": 3}})
+    result = WorkerClient(sys.executable, on_train=records.append).run(job)
+    steps = [r for r in records if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6] and {r["steps"] for r in steps} == {6}
+    assert all(set(r["losses"]) == {"main", "aux/swir", "total"} and r["losses"]["main"] > 0 for r in steps)
+    validations = [r for r in records if r["kind"] == "validation"]
+    assert [r["step"] for r in validations] == [3, 6] and all("miou" in r["metrics"] for r in validations)
+    phases = [r["phase"] for r in records if r["kind"] == "phase"]
+    assert phases[0] == "reading data" and phases[-1] == "writing the model"
+    assert {"training", "validating", "testing", "fitting the error model"} <= set(phases)
+    assert out.exists() and result.metrics
+
+
 def test_a_killed_worker_is_reported_with_the_likely_cause(crop_dir, tmp_path):
     out = tmp_path / "m.mtl.safetensors"
     client = WorkerClient(sys.executable)
