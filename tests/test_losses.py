@@ -1,8 +1,15 @@
 """Loss masking: unlabelled pixels and nodata targets contribute nothing."""
 
+import pytest
 import torch
 
-from mtl_core.training.losses import IGNORE_INDEX, UncertaintyWeighting, classification_loss, masked_regression_loss
+from mtl_core.training.losses import (
+    IGNORE_INDEX,
+    UncertaintyWeighting,
+    classification_loss,
+    distillation_loss,
+    masked_regression_loss,
+)
 
 
 def test_cross_entropy_ignores_unlabelled_pixels():
@@ -42,3 +49,22 @@ def test_uncertainty_weighting_learns_lower_weight_for_the_noisier_task():
         opt.step()
     weights = w.weights()
     assert weights["aux/swir"] < weights["main"]
+
+
+def test_distillation_matches_the_teacher_on_valid_pixels_only():
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 4, 8, 8)
+    valid = torch.zeros(2, 8, 8, dtype=torch.bool)
+    valid[:, :4] = True
+    assert distillation_loss(teacher.clone(), teacher, valid, "segmentation").item() == pytest.approx(0, abs=1e-6)
+    student = teacher.clone()
+    student[:, :, 4:] = torch.randn(2, 4, 4, 8)  # differs only where nothing is valid
+    assert distillation_loss(student, teacher, valid, "segmentation").item() == pytest.approx(0, abs=1e-6)
+    student = torch.randn(2, 4, 8, 8, requires_grad=True)
+    loss = distillation_loss(student, teacher, valid, "segmentation")
+    loss.backward()
+    assert loss.item() > 0 and student.grad[:, :, 4:].abs().sum() == 0
+    assert distillation_loss(student, teacher, torch.zeros_like(valid), "segmentation").item() == 0
+    assert distillation_loss(torch.zeros(3, 4), torch.zeros(3, 4), None, "classification").item() == 0
+    reg = distillation_loss(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), None, "regression")
+    assert reg.item() == pytest.approx(1.0)

@@ -178,3 +178,28 @@ def test_torchrun_two_cpu_processes_end_with_the_same_weights(crop_dir, tmp_path
     assert spec.training["world_size"] == 2
     assert spec.training["ranks_weight_spread"] == 0.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp2.dataset.yaml", "ddp2.mtl.safetensors"]
+
+
+def test_distillation_needs_a_multimodal_teacher_of_the_same_data(crop_dir, trained_model, tmp_path):
+    """An mtl model learns from a multimodal teacher's outputs; any other model file is refused with the fix."""
+    from mtl_core.config import load_config
+    from mtl_core.errors import ConfigError
+    from mtl_core.modelfile import read_spec, save_model
+    from mtl_core.spec import Architecture
+    from mtl_core.training.train import TrainOptions, train
+
+    cfg = load_config(crop_dir / "crop.yaml")
+    small = dict(steps=2, batch_size=2, eval_every=2, architecture=Architecture(encoder_depth=3))
+    with pytest.raises(ConfigError, match="cannot teach this model: give a multimodal model"):
+        train(cfg, TrainOptions(distil_from=str(trained_model[0]), **small), progress=False)
+    teacher = train(cfg, TrainOptions(variant="multimodal", **small), progress=False)
+    save_model(tmp_path / "mm.mtl.safetensors", teacher.spec, teacher.state_dict)
+    seen = []
+    student = train(cfg, TrainOptions(distil_from=str(tmp_path / "mm.mtl.safetensors"), **small), progress=False,
+                    report=seen.append)
+    steps = [r["losses"] for r in seen if r["kind"] == "step"]
+    assert len(steps) == 2 and all(s["distil"] > 0 for s in steps)
+    assert steps[0]["total"] == pytest.approx(steps[0]["main"] + steps[0]["aux/swir"] + steps[0]["distil"], rel=1e-5)
+    save_model(tmp_path / "student.mtl.safetensors", student.spec, student.state_dict)
+    options = read_spec(tmp_path / "student.mtl.safetensors").training["options"]
+    assert options["distil_from"] == str(tmp_path / "mm.mtl.safetensors")  # the file says how it was trained

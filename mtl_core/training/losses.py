@@ -50,6 +50,31 @@ def masked_regression_loss(
     return diff.abs().mean() if kind == "l1" else (diff * diff).mean()
 
 
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, valid: torch.Tensor | None, task: str, temperature: float = 2.0
+) -> torch.Tensor:
+    """How far the student's main output is from a teacher's (Hinton, Vinyals and Dean, 2015).
+
+    Classes: KL divergence of the temperature-softened class distributions, times ``temperature**2``;
+    regression: MSE. Scored on every valid pixel, labelled or not: the teacher supervises where no label does.
+
+    Args:
+        student, teacher: (B, C, H, W) or (B, C) main-task outputs (logits, or normalised values).
+        valid: (B, H, W) pixels to score (per-pixel outputs only); None for every one.
+    """
+    if task == "regression":
+        return masked_regression_loss(student, teacher, valid if valid is not None else torch.ones_like(
+            student[:, 0], dtype=torch.bool), "mse")
+    log_p = F.log_softmax(student / temperature, dim=1)
+    log_q = F.log_softmax(teacher / temperature, dim=1)
+    kl = (log_q.exp() * (log_q - log_p)).sum(dim=1)
+    if valid is not None and kl.dim() > 1:
+        if not valid.any():
+            return student.sum() * 0.0
+        kl = kl[valid]
+    return kl.mean() * temperature**2
+
+
 class UncertaintyWeighting(nn.Module):
     """Learned task weighting by homoscedastic uncertainty (Kendall, Gal and Cipolla, CVPR 2018).
 

@@ -33,8 +33,8 @@ from .data import (
     modalities,
     regression_target,
 )
-from ..errors import CancelledError
-from .losses import UncertaintyWeighting, classification_loss, masked_regression_loss
+from ..errors import CancelledError, ConfigError
+from .losses import UncertaintyWeighting, classification_loss, distillation_loss, masked_regression_loss
 from ..metrics import ConfusionMatrix, RegressionErrors
 from ..model import MultiTaskModel, create_model, padded_size, resolve_device
 from ..io.raster import Window
@@ -60,6 +60,12 @@ class TrainOptions:
     main_weight: float = 1.0
     aux_weights: dict[str, float] = field(default_factory=dict)
     uncertainty_weighting: bool = False
+    #: mtl only: a multimodal model file trained on the same configuration whose main-task outputs the mtl model
+    #: also learns to match (distillation of privileged information); it reads the auxiliary modalities the mtl
+    #: model reconstructs, during training only.
+    distil_from: str | None = None
+    distil_weight: float = 1.0
+    distil_temperature: float = 2.0
 
 
 @dataclass
@@ -117,6 +123,37 @@ def _losses(out: dict, batch: dict, task: str, aux_loss: str) -> dict[str, torch
     for name, pred in out["aux"].items():
         losses[f"aux/{name}"] = masked_regression_loss(pred, batch["aux"][name], batch["aux_valid"][name], aux_loss)
     return losses
+
+
+class Teacher(torch.nn.Module):
+    """The multimodal model an mtl model is distilled from, fed from the mtl batch: the mtl model's inputs then
+    its auxiliary modalities, renormalised from the mtl model's band statistics to the teacher's."""
+
+    def __init__(self, path: str, spec: ModelSpec, device: torch.device) -> None:
+        from ..modelfile import load_model
+
+        super().__init__()
+        if spec.variant != "mtl":
+            raise ConfigError(f"distillation trains an mtl model from a multimodal one, not a {spec.variant} model")
+        teacher_spec, self.net = load_model(path, device)
+        bands = [b for m in spec.inputs + spec.aux for b in m.bands]
+        got = teacher_spec.input_bands
+        if (teacher_spec.variant != "multimodal" or teacher_spec.task != spec.task
+                or [c.value for c in teacher_spec.classes] != [c.value for c in spec.classes]
+                or [b.name for b in got] != [b.name for b in bands]):
+            raise ConfigError(
+                f"{path} cannot teach this model: give a multimodal model trained on the same dataset configuration "
+                f"(it is a {teacher_spec.variant} model reading {', '.join(b.name for b in got)}; this run's inputs "
+                f"and auxiliary bands are {', '.join(b.name for b in bands)})")
+        std = torch.tensor([[b.std, t.std] for b, t in zip(bands, got)], dtype=torch.float32, device=device)
+        mean = torch.tensor([[b.mean, t.mean] for b, t in zip(bands, got)], dtype=torch.float32, device=device)
+        self.scale = (std[:, 0] / std[:, 1])[None, :, None, None]
+        self.shift = ((mean[:, 0] - mean[:, 1]) / std[:, 1])[None, :, None, None]
+        self.net.eval()
+
+    @torch.no_grad()
+    def forward(self, image: torch.Tensor, aux: list[torch.Tensor]) -> torch.Tensor:
+        return self.net(torch.cat([image] + aux, dim=1) * self.scale + self.shift)["main"]
 
 
 @torch.no_grad()
@@ -178,6 +215,7 @@ def train(
     opts: TrainOptions,
     progress: bool | Callable[[float], None] = True,
     cancelled: Callable[[], bool] | None = None,
+    report: Callable[[dict], None] | None = None,
 ) -> TrainResult:
     """Train one variant on a dataset configuration and evaluate it on the held-out test blocks.
 
@@ -186,11 +224,21 @@ def train(
         opts: variant, budget, architecture and loss settings.
         progress: True for a progress bar, or a callback receiving the fraction of steps done.
         cancelled: polled before every step; when it returns True, training stops with CancelledError.
+        report: receives what a live view draws, as plain dicts: ``{"kind": "phase", "phase": …}`` (reading data,
+            training, validating, testing, fitting the error model), ``{"kind": "step", "step": k, "steps": n,
+            "losses": {"main": …, "aux/<name>": …, "total": …}}`` after every step and ``{"kind": "validation",
+            "step": k, "metrics": {…}}`` after every validation (rank 0 only).
 
     Returns:
         The spec (with normalisation, metrics and provenance) and the best weights by validation score.
     """
     rank, world = _distributed()
+
+    def say(kind: str, **fields) -> None:
+        if report is not None and rank == 0:
+            report({"kind": kind, **fields})
+
+    say("phase", phase="reading data")
     seed_everything(opts.seed + rank)
     device = resolve_device(opts.device)
     if device.type == "cuda" and world > 1:
@@ -225,6 +273,7 @@ def train(
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    teacher = Teacher(opts.distil_from, spec, device) if opts.distil_from else None
     weighting = UncertaintyWeighting(["main"] + [f"aux/{m.name}" for m in aux]).to(device)
     params = list(net.parameters()) + (list(weighting.parameters()) if opts.uncertainty_weighting else [])
     optimizer = torch.optim.AdamW(params, lr=opts.lr, weight_decay=opts.weight_decay)
@@ -240,10 +289,19 @@ def train(
             losses["total"] = opts.main_weight * losses["main"] + sum(
                 opts.aux_weights.get(k.split("/", 1)[1], 1.0) * v for k, v in losses.items() if k.startswith("aux/")
             )
+        if teacher is not None:
+            taught = teacher(batch["image"], [batch["aux"][m.name] for m in aux])
+            valid = batch["valid"]
+            for v in batch["aux_valid"].values():
+                valid = valid & v
+            losses["distil"] = distillation_loss(out["main"], taught, valid if task != "classification" else None,
+                                                 task, opts.distil_temperature)
+            losses["total"] = losses["total"] + opts.distil_weight * losses["distil"]
         return losses
 
     best_score, best_state, best_step, best_val = -float("inf"), None, 0, {}
     bar = tqdm(total=opts.steps, desc=f"train {opts.variant}", disable=progress is not True or rank != 0, unit="step")
+    say("phase", phase="training")
     for step, batch in enumerate(loader, start=1):
         if cancelled is not None and cancelled():
             raise CancelledError(f"training cancelled at step {step} of {opts.steps}; no model was written")
@@ -255,11 +313,15 @@ def train(
         scheduler.step()
         bar.update(1)
         bar.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()}, refresh=False)
+        say("step", step=step, steps=opts.steps, losses={k: float(v.item()) for k, v in losses.items()})
         if callable(progress):
             progress(step / opts.steps)
         if step % opts.eval_every == 0 or step == opts.steps:
             if rank == 0:
+                say("phase", phase="validating")
                 val = evaluate(model, spec, reader, blocks["val"], device)
+                say("validation", step=step, metrics=summary(val))
+                say("phase", phase="training")
                 if score(val, task) > best_score:
                     best_score, best_step, best_val = score(val, task), step, val
                     best_state = copy.deepcopy(model.state_dict())
@@ -269,6 +331,7 @@ def train(
     bar.close()
     spread = _rank_spread(model, world)
     model.load_state_dict(best_state or model.state_dict())
+    say("phase", phase="testing")
     test = evaluate(model, spec, reader, blocks["test"], device) if rank == 0 else {}
     spec.training = {
         "metrics": {f"test_{k}": v for k, v in summary(test).items()},
@@ -288,7 +351,8 @@ def train(
             "labels": str(cfg.labels.path),
             "labels_band": None if cfg.labels.is_vector else cfg.labels.band,
             **({"labels_field": cfg.labels.field_name, "labels_layer": cfg.labels.layer,
-                "label_values": scene.label_values, "polygons": asdict(scene.polygons)}
+                "label_values": scene.label_values, "labels_ignore": list(cfg.labels.ignore),
+                "polygons": asdict(scene.polygons)}
                if cfg.labels.is_vector else {}),
             "extent": cfg.extent,
             "split": asdict(cfg.split),
@@ -301,6 +365,8 @@ def train(
         spec.training["task_weights"] = weighting.weights()
     if spec.aux and task != "classification" and rank == 0:
         from .errormodel import fit_on_blocks  # reconstruction-error distribution of the training blocks
+
+        say("phase", phase="fitting the error model")
 
         spec.training["error_model"] = fit_on_blocks(model, spec, reader, blocks["train"], blocks["val"], device)
     return TrainResult(spec, {k: v.detach().cpu() for k, v in model.state_dict().items()}, best_val, test)
