@@ -6,6 +6,8 @@ reloading leave QGIS as it was.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from qgis.core import Qgis, QgsApplication
 from qgis.PyQt.QtCore import QCoreApplication, Qt
 from qgis.PyQt.QtGui import QIcon
@@ -17,7 +19,7 @@ except ImportError:
 from .core import deps
 from .core.logger import get_logger, remove_handlers
 from .core.paths import PLUGIN_NAME, i18n_dir, icon_path
-from .core.task import PredictTask, TaskResult
+from .core.task import PredictTask, SitesTask, TaskResult, TrainTask
 
 MENU = "&MTL Explain"
 
@@ -50,8 +52,11 @@ class MtlExplainPlugin:
         self.dock = None
         self.actions: list[QAction] = []
         self.task: PredictTask | None = None
+        self.train_task: TrainTask | None = None
         self.export_task = None
         self.install_task = None
+        self.sites_task: SitesTask | None = None
+        self.last_run: TaskResult | None = None  # the last successful run: sites to label are proposed from it
         deps.add_private_folder_to_path()
         self.translator = load_translation()
 
@@ -77,10 +82,14 @@ class MtlExplainPlugin:
         self.dock = MtlExplainDock(self.iface, self.iface.mainWindow())
         self.dock.setVisible(False)
         self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
-        self.dock.runRequested.connect(self.start_run)
-        self.dock.cancelRequested.connect(self.cancel_run)
-        self.dock.exportRequested.connect(self.export_run)
-        self.dock.installRequested.connect(self.install_dependencies)
+        run, train = self.dock.run_page, self.dock.train_page
+        run.runRequested.connect(self.start_run)
+        run.cancelRequested.connect(self.cancel_run)
+        run.exportRequested.connect(self.export_run)
+        run.sitesRequested.connect(self.propose_sites)
+        train.trainRequested.connect(self.start_training)
+        train.cancelRequested.connect(self.cancel_training)
+        self.dock.setup_page.installRequested.connect(self.install_dependencies)
 
         panel = self.dock.toggleViewAction()
         panel.setIcon(QIcon(str(icon_path())))
@@ -102,13 +111,14 @@ class MtlExplainPlugin:
 
     def unload(self) -> None:
         """Remove everything initGui added; cancel a running task first."""
-        if self.task is not None:
-            try:
-                self.task.on_finished = None
-                self.task.cancel()
-            except RuntimeError:  # already deleted by the task manager
-                pass
-            self.task = None
+        for task in (self.task, self.train_task, self.sites_task):
+            if task is not None:
+                try:
+                    task.on_finished = None
+                    task.cancel()
+                except RuntimeError:  # already deleted by the task manager
+                    pass
+        self.task = self.train_task = self.sites_task = self.last_run = None
         if self.actions:
             self.iface.removeRasterToolBarIcon(self.actions[0])
         for action in self.actions:
@@ -138,8 +148,8 @@ class MtlExplainPlugin:
             return None
         self.task = PredictTask(job, self._run_finished)
         # The dock is a QObject of the main thread: progress emitted by the worker arrives queued.
-        self.task.progressChanged.connect(self.dock.set_progress)
-        self.dock.set_running(True)
+        self.task.progressChanged.connect(self.dock.run_page.set_progress)
+        self.dock.run_page.set_running(True)
         self.log.info("%s started: model %s on %s", job.kind, job.model, job.raster)
         QgsApplication.taskManager().addTask(self.task)
         return self.task
@@ -154,8 +164,9 @@ class MtlExplainPlugin:
         from .core.layers import add_run_layers
 
         self.task = None
-        if self.dock is not None:
-            self.dock.set_running(False)
+        page = self.dock.run_page if self.dock is not None else None
+        if page is not None:
+            page.set_running(False)
         bar = self.iface.messageBar()
         if result.ok:
             group = add_run_layers(result.outcome, result.job.name)
@@ -165,19 +176,100 @@ class MtlExplainPlugin:
                 message += " " + self.tr("Warning: {}.").format(warning)
             level = Qgis.MessageLevel.Warning if result.outcome.warnings else Qgis.MessageLevel.Success
             bar.pushMessage(PLUGIN_NAME, message, level, 8)
-            if self.dock is not None:
-                self.dock.show_result(result.outcome.device, message, result.outcome.report)
+            self.last_run = result
+            if page is not None:
+                page.show_result(result.outcome.device, message, result.outcome.report,
+                                 sites=result.outcome.spec.get("task") == "segmentation"
+                                 and {"main", "confidence"} <= set(result.outcome.outputs))
         elif result.cancelled:
             bar.pushInfo(PLUGIN_NAME, self.tr("Run cancelled; nothing was written."))
-            if self.dock is not None:
-                self.dock.show_error(self.tr("Cancelled; nothing was written."))
-                self.dock.set_progress(0)
+            if page is not None:
+                page.show_error(self.tr("Cancelled; nothing was written."))
+                page.set_progress(0)
         else:
             bar.pushCritical(PLUGIN_NAME, result.error or self.tr("the run failed; see the log panel"))
-            if self.dock is not None:
-                self.dock.show_error(result.error or "")
+            if page is not None:
+                page.show_error(result.error or "")
+
+    # ---- training -------------------------------------------------------------------------------------------------
+    def start_training(self, jobs: list) -> TrainTask | None:
+        """Start training the Train page's jobs (a variant, then its baselines) in the worker; returns the task."""
+        if self.train_task is not None:
+            self.iface.messageBar().pushWarning(PLUGIN_NAME, self.tr("A training is already going; wait or cancel "
+                                                                     "it."))
+            return None
+        page = self.dock.train_page
+        self.train_task = TrainTask(jobs, self._training_finished)
+        self.train_task.record.connect(page.on_record)  # queued: the page lives on the main thread
+        page.set_running(jobs)
+        self.log.info("training started: %s", ", ".join(j.out for j in jobs))
+        QgsApplication.taskManager().addTask(self.train_task)
+        return self.train_task
+
+    def cancel_training(self) -> None:
+        """Stop the training worker; the task removes whatever it had written."""
+        if self.train_task is not None:
+            self.train_task.cancel()
+
+    def _training_finished(self, task: TrainTask) -> None:
+        """Main thread: show the held-out scores and select the new model on the Run page, or say what failed."""
+        self.train_task = None
+        if self.dock is None:
+            return
+        page, bar = self.dock.train_page, self.iface.messageBar()
+        page.set_running(None)
+        if task.cancelled:
+            page.show_error(self.tr("Training cancelled; nothing was written."))
+            page.progress.setValue(0)
+            bar.pushInfo(PLUGIN_NAME, self.tr("Training cancelled; nothing was written."))
+            return
+        if task.results:
+            page.show_results(task.results)
+            model = task.results[0][1].outputs.get("model", "")
+            self.dock.model_trained(model)
+            bar.pushMessage(PLUGIN_NAME, self.tr("Model written: {}; selected on the Run page.").format(model),
+                            Qgis.MessageLevel.Success, 8)
+        if task.error:
+            page.show_error(task.error)
+            bar.pushCritical(PLUGIN_NAME, task.error)
 
     # ---- export and dependencies --------------------------------------------------------------------------------
+    # ---- where to label next ----------------------------------------------------------------------------------------
+    def propose_sites(self, count: int = 20) -> SitesTask | None:
+        """Propose ``count`` sites to label from the last run's layers, in a background task; the layer arrives in
+        the run's group."""
+        run = self.last_run
+        if run is None or self.sites_task is not None:
+            return None
+        folder = Path(run.outcome.run_dir)
+        out, n = folder / "sites_to_label.gpkg", 1
+        while out.exists():
+            n += 1
+            out = folder / f"sites_to_label-{n}.gpkg"
+        self.sites_task = SitesTask(run.outcome, count, str(out), self._sites_finished)
+        QgsApplication.taskManager().addTask(self.sites_task)
+        return self.sites_task
+
+    def _sites_finished(self, task: SitesTask) -> None:
+        """Main thread: add the sites layer to the run's group, or say what went wrong."""
+        from .core.layers import add_sites_layer
+
+        self.sites_task = None
+        bar = self.iface.messageBar()
+        if task.result is None:
+            bar.pushCritical(PLUGIN_NAME, task.error or self.tr("proposing sites failed; see the log panel"))
+            return
+        r = task.result
+        layer = add_sites_layer(str(r.path), task.outcome.run_dir,
+                                self.tr("Sites to label ({})").format(r.strategy))
+        message = self.tr("{} sites to label proposed, ranked by {}; set their 'class' field or digitise polygons in "
+                          "them, then train again.").format(len(r.sites), r.strategy)
+        for note in [r.note] + r.warnings:
+            if note:
+                message += " " + note + "."
+        level = Qgis.MessageLevel.Warning if (r.note or r.warnings or layer is None) else Qgis.MessageLevel.Success
+        bar.pushMessage(PLUGIN_NAME, message, level, 10)
+
     def export_run(self) -> None:
         """Ask which run's layers to export, then write them in a background task."""
         from .core.export import ExportTask
@@ -243,7 +335,7 @@ class MtlExplainPlugin:
                     PLUGIN_NAME, self.tr("Installation failed (details in the log panel). Install by hand: {}")
                     .format(status.worker.install_command() if kind == "worker" else status.install_command()))
             if self.dock is not None:
-                self.dock.refresh_dependencies()
+                self.dock.refresh_dependencies(check_worker=kind == "worker")
 
         self.install_task = deps.InstallTask.create(names, done)
         QgsApplication.taskManager().addTask(self.install_task)

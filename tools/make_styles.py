@@ -14,6 +14,14 @@ from pathlib import Path
 from osgeo import gdal
 from qgis.core import (
     QgsApplication,
+    QgsCategorizedSymbolRenderer,
+    QgsFillSymbol,
+    QgsPalLayerSettings,
+    QgsRendererCategory,
+    QgsTextBufferSettings,
+    QgsTextFormat,
+    QgsVectorLayer,
+    QgsVectorLayerSimpleLabeling,
     QgsColorRampShader,
     QgsContrastEnhancement,
     QgsMapLayer,
@@ -28,6 +36,7 @@ from qgis.core import (
 from qgis.PyQt.QtGui import QColor
 
 from mtl_core.explain.scores import AGREEMENT_CLASSES, CONFIDENT_FLAGGED_CLASSES, MAIN_ERROR_CLASSES
+from mtl_core.explain.sites import KINDS
 
 MIN_MAX = QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum
 
@@ -77,8 +86,36 @@ def _pseudo(layer: QgsRasterLayer, ramp_name: str, invert: bool, lo: float, hi: 
     layer.setRenderer(renderer)
 
 
-def _save(layer: QgsRasterLayer, name: str) -> None:
+#: Outline colour of each kind of proposed site (mtl_core.explain.sites.KINDS).
+SITE_COLORS = {"uncertain": "#ff7f00", "flagged": "#7b3294", "likely_wrong": "#e31a1c", "random": "#636363"}
+
+
+def _sites() -> QgsVectorLayer:
+    """Proposed sites: squares outlined by kind, labelled with their rank."""
+    layer = QgsVectorLayer("Polygon?field=rank:integer&field=kind:string", "sites", "memory")
+    cats = []
+    for kind, label in KINDS.items():
+        symbol = QgsFillSymbol.createSimple({"style": "no", "outline_color": SITE_COLORS[kind],
+                                             "outline_width": "0.8", "outline_width_unit": "MM"})
+        cats.append(QgsRendererCategory(kind, symbol, label))
+    layer.setRenderer(QgsCategorizedSymbolRenderer("kind", cats))
+    text = QgsTextFormat()
+    text.setSize(10)
+    buffer = QgsTextBufferSettings()
+    buffer.setEnabled(True)
+    text.setBuffer(buffer)
+    settings = QgsPalLayerSettings()
+    settings.fieldName = "rank"
+    settings.setFormat(text)
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
+    layer.setLabelsEnabled(True)
+    return layer
+
+
+def _save(layer: QgsMapLayer, name: str) -> None:
     categories = QgsMapLayer.StyleCategory.Symbology | QgsMapLayer.StyleCategory.Rendering
+    if isinstance(layer, QgsVectorLayer):
+        categories |= QgsMapLayer.StyleCategory.Labeling
     message, ok = layer.saveNamedStyle(str(OUT / f"{name}.qml"), categories)
     if not ok:
         raise RuntimeError(f"cannot write style {name}: {message}")
@@ -126,6 +163,7 @@ def main() -> int:
         gray.setContrastEnhancement(ce)
         layer.setRenderer(gray)
         _save(layer, "hillshade")
+        _save(_sites(), "sites")
         del layer
     app.exitQgis()
     return 0

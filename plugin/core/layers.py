@@ -96,3 +96,23 @@ def report_of(group: QgsLayerTreeGroup) -> Path | None:
     """The HTML report of a run, when the run wrote one."""
     value = group.customProperty("mtl_explain/report")
     return Path(value) if value and Path(value).exists() else None
+
+
+def add_sites_layer(path: str, run_dir: str | None, title_text: str, project: QgsProject | None = None):
+    """Load a GeoPackage of proposed sites, styled from its ``.qml`` beside it, at the top of its run's group (or
+    of the layer tree when the group is gone); editable like any layer. Returns the layer, or None."""
+    from qgis.core import QgsVectorLayer
+
+    project = project or QgsProject.instance()
+    layer = QgsVectorLayer(f"{path}|layername=sites", title_text, "ogr")
+    if not layer.isValid():
+        log.warning("the sites file %s cannot be opened as a vector layer", path)
+        return None
+    style = Path(path).with_suffix(".qml")
+    if style.exists():
+        layer.loadNamedStyle(str(style))
+    layer.setCustomProperty(KEY_PROPERTY, "sites")
+    project.addMapLayer(layer, False)
+    group = next((g for g in run_groups(project) if g.customProperty(RUN_PROPERTY) == run_dir), None)
+    (group or project.layerTreeRoot()).insertLayer(0, layer)
+    return layer

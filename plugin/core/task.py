@@ -1,4 +1,5 @@
-"""The QgsTask that runs a prediction or explanation in the background and hands its outcome back on the main thread.
+"""The QgsTasks that run a prediction or explanation, or a training, in the background and hand the outcome back on
+the main thread.
 
 ``run()`` (task thread) only calls :func:`.runner.run` with a :class:`mtl_core.jobs.Job` of plain
 values: the raster is opened by path with GDAL inside ``mtl_core`` (or by the worker process), and no
@@ -12,9 +13,11 @@ import shutil
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from mtl_core.jobs import Job
 from qgis.core import QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
 
 from .logger import get_logger
 from .runner import RunOutcome
@@ -104,3 +107,104 @@ class PredictTask(QgsTask):
                 log.error(r.details)
         if self.on_finished is not None:
             self.on_finished(r)
+
+
+class TrainTask(QgsTask):
+    """Train one or more models (a variant and its baselines) one after another in the worker process.
+
+    ``record`` carries each live record of the worker (phase, a step's losses, a validation's metrics) with the
+    index of its job; emitted from the task's thread, it reaches a slot of a main-thread object queued.
+    Cancelling stops the worker and removes the models already written by this task: nothing is left.
+    """
+
+    record = pyqtSignal(int, object)
+
+    def __init__(self, jobs: list[Job], on_finished: Callable[[TrainTask], None] | None = None) -> None:
+        super().__init__(f"MTL Explain: train {jobs[0].name or 'model'}", QgsTask.Flag.CanCancel)
+        self.jobs = jobs
+        self.on_finished = on_finished
+        self.results: list = []  # (variant, mtl_core.jobs.JobResult)
+        self.error: str | None = None
+        self.details: str | None = None
+        self.cancelled = False
+
+    def run(self) -> bool:
+        """Task thread: each job in a new worker process; never raise."""
+        from mtl_core.errors import CancelledError, MtlError
+
+        from .runner import worker_client
+
+        try:
+            for index, job in enumerate(self.jobs):
+                client = worker_client()
+                client.on_train = lambda record, index=index: self.record.emit(index, record)
+                result = client.run(job, cancelled=self.isCanceled, progress=lambda f, index=index: self.setProgress(
+                    100.0 * (index + f) / len(self.jobs)))
+                self.results.append((job.train.get("variant", "mtl"), result))
+            if self.isCanceled():
+                raise CancelledError("cancelled")
+            return True
+        except CancelledError:
+            self.cancelled = True
+            self._remove_written()
+        except MtlError as exc:  # the models already trained stay: they are complete and their scores are shown
+            self.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 — report any failure instead of crashing QGIS
+            self.error = f"unexpected error: {exc!r}; details are in the log panel (MTL Explain)"
+            self.details = traceback.format_exc()
+        return False
+
+    def _remove_written(self) -> None:
+        for _, result in self.results:
+            for path in result.outputs.values():
+                Path(path).unlink(missing_ok=True)
+        self.results = []
+
+    def finished(self, ok: bool) -> None:  # noqa: ARG002 — the task carries the details
+        """Main thread: log the ending and hand the task to the callback."""
+        if self.isCanceled() and not ok:
+            self.cancelled = True
+        if self.cancelled:
+            log.info("training cancelled; nothing was written")
+        elif self.error:
+            log.error("training failed: %s", self.error)
+            if self.details:
+                log.error(self.details)
+        else:
+            log.info("trained %s", ", ".join(r.outputs.get("model", "") for _, r in self.results))
+        if self.on_finished is not None:
+            self.on_finished(self)
+
+
+class SitesTask(QgsTask):
+    """Propose sites to label from the layers of a finished run (no model run: the run's entropy, confidence and,
+    where it had the real auxiliary rasters, error layers are read window by window)."""
+
+    def __init__(self, outcome: RunOutcome, count: int, out: str,
+                 on_finished: Callable[[SitesTask], None] | None = None) -> None:
+        super().__init__("MTL Explain: propose sites to label", QgsTask.Flag.CanCancel)
+        self.outcome, self.count, self.out = outcome, count, out
+        self.on_finished = on_finished
+        self.result = None  # mtl_core.explain.sites.SitesResult
+        self.error: str | None = None
+
+    def run(self) -> bool:
+        """Task thread: read the run's rasters, write the GeoPackage; never raise."""
+        from mtl_core.errors import MtlError
+        from mtl_core.explain.sites import propose_from_outputs
+        from mtl_core.spec import ModelSpec
+
+        try:
+            outputs = {k: Path(p) for k, p in self.outcome.outputs.items()}
+            self.result = propose_from_outputs(outputs, ModelSpec.from_dict(self.outcome.spec), self.out, self.count)
+            return True
+        except MtlError as exc:
+            self.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 — report any failure instead of crashing QGIS
+            self.error = f"unexpected error: {exc!r}"
+            log.error(traceback.format_exc())
+        return False
+
+    def finished(self, ok: bool) -> None:  # noqa: ARG002
+        if self.on_finished is not None:
+            self.on_finished(self)

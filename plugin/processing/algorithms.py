@@ -1,4 +1,5 @@
-"""Processing algorithms Predict, Explain and Train: thin wrappers over the same core code as the panel.
+"""Processing algorithms Predict, Explain, Train and Propose sites to label: thin wrappers over the same core code
+as the panel.
 
 Layers are read on the main thread in ``prepareAlgorithm`` (their file path, CRS and extent become
 plain values in a :class:`mtl_core.jobs.Job`); ``processAlgorithm`` runs in a background thread and
@@ -41,6 +42,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..core import deps
+from ..core.dataset import TASKS, VARIANTS, dataset_from_layers, modality_name, raster_path
 from ..core.paths import default_model, icon_path
 from ..core.styling import apply_style, title
 
@@ -48,7 +50,6 @@ from ..core.styling import apply_style, title
 # only ever grow at the end.
 DEVICES = ["auto", "cpu", "cuda"]
 PRODUCTS = ["main", "confidence", "entropy", "aux", "probabilities", "sensitivity", "hillshade"]
-VARIANTS = ["mtl", "unimodal", "multimodal"]
 SPLITS = ["all", "test", "val", "train"]
 #: Post-processors outlive the algorithm instance that registered them: Processing runs a copy of the
 #: algorithm and deletes it before it loads the outputs on the main thread, which would drop their styles.
@@ -56,12 +57,10 @@ _POST_PROCESSORS: list = []
 
 
 def _raster_path(layer, name: str) -> str:
-    if layer is None:
-        raise QgsProcessingException(f"{name}: no raster layer given; choose one")
-    if layer.providerType() != "gdal" or not Path(layer.source()).exists():
-        raise QgsProcessingException(
-            f"{name}: layer {layer.name()!r} is not a raster file GDAL can open; save it as GeoTIFF first")
-    return layer.source()
+    try:
+        return raster_path(layer, name)
+    except ValueError as exc:
+        raise QgsProcessingException(str(exc)) from exc
 
 
 class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
@@ -374,9 +373,6 @@ class ExplainAlgorithm(PredictAlgorithm):
             job.products = job.products + ["sensitivity"]
 
 
-TASKS = ["segmentation", "classification", "regression"]
-
-
 def _bands(text: str, what: str) -> list[int] | None:
     """Band numbers typed as ``1,2,3`` (None when empty)."""
     if not text.strip():
@@ -388,48 +384,6 @@ def _bands(text: str, what: str) -> list[int] | None:
     if not bands or min(bands) < 1:
         raise QgsProcessingException(f"{what}: {text!r} must be band numbers from 1, separated by commas, e.g. 1,2,3")
     return bands
-
-
-def _modality_name(text: str) -> str:
-    """A layer name as a modality name (letters, digits and _ . + -)."""
-    name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", text.strip()).strip("_.+-")[:64]
-    return name if name and name[0].isalnum() else f"aux_{name}".strip("_") or "aux"
-
-
-def vector_source(layer) -> tuple[str, str | None]:
-    """(file, layer name) of a vector layer GDAL can read; refuses memory, database and filtered layers."""
-    from qgis.core import QgsProviderRegistry
-
-    parts = QgsProviderRegistry.instance().decodeUri(layer.providerType(), layer.source())
-    path = parts.get("path") or ""
-    if layer.providerType() != "ogr" or not Path(path).is_file():
-        raise QgsProcessingException(
-            f"labels layer {layer.name()!r} is not a file GDAL can read ({layer.providerType()}); save it as a "
-            "GeoPackage first (right-click > Export > Save Features As…)")
-    if layer.subsetString():
-        raise QgsProcessingException(
-            f"labels layer {layer.name()!r} has a filter ({layer.subsetString()!r}), which training would not see; "
-            "save the filtered features as a GeoPackage and train from that")
-    return path, parts.get("layerName") or None
-
-
-def layer_classes(layer, field: str) -> dict[str, dict]:
-    """The classes of a polygon layer's field: the categories of its categorised style (their order, labels and
-    colours), then any other value found in the layer."""
-    from qgis.core import QgsCategorizedSymbolRenderer
-
-    values = [v for v in layer.uniqueValues(layer.fields().indexOf(field)) if v is not None and str(v).strip()]
-    found = {(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)).strip() for v in values}
-    classes: dict[str, dict] = {}
-    renderer = layer.renderer()
-    if isinstance(renderer, QgsCategorizedSymbolRenderer) and renderer.classAttribute() == field:
-        for cat in renderer.categories():
-            key = str(cat.value()).strip() if cat.value() is not None else ""
-            if key in found and key not in classes:
-                classes[key] = {"name": cat.label().strip() or key, "color": cat.symbol().color().name()}
-    for key in sorted(found - set(classes)):
-        classes[key] = {"name": key}
-    return classes
 
 
 class TrainAlgorithm(_Base):
@@ -539,76 +493,33 @@ class TrainAlgorithm(_Base):
         self._dataset = {}
         if self.parameterAsFile(parameters, self.CONFIG, context):
             return True
-        from qgis.core import QgsRasterLayer
-
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
-        raster = _raster_path(layer, self.tr("Input raster"))
-        inputs = {"input": {"path": raster}}
-        bands = _bands(self.parameterAsString(parameters, self.INPUT_BANDS, context), self.tr("Input bands"))
-        if bands:
-            inputs["input"]["bands"] = bands
+        _raster_path(layer, self.tr("Input raster"))
         aux_layers = self.parameterAsLayerList(parameters, self.AUX, context)
         names = [n for n in re.split(r"[,\s]+", self.parameterAsString(parameters, self.AUX_NAMES, context)) if n]
         if names and len(names) != len(aux_layers):
             raise QgsProcessingException(self.tr("{} auxiliary names for {} auxiliary rasters; give one name per "
                                                  "raster, in order").format(len(names), len(aux_layers)))
-        names = names or [_modality_name(a.name()) for a in aux_layers]
+        names = names or [modality_name(a.name()) for a in aux_layers]
         if len(set(names + ["input"])) != len(names) + 1:
             raise QgsProcessingException(self.tr("auxiliary names {} must differ from each other and from 'input'; "
                                                  "name them with 'Auxiliary names'").format(names))
-        aux = {n: {"path": _raster_path(a, n)} for n, a in zip(names, aux_layers)}
-        task = TASKS[self.parameterAsEnum(parameters, self.TASK, context)]
-        labels_layer = self.parameterAsLayer(parameters, self.LABELS, context)  # checkParameterValues: given
-        if isinstance(labels_layer, QgsRasterLayer):
-            labels = {"path": _raster_path(labels_layer, self.tr("Labels")), "task": task,
-                      "band": self.parameterAsInt(parameters, self.LABELS_BAND, context)}
-            if task != "regression":
-                labels["classes"] = self._raster_classes(labels_layer, labels["band"])
-        else:
-            field = self.parameterAsString(parameters, self.LABELS_FIELD, context)
-            path, layer_name = vector_source(labels_layer)
-            labels = {"path": path, "field": field, "task": task}
-            if layer_name:
-                labels["layer"] = layer_name
-            if task != "regression":
-                labels["classes"] = layer_classes(labels_layer, field)
-        self._dataset = {"name": layer.name(), "inputs": inputs, "aux": aux, "labels": labels}
+        extent = None
         if parameters.get(self.EXTENT):
             rect = self.parameterAsExtent(parameters, self.EXTENT, context, layer.crs())
             if not rect.isNull() and not rect.isEmpty():
-                self._dataset["extent"] = [rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()]
+                extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum())
+        try:
+            self._dataset = dataset_from_layers(
+                layer, _bands(self.parameterAsString(parameters, self.INPUT_BANDS, context), self.tr("Input bands")),
+                [(n, a, None) for n, a in zip(names, aux_layers)],
+                self.parameterAsLayer(parameters, self.LABELS, context),
+                TASKS[self.parameterAsEnum(parameters, self.TASK, context)],
+                labels_band=self.parameterAsInt(parameters, self.LABELS_BAND, context),
+                labels_field=self.parameterAsString(parameters, self.LABELS_FIELD, context), extent=extent)
+        except ValueError as exc:
+            raise QgsProcessingException(str(exc)) from exc
         return True
-
-    @staticmethod
-    def _raster_classes(layer, band: int) -> dict[int, dict]:
-        """Class values of a raster labels layer with their names and colours: its paletted style, else the file's
-        colour table and category names, else every value found in the band's histogram of whole numbers."""
-        from osgeo import gdal
-
-        from mtl_core.io.labels import PALETTE
-
-        renderer = layer.renderer()
-        if renderer is not None and renderer.type() == "paletted" and renderer.band() == band:
-            return {int(c.value): {"name": c.label or str(int(c.value)), "color": c.color.name()}
-                    for c in renderer.classes() if int(c.value) > 0}
-        ds = gdal.Open(layer.source())
-        b = ds.GetRasterBand(band)
-        table, names = b.GetColorTable(), b.GetCategoryNames() or []
-        nodata = b.GetNoDataValue()
-        lo, hi = b.ComputeRasterMinMax(False)
-        if hi - lo > 1024 or lo < 0:
-            raise QgsProcessingException(f"labels raster {layer.name()!r} band {band} holds values {lo:g}..{hi:g}, "
-                                         "not class codes; choose the task regression, or a class raster")
-        counts = b.GetHistogram(lo - 0.5, hi + 0.5, int(hi - lo) + 1, False, False)
-        out = {}
-        for i, n in enumerate(counts):
-            value = int(lo) + i
-            if n and value > 0 and value != nodata:
-                color = table.GetColorEntry(value) if table is not None and value < table.GetCount() else None
-                out[value] = {"name": names[value] if value < len(names) and names[value] else str(value),
-                              "color": "#{:02x}{:02x}{:02x}".format(*color[:3]) if color else
-                              PALETTE[len(out) % len(PALETTE)]}
-        return out
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS name)
         """Background thread: train in the worker process (PyTorch never runs in QGIS) and write the model file."""
@@ -644,3 +555,130 @@ class TrainAlgorithm(_Base):
             feedback.pushInfo(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
         feedback.pushInfo(self.tr("Dataset configuration used: {}").format(result.outputs.get("dataset", "")))
         return {self.OUTPUT: str(out)}
+
+
+class SitesPostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Gives the sites layer its style (the ``.qml`` written beside the GeoPackage) once Processing loaded it."""
+
+    def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 (QGIS name)
+        style = Path(layer.source().split("|")[0]).with_suffix(".qml")
+        if style.exists():
+            layer.loadNamedStyle(str(style))
+            layer.triggerRepaint()
+
+
+class ProposeSitesAlgorithm(_Base):
+    """Where to label next: a GeoPackage of square sites ranked by the model's uncertainty or its explanation
+    layers, spread over the area."""
+
+    INPUT, MODEL, AUX_TRUTH, COUNT, DISTANCE, STRATEGY, DEVICE, OUTPUT = (
+        "INPUT", "MODEL", "AUX_TRUTH", "COUNT", "MIN_DISTANCE", "STRATEGY", "DEVICE", "OUTPUT")
+
+    def createInstance(self):  # noqa: N802 (QGIS name)
+        return type(self)()
+
+    def name(self) -> str:
+        return "proposesites"
+
+    def displayName(self) -> str:  # noqa: N802 (QGIS name)
+        return self.tr("Propose sites to label")
+
+    def shortHelpString(self) -> str:  # noqa: N802 (QGIS name)
+        return self.tr(
+            "Runs a segmentation model on the input raster and proposes where to label next: square sites of the "
+            "model's patch size, best first, no two closer than the minimum distance, each with its score, the "
+            "predicted class and why it was chosen. Strategies: entropy (where the model hesitates; needs nothing "
+            "else), error (the model's stored error detector), flagged (confident pixels whose real auxiliary "
+            "modality is unusual for the predicted class), mix (entropy and flagged in turn), random. error, "
+            "flagged and mix need the true auxiliary rasters; without them entropy is used and the log says so.\n\n"
+            "The layer is styled and editable: set a site's empty 'class' field where the square is one class, or "
+            "digitise polygons inside the sites in your labels layer, then train again.")
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802 (QGIS name)
+        from mtl_core.explain.sites import DEFAULT_STRATEGY, STRATEGIES
+        from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterDistance
+
+        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
+        model = default_model()
+        self.addParameter(QgsProcessingParameterFile(
+            self.MODEL, self.tr("Model file"), QgsProcessingParameterFile.Behavior.File,
+            fileFilter="Models (*.safetensors *.onnx)", defaultValue=str(model) if model else None))
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            self.AUX_TRUTH, self.tr("True auxiliary rasters (one per modality, in the model's order)"),
+            QgsProcessing.SourceType.TypeRaster, optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.COUNT, self.tr("Number of sites"), QgsProcessingParameterNumber.Type.Integer, 20, minValue=1))
+        self.addParameter(QgsProcessingParameterDistance(
+            self.DISTANCE, self.tr("Minimum distance between sites (0: twice the site size)"), 0.0, self.INPUT,
+            minValue=0.0))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.STRATEGY, self.tr("Strategy"), list(STRATEGIES), defaultValue=STRATEGIES.index(DEFAULT_STRATEGY)))
+        self.addParameter(QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT, self.tr("Sites"), fileFilter="GeoPackage (*.gpkg)"))
+        self.addOutput(QgsProcessingOutputString("STRATEGY_USED", self.tr("Strategy used")))
+        self.addOutput(QgsProcessingOutputNumber("SITES", self.tr("Number of sites written")))
+
+    def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802 (QGIS name)
+        """Main thread: layers become paths."""
+        from mtl_core.jobs import Job
+
+        from ..core.model_info import read_spec
+
+        layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        if not model:
+            raise QgsProcessingException(self.tr("Choose a model file (*.onnx or *.mtl.safetensors)."))
+        spec = read_spec(model)
+        truths = self.parameterAsLayerList(parameters, self.AUX_TRUTH, context)
+        if len(truths) > len(spec.aux):
+            raise QgsProcessingException(self.tr("{} true auxiliary rasters given but the model reconstructs {} "
+                                                 "modality(ies): {}").format(len(truths), len(spec.aux),
+                                                                             ", ".join(m.name for m in spec.aux)))
+        from mtl_core.explain.sites import PRODUCTS
+
+        self._job = Job(kind="predict", model=model, raster=_raster_path(layer, self.tr("Input raster")),
+                        name=layer.name(), device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+                        products=list(PRODUCTS),
+                        aux_truth={m.name: _raster_path(t, m.name) for m, t in zip(spec.aux, truths)})
+        return True
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS name)
+        """Background thread: run the model into a temporary folder beside the output, rank, write the sites."""
+        from mtl_core.errors import MtlError
+        from mtl_core.explain.sites import STRATEGIES, propose_from_outputs
+        from mtl_core.spec import ModelSpec
+
+        from ..core.runner import run
+
+        self._check_dependencies(self._job.model)
+        out = Path(self.parameterAsFileOutput(parameters, self.OUTPUT, context))
+        if out.suffix.lower() != ".gpkg":
+            out = out.with_suffix(".gpkg")
+        distance = self.parameterAsDouble(parameters, self.DISTANCE, context)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".mtl-sites.", dir=out.parent) as tmp:
+                self._job.out = tmp
+                outcome = run(self._job, progress=lambda f: feedback.setProgress(95.0 * f),
+                              cancelled=feedback.isCanceled)
+                if feedback.isCanceled():
+                    raise QgsProcessingException(self.tr("Cancelled; nothing was written."))
+                result = propose_from_outputs(
+                    {k: Path(p) for k, p in outcome.outputs.items()}, ModelSpec.from_dict(outcome.spec), out,
+                    self.parameterAsInt(parameters, self.COUNT, context), distance or None,
+                    STRATEGIES[self.parameterAsEnum(parameters, self.STRATEGY, context)])
+        except MtlError as exc:
+            raise QgsProcessingException(str(exc)) from exc
+        for note in [result.note] + result.warnings:
+            if note:
+                feedback.reportError(self.tr("Warning: {}").format(note), False)
+        feedback.pushInfo(self.tr("{} sites ranked by {} written to {}").format(
+            len(result.sites), result.strategy, out))
+        details = QgsProcessingContext.LayerDetails(self.tr("Sites to label ({})").format(result.strategy),
+                                                    context.project(), self.OUTPUT)
+        post = SitesPostProcessor()
+        _POST_PROCESSORS.append(post)
+        details.setPostProcessor(post)
+        context.addLayerToLoadOnCompletion(f"{out}|layername=sites", details)
+        return {self.OUTPUT: str(out), "STRATEGY_USED": result.strategy, "SITES": len(result.sites)}

@@ -9,12 +9,12 @@ from ..core.paths import icon_path, metadata
 
 
 class MtlExplainProvider(QgsProcessingProvider):
-    """Provider ``mtl_explain`` with the algorithms ``predict``, ``explain`` and ``train``."""
+    """Provider ``mtl_explain`` with the algorithms ``predict``, ``explain``, ``train`` and ``proposesites``."""
 
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS name)
-        from .algorithms import ExplainAlgorithm, PredictAlgorithm, TrainAlgorithm
+        from .algorithms import ExplainAlgorithm, PredictAlgorithm, ProposeSitesAlgorithm, TrainAlgorithm
 
-        for alg in (PredictAlgorithm(), ExplainAlgorithm(), TrainAlgorithm()):
+        for alg in (PredictAlgorithm(), ExplainAlgorithm(), TrainAlgorithm(), ProposeSitesAlgorithm()):
             self.addAlgorithm(alg)
 
     def id(self) -> str:

@@ -9,9 +9,11 @@ started by a timer so QGIS's event loop runs between them as it does for a user:
    a few steps; record the progress it reported and the model file;
 3. start a long Train the same way, cancel it once it reports progress, record what is left (files,
    worker processes);
-4. open the demo project (when ``MTL_DESKTOP_DEMO`` names one) and record the canvas's extent and the
+4. fill the panel's Train page (raster, auxiliary raster, WGS84 polygons), train 30 steps with a screenshot
+   while the curves move, then explain the test blocks from it;
+5. open the demo project (when ``MTL_DESKTOP_DEMO`` names one) and record the canvas's extent and the
    layer tree, with a screenshot;
-5. record whether torch's stack was ever imported in this process, write the JSON and quit.
+6. record whether torch's stack was ever imported in this process, write the JSON and quit.
 
 Inputs come from environment variables (``MTL_DESKTOP_*``): QGIS passes no arguments to the script.
 """
@@ -30,6 +32,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingFeedback,
     QgsProject,
+    QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import QApplication
@@ -88,12 +91,12 @@ def panel_run() -> None:
     plugin = plugins["mtl_explain"]
     layer = iface.addRasterLayer(RASTER, "raleigh_vnir")
     iface.setActiveLayer(layer)
-    dock = plugin.dock
-    report["panel_visible_at_start"] = dock.isVisible()
-    if not dock.isVisible():
+    report["panel_visible_at_start"] = plugin.dock.isVisible()
+    if not plugin.dock.isVisible():
         plugin.actions[0].trigger()  # the panel's toolbar / menu action, as a user clicks it
+    dock = plugin.dock.run_page
     dock.out_dir.setFilePath(str(OUT / "panel"))
-    report["panel_visible"] = dock.isVisible()
+    report["panel_visible"] = plugin.dock.isVisible()
     report["default_model"] = dock.model_file.filePath()
     report["run_enabled"] = dock.run_button.isEnabled()
     window = iface.mainWindow()
@@ -129,7 +132,7 @@ def panel_done() -> None:
 
     plugin = plugins["mtl_explain"]
     report["panel_seconds"] = round(time.monotonic() - report.pop("started"), 2)
-    report["status"] = plugin.dock.status_label.text()
+    report["status"] = plugin.dock.run_page.status_label.text()
     groups = run_groups()
     report["layers"] = {n.layer().customProperty(KEY_PROPERTY): n.layer().renderer().type()
                         for g in groups for n in g.findLayers()}
@@ -187,10 +190,96 @@ def train_cancel() -> None:
         report["cancel"] = {"ok": ended[0], "max_progress": max(progress, default=0.0), "left": left,
                             "workers_after": worker_processes()}
         report["steps"].append("cancel done")
-        QTimer.singleShot(0, open_demo)
+        QTimer.singleShot(0, train_page)
 
     wait(lambda: bool(progress) and progress[-1] > 0, guarded(cancel))
     wait(lambda: bool(ended), guarded(done), timeout=600)
+
+
+@guarded
+def train_page() -> None:
+    """The panel's Train page as a user fills it: the crop's VNIR in, its SWIR as a modality, polygons with a text
+    class field in WGS84; 30 steps; a screenshot while the curves move; then 'Explain the test blocks'."""
+    plugin = plugins["mtl_explain"]
+    crop = Path(CONFIG).parent
+    vnir = iface.addRasterLayer(str(crop / "raleigh_vnir.tif"), "crop vnir")
+    swir = iface.addRasterLayer(str(crop / "raleigh_swir.tif"), "crop swir")
+    # Added through the project, not iface.addVectorLayer: QGIS would stop on its modal "which datum transform?"
+    # dialog (WGS 84 onto NAD83(HARN) has several), which a user answers with a click and a script cannot.
+    polygons = QgsVectorLayer(os.environ["MTL_DESKTOP_POLYGONS"], "land cover polygons", "ogr")
+    QgsProject.instance().addMapLayer(polygons)
+    dock, page = plugin.dock, plugin.dock.train_page
+    dock.pages.setCurrentWidget(page)
+    page.input_layer.setLayer(vnir)
+    page.add_aux(name="swir", layer=swir)
+    page.labels_layer.setLayer(polygons)
+    page.steps_spin.setValue(30)
+    page.device_combo.setCurrentIndex(page.device_combo.findData("cpu"))
+    out = OUT / "page" / "trained.mtl.safetensors"
+    out.parent.mkdir()
+    page.out_file.setFilePath(str(out))
+    dock.run_page.out_dir.setFilePath(str(OUT / "page_runs"))
+    dock.run_page.device_combo.setCurrentIndex(dock.run_page.device_combo.findData("cpu"))
+    shot = {}
+
+    def during() -> bool:
+        if not shot and page.curves.points() > 40:
+            iface.mainWindow().grab().save(str(OUT / "train_page_during.png"))
+            shot["points"] = page.curves.points()
+        return plugin.train_task is None
+
+    def trained() -> None:
+        report["train_page"] = {
+            "points_during": shot.get("points", 0), "points": page.curves.points(), "model": out.is_file(),
+            "dataset": out.with_name("trained.dataset.yaml").is_file(),
+            "selected": dock.run_page.model_file.filePath() == str(out),
+            "results": [page.results_table.item(0, c).text() for c in range(page.results_table.columnCount())]
+            if page.results_table.rowCount() else [], "status": page.status_label.text()}
+        iface.mainWindow().grab().save(str(OUT / "train_page.png"))
+        page.explain_button.click()
+        wait(lambda: plugin.task is None, guarded(explained))
+
+    def explained() -> None:
+        from mtl_explain.core.layers import KEY_PROPERTY, run_groups
+
+        groups = run_groups()
+        report["train_page"]["explained"] = sorted(n.layer().customProperty(KEY_PROPERTY)
+                                                   for n in groups[0].findLayers()) if groups else []
+        report["steps"].append("train page done")
+        # Where to label next: "Propose sites to label" after that run, as a user clicks it.
+        run_page = dock.run_page
+        dock.pages.setCurrentWidget(run_page)
+        report["sites"] = {"enabled": run_page.sites_button.isEnabled()}
+        run_page.sites_count.setValue(6)
+        run_page.sites_button.click()
+        wait(lambda: plugin.sites_task is None, guarded(sites_added))
+
+    def sites_added() -> None:
+        from mtl_explain.core.layers import KEY_PROPERTY, run_groups
+
+        group = run_groups()[0]
+        layers = [n.layer() for n in group.findLayers() if n.layer().customProperty(KEY_PROPERTY) == "sites"]
+        if layers:
+            layer = layers[0]
+            iface.setActiveLayer(layer)
+            iface.mapCanvas().setExtent(layer.extent().buffered(layer.extent().width() * 0.3))
+            iface.mapCanvas().refresh()
+            report["sites"].update(count=layer.featureCount(), renderer=layer.renderer().type(),
+                                   labels=layer.labelsEnabled(), first_in_group=group.children()[0].layer() == layer,
+                                   editable=layer.startEditing(), fields=layer.fields().names())
+            layer.rollBack()
+        QTimer.singleShot(3000, guarded(sites_shot))
+
+    def sites_shot() -> None:
+        iface.mainWindow().grab().save(str(OUT / "sites.png"))
+        report["steps"].append("sites done")
+        QTimer.singleShot(0, open_demo)
+
+    def start() -> None:
+        page.train_button.click()
+        wait(during, guarded(trained))
+
+    wait(lambda: page.train_button.isEnabled(), guarded(start))
 
 
 @guarded
@@ -210,7 +299,7 @@ def open_demo() -> None:
                           "crs": canvas.mapSettings().destinationCrs().authid(),
                           "top": tree[0].name(), "bottom": tree[-1].name(),
                           "layers": len(QgsProject.instance().mapLayers()),
-                          "panel_input": plugins["mtl_explain"].dock.layer_combo.currentLayer().name()}
+                          "panel_input": plugins["mtl_explain"].dock.run_page.layer_combo.currentLayer().name()}
         iface.mainWindow().grab().save(str(OUT / "demo.png"))
         finish()
 

@@ -52,8 +52,14 @@ def desktop(plugin_zip, sample_config, crop_dir, tmp_path_factory) -> dict:
     out.mkdir()
     deploy.deploy(plugin_zip, profiles / "profiles" / "default", worker_python=sys.executable)
     demo = _demo_project(crop_dir, base / "demo")
+    from mtl_core.io.labels import polygons_from_raster
+
+    polygons = polygons_from_raster(crop_dir / "raleigh_landcover.tif", base / "polygons.gpkg",
+                                    {1: "developed", 2: "agriculture", 3: "herbaceous", 4: "shrubland", 5: "forest",
+                                     6: "water"}, keep=0.5, epsg=4326)
     env = dict(os.environ, MTL_DESKTOP_RASTER=str(sample_config.parent / "raleigh_vnir.tif"),
                MTL_DESKTOP_CONFIG=str(crop_dir / "crop.yaml"), MTL_DESKTOP_OUT=str(out), MTL_DESKTOP_DEMO=str(demo),
+               MTL_DESKTOP_POLYGONS=str(polygons),
                PYTHONPATH=os.pathsep.join(site.getsitepackages()))
     env.pop("QT_QPA_PLATFORM", None)  # the real, windowed platform, on the Xvfb display
     done = subprocess.run(
@@ -91,6 +97,23 @@ def test_cancelled_train_leaves_no_file_and_no_worker(desktop):
     assert desktop["workers_while_training"] == 1
     assert cancel["ok"] is False and 0 < cancel["max_progress"] < 100
     assert cancel["left"] == [] and cancel["workers_after"] == []
+
+
+def test_train_page_watches_writes_selects_and_explains(desktop):
+    page = desktop["train_page"]
+    assert page["points_during"] > 40 and page["points"] > page["points_during"], page
+    assert page["model"] and page["dataset"] and page["selected"], page["status"]
+    assert page["results"][0] == "mtl" and 0 <= float(page["results"][2]) <= 1
+    assert {"main", "agreement", "main_error", "aux_swir"} <= set(page["explained"]), page
+    assert (desktop["out"] / "train_page_during.png").stat().st_size > 10_000
+
+
+def test_propose_sites_after_a_run_adds_a_styled_editable_layer(desktop):
+    sites = desktop["sites"]
+    assert sites["enabled"] and 1 <= sites["count"] <= 6, sites
+    assert sites["renderer"] == "categorizedSymbol" and sites["labels"] and sites["first_in_group"], sites
+    assert sites["editable"] and {"rank", "kind", "reason", "score", "predicted", "class"} <= set(sites["fields"])
+    assert (desktop["out"] / "sites.png").stat().st_size > 10_000
 
 
 def test_demo_project_opens_on_the_scene_with_the_input_at_the_bottom(desktop, crop_dir):

@@ -23,8 +23,8 @@ def _files(folder: Path) -> list[Path]:
 
 def _prepare(plugin, layer: QgsRasterLayer, model: Path, out: Path):
     QgsProject.instance().addMapLayer(layer)
-    dock = plugin.dock
-    dock.show()
+    plugin.dock.show()
+    dock = plugin.dock.run_page
     plugin.iface.setActiveLayer(layer)
     dock.layer_combo.setLayer(layer)
     dock.model_file.setFilePath(str(model))
@@ -329,7 +329,7 @@ def test_bundled_default_model_is_preselected_and_runs_on_the_real_sample(loaded
 
     model = default_model()
     assert model is not None, "resources/default_model.mtl.onnx is missing; run make default-model"
-    dock = loaded_plugin.dock
+    dock = loaded_plugin.dock.run_page
     assert dock.model_file.filePath() == str(model)
     assert dock.recent_combo.itemData(0) == str(model)
     layer = QgsRasterLayer(str(sample_config.parent / "raleigh_vnir.tif"), "raleigh_vnir")
@@ -452,3 +452,32 @@ def test_an_input_unlike_the_training_data_is_a_warning_not_a_success(loaded_plu
     assert "unlike the model's training data" in warning and "unlike the model's training data" in \
         dock.status_label.text()
     assert not bar.get_messages(Qgis.MessageLevel.Success)
+
+
+def test_propose_sites_after_a_run_adds_an_editable_styled_layer(loaded_plugin, crop_dir, tiny_model, tmp_path):
+    layer = QgsRasterLayer(str(crop_dir / "raleigh_vnir.tif"), "vnir crop")
+    swir = QgsRasterLayer(str(crop_dir / "raleigh_swir.tif"), "swir truth")
+    QgsProject.instance().addMapLayer(swir)
+    dock = _prepare(loaded_plugin, layer, tiny_model, tmp_path / "out")
+    assert not dock.sites_button.isEnabled()  # nothing to propose from before a run
+    dock.truth_box.setChecked(True)
+    dock.truth_combos["swir"].setLayer(swir)
+    dock.product_checks["sensitivity"].setChecked(False)
+    QTest.mouseClick(dock.run_button, Qt.MouseButton.LeftButton)
+    wait_for(lambda: loaded_plugin.task is None)
+    assert dock.sites_button.isEnabled(), dock.status_label.text()
+
+    dock.sites_count.setValue(3)
+    QTest.mouseClick(dock.sites_button, Qt.MouseButton.LeftButton)
+    wait_for(lambda: loaded_plugin.sites_task is None)
+    group = run_groups()[0]
+    sites = group.children()[0].layer()  # at the top of the run's group
+    assert sites.customProperty(KEY_PROPERTY) == "sites" and sites.crs() == layer.crs()
+    assert 1 <= sites.featureCount() <= 3 and sites.renderer().type() == "categorizedSymbol"
+    assert sites.name().startswith("Sites to label (") and sites.labelsEnabled()
+    assert Path(sites.source().split("|")[0]).parent == Path(group.customProperty("mtl_explain/run_dir"))
+    assert sites.startEditing()  # ready to edit: the user fills the class of a site
+    feature = next(sites.getFeatures())
+    assert sites.changeAttributeValue(feature.id(), sites.fields().indexOf("class"), "forest")
+    assert sites.commitChanges()
+    assert next(sites.getFeatures())["class"] == "forest"

@@ -255,3 +255,25 @@ def test_train_from_layers_inside_a_graphical_model(processing_ready, crop_dir, 
                                           "train:model_file": str(out)})
     assert Path(result["train:model_file"]) == out
     assert {"forest", "water"} <= {c.name for c in read_spec(out).classes}
+
+
+def test_propose_sites_algorithm_writes_and_loads_a_styled_layer(processing_ready, crop_dir, tiny_model, tmp_path):
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProject
+
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    out = tmp_path / "sites.gpkg"
+    result = processing_ready.run("mtl_explain:proposesites", {
+        "INPUT": str(crop_dir / "raleigh_vnir.tif"), "MODEL": str(tiny_model),
+        "AUX_TRUTH": [str(crop_dir / "raleigh_swir.tif")], "COUNT": 4, "STRATEGY": 3, "DEVICE": 1,
+        "OUTPUT": str(out)}, context=context, feedback=QgsProcessingFeedback())
+    assert result["OUTPUT"] == str(out) and result["STRATEGY_USED"] == "mix" and 1 <= result["SITES"] <= 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sites.gpkg", "sites.qml"]  # no temporary run left
+    details = context.layersToLoadOnCompletion()
+    assert len(details) == 1
+    path, info = next(iter(details.items()))
+    from qgis.core import QgsVectorLayer
+
+    layer = QgsVectorLayer(path, info.name, "ogr")
+    info.postProcessor().postProcessLayer(layer, context, QgsProcessingFeedback())
+    assert layer.featureCount() == result["SITES"] and layer.renderer().type() == "categorizedSymbol"
