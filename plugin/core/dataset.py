@@ -145,3 +145,29 @@ def variant_path(out: str | Path, variant: str, chosen: str) -> Path:
         return out
     stem = out.name.removesuffix(".safetensors").removesuffix(f".{chosen}").removesuffix(".mtl")
     return out.with_name(f"{stem}.{variant}.safetensors")
+
+
+def area_extent(mode: str, canvas, polygons, layer: QgsRasterLayer, missing: str, outside: str):
+    """An area as the Run and Train pages offer it, in ``layer``'s CRS and clipped to it: ``"layer"`` (None: the whole
+    layer), ``"canvas"`` (the map canvas's extent) or the polygons of a layer (its selected ones if any).
+
+    Raises:
+        ValueError: ``missing`` when no polygon layer is chosen, ``outside`` when the area misses the layer.
+    """
+    from qgis.core import QgsCoordinateTransform, QgsProject, QgsRectangle
+
+    if mode == "layer":
+        return None
+    if mode == "canvas":
+        rect, crs = canvas.extent(), canvas.mapSettings().destinationCrs()
+    else:
+        if polygons is None:
+            raise ValueError(missing)
+        rect = polygons.boundingBoxOfSelected() if polygons.selectedFeatureCount() else polygons.extent()
+        crs = polygons.crs()
+    if crs.isValid() and crs != layer.crs():
+        rect = QgsCoordinateTransform(crs, layer.crs(), QgsProject.instance()).transformBoundingBox(rect)
+    clipped = QgsRectangle(rect).intersect(layer.extent())
+    if clipped.isEmpty():
+        raise ValueError(outside)
+    return clipped.xMinimum(), clipped.yMinimum(), clipped.xMaximum(), clipped.yMaximum()

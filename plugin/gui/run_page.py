@@ -11,11 +11,9 @@ import tempfile
 from pathlib import Path
 
 from qgis.core import (
-    QgsCoordinateTransform,
     QgsMapLayerProxyModel,
     QgsProject,
     QgsRasterLayer,
-    QgsRectangle,
     QgsSettings,
 )
 from qgis.gui import QgsMapLayerComboBox
@@ -403,25 +401,14 @@ class RunPage(QWidget, FORM):
 
     def extent_in_layer_crs(self, layer: QgsRasterLayer) -> tuple[float, float, float, float] | None:
         """The chosen extent, transformed to the layer's CRS and clipped to it; None for the whole layer."""
-        mode = self.extent_combo.currentData()
-        if mode == "layer":
-            return None
-        if mode == "canvas":
-            canvas = self.iface.mapCanvas()
-            rect, crs = canvas.extent(), canvas.mapSettings().destinationCrs()
-        else:
-            aoi = self.aoi_combo.currentLayer()
-            if aoi is None:
-                raise ValueError(self.tr("Choose the polygon layer that outlines the area of interest."))
-            rect = aoi.boundingBoxOfSelected() if aoi.selectedFeatureCount() else aoi.extent()
-            crs = aoi.crs()
-        if crs.isValid() and crs != layer.crs():
-            rect = QgsCoordinateTransform(crs, layer.crs(), QgsProject.instance()).transformBoundingBox(rect)
-        clipped = QgsRectangle(rect).intersect(layer.extent())
-        if clipped.isEmpty():
-            raise ValueError(self.tr("The chosen extent does not overlap the layer {}; pan the map or choose "
-                                     "another area.").format(layer.name()))
-        return clipped.xMinimum(), clipped.yMinimum(), clipped.xMaximum(), clipped.yMaximum()
+        from ..core.dataset import area_extent
+
+        return area_extent(
+            self.extent_combo.currentData(), self.iface.mapCanvas() if self.iface else None,
+            self.aoi_combo.currentLayer(), layer,
+            self.tr("Choose the polygon layer that outlines the area of interest."),
+            self.tr("The chosen extent does not overlap the layer {}; pan the map or choose another area.").format(
+                layer.name()))
 
     def _on_run_clicked(self) -> None:
         try:

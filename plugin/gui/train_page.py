@@ -13,11 +13,9 @@ import time
 from pathlib import Path
 
 from qgis.core import (
-    QgsCoordinateTransform,
     QgsMapLayerProxyModel,
     QgsProject,
     QgsRasterLayer,
-    QgsRectangle,
     QgsVectorLayer,
 )
 from qgis.gui import QgsCheckableComboBox, QgsMapLayerComboBox
@@ -25,7 +23,7 @@ from qgis.PyQt import uic
 from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal, pyqtSlot
 from qgis.PyQt.QtWidgets import QComboBox, QHeaderView, QLineEdit, QTableWidgetItem, QWidget
 
-from ..core.dataset import TASKS, VARIANTS, dataset_from_layers, modality_name, variant_path
+from ..core.dataset import TASKS, VARIANTS, area_extent, dataset_from_layers, modality_name, variant_path
 from .curves import CurvePlot
 
 FORM, _ = uic.loadUiType(str(Path(__file__).with_name("train_page.ui")))
@@ -203,24 +201,11 @@ class TrainPage(QWidget, FORM):
 
     def training_extent(self, layer: QgsRasterLayer) -> tuple[float, float, float, float] | None:
         """The chosen training area in the input layer's CRS (None: the whole layer)."""
-        mode = self.area_combo.currentData()
-        if mode == "layer":
-            return None
-        if mode == "canvas":
-            canvas = self.iface.mapCanvas()
-            rect, crs = canvas.extent(), canvas.mapSettings().destinationCrs()
-        else:
-            polygons = self.area_layer.currentLayer()
-            if polygons is None:
-                raise ValueError(self.tr("Choose the polygon layer that outlines the training area."))
-            rect = polygons.boundingBoxOfSelected() if polygons.selectedFeatureCount() else polygons.extent()
-            crs = polygons.crs()
-        if crs.isValid() and crs != layer.crs():
-            rect = QgsCoordinateTransform(crs, layer.crs(), QgsProject.instance()).transformBoundingBox(rect)
-        clipped = QgsRectangle(rect).intersect(layer.extent())
-        if clipped.isEmpty():
-            raise ValueError(self.tr("The training area does not overlap the layer {}.").format(layer.name()))
-        return clipped.xMinimum(), clipped.yMinimum(), clipped.xMaximum(), clipped.yMaximum()
+        return area_extent(
+            self.area_combo.currentData(), self.iface.mapCanvas() if self.iface else None,
+            self.area_layer.currentLayer(), layer,
+            self.tr("Choose the polygon layer that outlines the training area."),
+            self.tr("The training area does not overlap the layer {}.").format(layer.name()))
 
     def aux_modalities(self) -> list[tuple[str, object, list[int] | None]]:
         """``(name, layer, bands)`` of every filled auxiliary row."""

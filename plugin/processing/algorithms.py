@@ -127,6 +127,31 @@ class _Base(QgsProcessingAlgorithm):
 
         return QUrl.fromLocalFile(str(manual())).toString()
 
+    def _add_input_and_model(self) -> None:
+        """The input raster and the model file (default: the bundled model) parameters."""
+        self.addParameter(QgsProcessingParameterRasterLayer("INPUT", self.tr("Input raster")))
+        model = default_model()
+        self.addParameter(QgsProcessingParameterFile(
+            "MODEL", self.tr("Model file"), QgsProcessingParameterFile.Behavior.File,
+            fileFilter="Models (*.safetensors *.onnx)", defaultValue=str(model) if model else None))
+
+    def _add_aux_truth(self) -> None:
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            "AUX_TRUTH", self.tr("True auxiliary rasters (one per modality, in the model's order)"),
+            QgsProcessing.SourceType.TypeRaster, optional=True))
+
+    def _aux_truth(self, parameters, context, model: str) -> dict[str, str]:
+        """The true auxiliary rasters by modality name, in the model's order."""
+        from ..core.model_info import read_spec
+
+        spec = read_spec(model)
+        truths = self.parameterAsLayerList(parameters, "AUX_TRUTH", context)
+        if len(truths) > len(spec.aux):
+            raise QgsProcessingException(self.tr("{} true auxiliary rasters given but the model reconstructs {} "
+                                                 "modality(ies): {}").format(len(truths), len(spec.aux),
+                                                                             ", ".join(m.name for m in spec.aux)))
+        return {m.name: _raster_path(t, m.name) for m, t in zip(spec.aux, truths)}
+
     def _check_dependencies(self, model_path: str | None = None, sharded: bool = False) -> None:
         """Raise with the install command when the packages for this model (or, without one, for training
         in the worker; ``sharded``: for a Dask run, which the worker process starts) are missing."""
@@ -170,11 +195,7 @@ class PredictAlgorithm(_Base):
             "(default: by band description, else 1..N). Tile size 0 and overlap -1 use the model's defaults.")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 (QGIS name)
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
-        model = default_model()
-        self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, self.tr("Model file"), QgsProcessingParameterFile.Behavior.File,
-            fileFilter="Models (*.safetensors *.onnx)", defaultValue=str(model) if model else None))
+        self._add_input_and_model()
         self.addParameter(QgsProcessingParameterString(
             self.BANDS, self.tr("Band mapping (e.g. 1,2,3,4)"), optional=True))
         self.addParameter(QgsProcessingParameterExtent(self.EXTENT, self.tr("Extent"), optional=True))
@@ -335,9 +356,7 @@ class ExplainAlgorithm(PredictAlgorithm):
             "need no ground truth.")
 
     def _extra_parameters(self) -> None:
-        self.addParameter(QgsProcessingParameterMultipleLayers(
-            self.AUX_TRUTH, self.tr("True auxiliary rasters (one per modality, in the model's order)"),
-            QgsProcessing.SourceType.TypeRaster, optional=True))
+        self._add_aux_truth()
         self.addParameter(QgsProcessingParameterRasterLayer(self.LABELS, self.tr("Reference labels"), optional=True))
         self.addParameter(QgsProcessingParameterBand(
             "LABELS_BAND", self.tr("Labels band (empty: the band the model was trained on)"), None, self.LABELS,
@@ -353,15 +372,7 @@ class ExplainAlgorithm(PredictAlgorithm):
         self.addOutput(QgsProcessingOutputHtml("REPORT", self.tr("Explanation report")))
 
     def _extra_values(self, parameters, context, job) -> None:
-        from ..core.model_info import read_spec
-
-        spec = read_spec(job.model)
-        truths = self.parameterAsLayerList(parameters, self.AUX_TRUTH, context)
-        if len(truths) > len(spec.aux):
-            raise QgsProcessingException(self.tr("{} true auxiliary rasters given but the model reconstructs {} "
-                                                 "modality(ies): {}").format(len(truths), len(spec.aux),
-                                                                             ", ".join(m.name for m in spec.aux)))
-        job.aux_truth = {m.name: _raster_path(t, m.name) for m, t in zip(spec.aux, truths)}
+        job.aux_truth = self._aux_truth(parameters, context, job.model)
         labels = self.parameterAsRasterLayer(parameters, self.LABELS, context)
         job.labels = _raster_path(labels, self.tr("Reference labels")) if labels else None
         band = self.parameterAsInt(parameters, "LABELS_BAND", context)
@@ -598,14 +609,8 @@ class ProposeSitesAlgorithm(_Base):
         from mtl_core.explain.sites import DEFAULT_STRATEGY, STRATEGIES
         from qgis.core import QgsProcessingOutputNumber, QgsProcessingParameterDistance
 
-        self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, self.tr("Input raster")))
-        model = default_model()
-        self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, self.tr("Model file"), QgsProcessingParameterFile.Behavior.File,
-            fileFilter="Models (*.safetensors *.onnx)", defaultValue=str(model) if model else None))
-        self.addParameter(QgsProcessingParameterMultipleLayers(
-            self.AUX_TRUTH, self.tr("True auxiliary rasters (one per modality, in the model's order)"),
-            QgsProcessing.SourceType.TypeRaster, optional=True))
+        self._add_input_and_model()
+        self._add_aux_truth()
         self.addParameter(QgsProcessingParameterNumber(
             self.COUNT, self.tr("Number of sites"), QgsProcessingParameterNumber.Type.Integer, 20, minValue=1))
         self.addParameter(QgsProcessingParameterDistance(
@@ -621,26 +626,16 @@ class ProposeSitesAlgorithm(_Base):
 
     def prepareAlgorithm(self, parameters, context, feedback) -> bool:  # noqa: N802 (QGIS name)
         """Main thread: layers become paths."""
+        from mtl_core.explain.sites import PRODUCTS
         from mtl_core.jobs import Job
-
-        from ..core.model_info import read_spec
 
         layer = self.parameterAsRasterLayer(parameters, self.INPUT, context)
         model = self.parameterAsFile(parameters, self.MODEL, context)
         if not model:
             raise QgsProcessingException(self.tr("Choose a model file (*.onnx or *.mtl.safetensors)."))
-        spec = read_spec(model)
-        truths = self.parameterAsLayerList(parameters, self.AUX_TRUTH, context)
-        if len(truths) > len(spec.aux):
-            raise QgsProcessingException(self.tr("{} true auxiliary rasters given but the model reconstructs {} "
-                                                 "modality(ies): {}").format(len(truths), len(spec.aux),
-                                                                             ", ".join(m.name for m in spec.aux)))
-        from mtl_core.explain.sites import PRODUCTS
-
         self._job = Job(kind="predict", model=model, raster=_raster_path(layer, self.tr("Input raster")),
                         name=layer.name(), device=DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-                        products=list(PRODUCTS),
-                        aux_truth={m.name: _raster_path(t, m.name) for m, t in zip(spec.aux, truths)})
+                        products=list(PRODUCTS), aux_truth=self._aux_truth(parameters, context, model))
         return True
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS name)
