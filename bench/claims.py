@@ -165,6 +165,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=300, help="training steps per model (default 300)")
     p.add_argument("--attempts", nargs="*", choices=ATTEMPTS, default=["mtl-uw", "mtl-distil"],
                    help="attempts to close the multimodal gap (default: mtl-uw mtl-distil)")
+    p.add_argument("--attempts-only", action="store_true",
+                   help="train only the attempts (the base variants of these setups are in --out already, or are "
+                        "being trained by another run; mtl-distil then needs them in this run)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="claims.json", help="JSON lines of every run (appended; resumable)")
     p.add_argument("--table", action="store_true", help="only print the tables of --out")
@@ -176,7 +179,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for setup in args.setups:
                 for seed in args.seeds:
-                    for variant in BASE + args.attempts:
+                    for variant in ([] if args.attempts_only else BASE) + args.attempts:
                         if any(r["setup"] == setup and r["variant"] == variant and r["seed"] == seed
                                and r["steps"] == args.steps for r in rows) and not (
                                    variant == "multimodal" and "mtl-distil" in args.attempts):

@@ -32,8 +32,8 @@ TASK_LABELS = {"segmentation": "Segmentation (per pixel)", "classification": "Pa
 AREA_MODES = (("layer", "Whole layer"), ("canvas", "Current map canvas"), ("polygons", "Polygons of a layer"))
 SCORES = {"segmentation": "miou", "classification": "oa", "regression": "r2"}
 #: Columns of the results table: (metric key in the model's test metrics, header).
-RESULT_COLUMNS = {"segmentation": (("miou", "test mIoU"), ("oa", "test OA")),
-                  "classification": (("oa", "test OA"), ("miou", "test mIoU")),
+RESULT_COLUMNS = {"segmentation": (("miou", "test mIoU"), ("overall_accuracy", "test OA")),
+                  "classification": (("overall_accuracy", "test OA"), ("miou", "test mIoU")),
                   "regression": (("rmse", "test RMSE"), ("r2", "test R²"))}
 ERROR_STYLE = "color: #b00020;"
 
@@ -288,7 +288,8 @@ class TrainPage(QWidget, FORM):
             self.status_label.setStyleSheet("")
             self.status_label.setText(self.tr("Starting the worker…"))
             self.phase_label.setText("")
-            self.scroll.ensureWidgetVisible(self.curves, 0, 10)  # the curves in view while it trains
+            # the curves in view while it trains, once the layout has hidden the last scores
+            QTimer.singleShot(0, lambda: self.scroll.ensureWidgetVisible(self.curves, 0, 10))
         self._update_train_enabled()
 
     @pyqtSlot(int, object)

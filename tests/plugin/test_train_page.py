@@ -88,8 +88,9 @@ def test_train_watch_select_and_explain(loaded_plugin, train_page, tmp_path):
     model = tmp_path / "models" / "trained.mtl.safetensors"
     assert model.exists() and model.with_name("trained.dataset.yaml").exists()
     assert run.model_file.filePath() == str(model) and run.recent_combo.currentData() == str(model)
+    assert run.layer_combo.currentLayer() == page.input_layer.currentLayer()  # the raster it was trained on
     assert page.results_table.rowCount() == 1 and page.results_table.item(0, 0).text() == "mtl"
-    assert 0 <= float(page.results_table.item(0, 2).text()) <= 1
+    assert all(0 <= float(page.results_table.item(0, c).text()) <= 1 for c in (2, 3))  # test mIoU and OA
 
     run.out_dir.setFilePath(str(tmp_path / "runs"))
     run.device_combo.setCurrentIndex(run.device_combo.findData("cpu"))
