@@ -1,4 +1,4 @@
-"""The ``mtl`` command line: sample-data, train, evaluate, predict, explain, export, info and worker."""
+"""The ``mtl`` command line: sample-data, train, evaluate, predict, explain, propose-sites, export, info, worker."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from . import __version__
+from .cli_sites import add_propose_sites, aux_args, aux_arguments
 from .engine.products import REGISTRY, default_names
 from .errors import MtlError
 from .jobs import Job, set_torch_threads
@@ -226,57 +227,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _aux_args(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, list[int]]]:
-    """``--aux NAME=PATH`` and ``--aux-bands NAME=N,N`` as mappings."""
-    aux = {}
-    for item in args.aux or []:
-        name, _, path = item.partition("=")
-        if not name or not path:
-            raise MtlError(f"--aux {item!r} must look like NAME=PATH, e.g. swir=swir.tif")
-        aux[name] = path
-    aux_bands = {}
-    for item in args.aux_bands or []:
-        name, _, numbers = item.partition("=")
-        try:
-            aux_bands[name] = [int(n) for n in numbers.split(",")]
-        except ValueError:
-            raise MtlError(f"--aux-bands {item!r} must look like NAME=N,N,…, e.g. swir=5,6") from None
-    return aux, aux_bands
-
-
-def _aux_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--aux", action="append", metavar="NAME=PATH",
-                   help="real raster of an auxiliary modality (repeatable), e.g. swir=swir.tif; on another grid it is "
-                        "warped onto the input's (bilinear), as training does")
-    p.add_argument("--aux-bands", action="append", metavar="NAME=N,N",
-                   help="bands of an --aux raster holding the modality's bands, in its order (repeatable), e.g. "
-                        "swir=5,6 for a 7-band stack (default: by band description, else 1..K)")
-
-
-def cmd_propose_sites(args: argparse.Namespace) -> int:
-    from .engine import PredictOptions
-    from .explain.sites import propose_sites
-
-    aux, aux_bands = _aux_args(args)
-    opts = PredictOptions(aux_truth=aux, aux_bands=aux_bands, bands=args.bands, mask=args.mask, device=args.device,
-                          extent=tuple(args.extent) if args.extent else None, threads=args.threads)
-    result = propose_sites(args.model, args.raster, args.out, opts, count=args.count, min_distance_m=args.min_distance,
-                           strategy=args.strategy, size=args.size, seed=args.seed, progress=not args.quiet)
-    for warning in result.warnings:
-        print(f"WARNING: {warning}")
-    print(f"{len(result.sites)} site(s) of {result.cells} candidate squares, ranked by {result.strategy}"
-          + (f" ({result.note})" if result.note else "") + f": {result.path}")
-    for site in result.sites:
-        print(f"  {site.rank:>3}  {site.kind:<13} score {site.score:.3f}  predicted "
-              f"{result.classes.get(site.cell.predicted, site.cell.predicted)}")
-    return 0
-
-
 def cmd_explain(args: argparse.Namespace) -> int:
     from .engine import explain
     from .io.styles import write_sidecars
 
-    aux, aux_bands = _aux_args(args)
+    aux, aux_bands = aux_args(args)
     if not args.no_sensitivity and "sensitivity" not in args.products:
         args.products = list(args.products) + ["sensitivity"]
     job = _engine_job("explain", args, aux_truth=aux, labels=args.labels, labels_band=args.labels_band,
@@ -459,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "GeoTIFF gets its QGIS style beside it (<name>.qml).")
     ex.add_argument("model", help="model file")
     ex.add_argument("raster", help="input raster holding the model's input bands")
-    _aux_arguments(ex)
+    aux_arguments(ex)
     ex.add_argument("--labels", help="reference labels: a raster (on another grid it is warped onto the input's, "
                                      "nearest neighbour, as training does) or polygons of a vector layer (GeoPackage, "
                                      "Shapefile, GeoJSON…, any CRS) rasterised on the input grid")
@@ -477,38 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip the sensitivity layers (they cost one extra forward pass per input band)")
     ex.set_defaults(func=cmd_explain)
 
-    ps = sub.add_parser("propose-sites", help="propose where to label next (a GeoPackage of sites)",
-                        description="Run a segmentation model on a raster and propose COUNT square sites (the model's "
-                                    "patch size) to label next, spread over the area, best first, each with its "
-                                    "score, predicted class and why it was chosen. Strategies: entropy (where the "
-                                    "model hesitates; needs nothing else), error (the model's stored error detector), "
-                                    "flagged (confident pixels whose real auxiliary modality is unusual for the "
-                                    "predicted class), mix (entropy and flagged in turn), random. error, flagged and "
-                                    "mix need the real auxiliary rasters (--aux); without them entropy is used and "
-                                    "the output says so. Written to a new GeoPackage with its QGIS style beside it "
-                                    "(<name>.qml); its empty 'class' field is there to fill.")
-    ps.add_argument("model", help="model file (segmentation)")
-    ps.add_argument("raster", help="input raster holding the model's input bands")
-    ps.add_argument("--out", required=True, help="GeoPackage to write (a new file, e.g. sites.gpkg)")
-    _aux_arguments(ps)
-    ps.add_argument("--count", type=_positive, default=20, help="number of sites (default: 20)")
-    ps.add_argument("--min-distance", type=_positive_float, metavar="METRES",
-                    help="least distance between two sites' centres in metres, map units for a CRS in degrees "
-                         "(default: twice the site size)")
-    ps.add_argument("--size", type=_positive, metavar="PX", help="site size in pixels (default: the model's patch "
-                                                                 "size)")
-    ps.add_argument("--strategy", choices=["entropy", "error", "flagged", "mix", "random"],
-                    help="how sites are ranked (default: entropy: in docs/results.md no strategy beats it "
-                         "clearly, and it needs no auxiliary raster)")
-    ps.add_argument("--seed", type=int, default=0, help="seed of the random strategy (default: 0)")
-    ps.add_argument("--extent", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
-                    help="propose only inside this extent (the raster's CRS)")
-    ps.add_argument("--mask", help="polygon layer or raster (non-zero inside): propose only inside it")
-    ps.add_argument("--bands", type=_positive, nargs="+", metavar="N",
-                    help="raster band feeding each model input band (default: by band description, else 1..N)")
-    ps.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    ps.add_argument("--threads", type=_positive, help="CPU threads for the backend")
-    ps.set_defaults(func=cmd_propose_sites)
+    add_propose_sites(sub, _positive, _positive_float)
 
     w = sub.add_parser("worker", help="run one job (JSON) and report JSON lines: the QGIS plugin's torch process",
                        description="Run one job — predict, explain, train or export, as JSON (see mtl_core/jobs.py) — "

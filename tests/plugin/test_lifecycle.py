@@ -14,7 +14,7 @@ except ImportError:
 
 from .conftest import flush_deletions
 
-ALGORITHMS = {"mtl_explain:predict", "mtl_explain:explain", "mtl_explain:train"}
+ALGORITHMS = {"mtl_explain:predict", "mtl_explain:explain", "mtl_explain:train", "mtl_explain:proposesites"}
 
 
 def _our_handlers() -> list[logging.Handler]:

@@ -148,7 +148,7 @@ def test_every_algorithm_links_the_shipped_manual(processing_ready):
     from qgis.core import QgsApplication
     from qgis.PyQt.QtCore import QUrl
 
-    for name in ("predict", "explain", "train"):
+    for name in ("predict", "explain", "train", "proposesites"):
         url = QgsApplication.processingRegistry().algorithmById(f"mtl_explain:{name}").helpUrl()
         assert Path(QUrl(url).toLocalFile()).name == "plugin.md" and Path(QUrl(url).toLocalFile()).is_file(), url
 
