@@ -24,6 +24,7 @@ from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QWidget
 from ..core.model_info import BandMapping, default_mapping, raster_band_names, read_spec, summary_html, validate
 from ..core.params import ogr_mask_path, tickable_products
 from ..core.paths import default_model
+from .util import compact, compact_all
 
 FORM, _ = uic.loadUiType(str(Path(__file__).with_name("run_page.ui")))
 SETTINGS_RECENT = "mtl_explain/recent_models"
@@ -59,6 +60,7 @@ class RunPage(QWidget, FORM):
         self._on_layer_changed()
 
     def _setup(self) -> None:
+        compact_all(self)
         self.layer_combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         self.precision_combo.addItem(self.tr("exact (float32)"), "exact")
         self.precision_combo.addItem(self.tr("fast (int8)"), "fast")
@@ -81,7 +83,7 @@ class RunPage(QWidget, FORM):
             check = QCheckBox(label)
             check.setChecked(ticked)
             self.product_checks[key] = check
-            self.options_form.addRow("", check)
+            self.options_form.addRow(check)  # across both columns: the labels column does not widen the page
         self.report_button.setVisible(False)
 
     def _connect(self) -> None:
@@ -269,6 +271,7 @@ class RunPage(QWidget, FORM):
         self.truth_combos = {}
         for m in (self.spec.aux if self.spec else []):
             combo = QgsMapLayerComboBox()
+            compact(combo)
             combo.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
             combo.setAllowEmptyLayer(True)
             combo.setLayer(None)
@@ -295,6 +298,7 @@ class RunPage(QWidget, FORM):
         for row, model_band in enumerate(self.mapping.model_bands):
             self.band_table.setItem(row, 0, QTableWidgetItem(model_band))
             combo = QComboBox()
+            compact(combo)
             combo.addItem(self.tr("(none)"), 0)
             for i, desc in enumerate(names, start=1):
                 combo.addItem(f"{i}: {desc}" if desc else f"{i}", i)

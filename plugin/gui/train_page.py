@@ -21,10 +21,11 @@ from qgis.core import (
 from qgis.gui import QgsCheckableComboBox, QgsMapLayerComboBox
 from qgis.PyQt import uic
 from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal, pyqtSlot
-from qgis.PyQt.QtWidgets import QComboBox, QHeaderView, QLineEdit, QTableWidgetItem, QWidget
+from qgis.PyQt.QtWidgets import QHeaderView, QLineEdit, QTableWidgetItem, QWidget
 
 from ..core.dataset import TASKS, VARIANTS, area_extent, dataset_from_layers, modality_name, variant_path
 from .curves import CurvePlot
+from .util import compact, compact_all
 
 FORM, _ = uic.loadUiType(str(Path(__file__).with_name("train_page.ui")))
 TASK_LABELS = {"segmentation": "Segmentation (per pixel)", "classification": "Patch classification",
@@ -36,13 +37,6 @@ RESULT_COLUMNS = {"segmentation": (("miou", "test mIoU"), ("overall_accuracy", "
                   "classification": (("overall_accuracy", "test OA"), ("miou", "test mIoU")),
                   "regression": (("rmse", "test RMSE"), ("r2", "test R²"))}
 ERROR_STYLE = "color: #b00020;"
-
-
-def _compact(combo: QComboBox) -> None:
-    """A combo as wide as the panel lets it be, not as wide as its longest text (band lists, layer names): the page
-    must fit a narrow dock without being cut on the right."""
-    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-    combo.setMinimumContentsLength(8)
 
 
 def _checked_bands(combo: QgsCheckableComboBox, what: str) -> list[int] | None:
@@ -102,8 +96,7 @@ class TrainPage(QWidget, FORM):
         for device in ("auto", "cpu", "cuda"):
             self.device_combo.addItem(device, device)
         self.results_table.setVisible(False)
-        for combo in self.findChildren(QComboBox):
-            _compact(combo)
+        compact_all(self)
         header = self.aux_table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         for column in (1, 2):
@@ -137,7 +130,7 @@ class TrainPage(QWidget, FORM):
         combo.setLayer(layer)
         bands = QgsCheckableComboBox()
         for widget in (combo, bands):
-            _compact(widget)
+            compact(widget)
         self.aux_table.setCellWidget(row, 0, name_edit)
         self.aux_table.setCellWidget(row, 1, combo)
         self.aux_table.setCellWidget(row, 2, bands)

@@ -481,3 +481,13 @@ def test_propose_sites_after_a_run_adds_an_editable_styled_layer(loaded_plugin, 
     assert sites.changeAttributeValue(feature.id(), sites.fields().indexOf("class"), "forest")
     assert sites.commitChanges()
     assert next(sites.getFeatures())["class"] == "forest"
+
+
+def test_the_run_page_fits_a_narrow_dock_without_being_cut(loaded_plugin, crop_dir, tiny_model, tmp_path):
+    """With a model and its band mapping shown, the page must not be wider than a 430 px dock (it scrolls only
+    down): combos shrink to the panel, product checkboxes span the form."""
+    layer = QgsRasterLayer(str(crop_dir / "raleigh_vnir.tif"), "a raster layer with a rather long name indeed")
+    dock = _prepare(loaded_plugin, layer, tiny_model, tmp_path / "out")
+    dock.truth_box.setChecked(True)
+    QTest.qWait(50)
+    assert dock.body.minimumSizeHint().width() <= 420

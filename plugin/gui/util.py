@@ -1,0 +1,18 @@
+"""Small helpers shared by the panel's pages."""
+
+from __future__ import annotations
+
+from qgis.PyQt.QtWidgets import QComboBox, QWidget
+
+
+def compact(combo: QComboBox) -> None:
+    """A combo as wide as the panel lets it be, not as wide as its longest text (band lists, layer names, file
+    paths): a page must fit a narrow dock without being cut on the right."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(8)
+
+
+def compact_all(page: QWidget) -> None:
+    """:func:`compact` every combo of a page."""
+    for combo in page.findChildren(QComboBox):
+        compact(combo)
