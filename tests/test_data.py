@@ -135,3 +135,17 @@ def test_undeclared_label_values_are_counted_and_refused_unless_ignored(crop_cop
     scene = Scene(load_config(crop_copy / "crop.yaml"))  # ignored on purpose: those pixels are unlabelled
     _, labelled = scene.read_labels((0, 0, 10, 3))
     assert not labelled.any()
+
+
+def test_the_second_sample_prepares_from_its_wheel_and_trains_from_its_polygons():
+    """Berlin (Sentinel-2, OSM polygons): 10 m bands in, the 20 m bands aligned onto them, 'grass' left out."""
+    from mtl_core.sample_data import prepare_sample
+
+    cfg = load_config(prepare_sample("berlin"))
+    scene = Scene(cfg)
+    assert (scene.grid.width, scene.grid.height) == (1536, 768) and scene.grid.pixel_size_m() == 10
+    assert [c.name for c in scene.classes] == ["farm", "meadow", "forest", "residential", "scrub", "wetland", "water"]
+    assert scene.polygons.skipped["ignored value"] == 10  # the 'grass' polygons
+    window = (512, 256, 64, 64)
+    aux, valid = Scene.read_stack(scene.aux, window)  # the 20 m raster read on the 10 m grid
+    assert aux.shape == (6, 64, 64) and valid.all() and aux.std() > 0
