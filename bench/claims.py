@@ -180,13 +180,13 @@ def main() -> None:
             for setup in args.setups:
                 for seed in args.seeds:
                     for variant in ([] if args.attempts_only else BASE) + args.attempts:
-                        if any(r["setup"] == setup and r["variant"] == variant and r["seed"] == seed
-                               and r["steps"] == args.steps for r in rows) and not (
-                                   variant == "multimodal" and "mtl-distil" in args.attempts):
+                        done = any(r["setup"] == setup and r["variant"] == variant and r["seed"] == seed
+                                   and r["steps"] == args.steps for r in rows)
+                        teacher = variant == "multimodal" and "mtl-distil" in args.attempts
+                        if done and not teacher:
                             continue
                         row = run_variant(setup, variant, seed, args.steps, args.threads, Path(tmp))
-                        if any(r["setup"] == setup and r["variant"] == variant and r["seed"] == seed
-                               and r["steps"] == args.steps for r in rows):
+                        if done:
                             continue  # a teacher trained again for distillation; its first row is kept
                         rows.append(row)
                         with out.open("a") as f:

@@ -41,7 +41,7 @@ TEST_SHARE = 0.3
 MIN_LABELLED = 0.25
 
 
-def reference(scene: str, folder: Path) -> tuple[dict, Path, np.ndarray, list[tuple[int, str, str]]]:
+def reference(scene: str) -> tuple[dict, Path, np.ndarray, list[tuple[int, str, str]]]:
     """The scene's configuration, its input raster, its full reference as an array of class values (0 =
     unlabelled) on the input grid, and its classes (value, name, colour)."""
     import yaml
@@ -112,7 +112,8 @@ def test_score(main: Path, ref: np.ndarray, test_cols: int, classes: list[tuple[
     return {"miou": s["miou"], "overall_accuracy": s["overall_accuracy"]}
 
 
-def train_and_run(raw: dict, labels: Path, folder: Path, seed: int, steps: int, threads: int, raster: Path) -> tuple:
+def train_and_run(raw: dict, labels: Path, classes: list[tuple[int, str, str]], folder: Path, seed: int, steps: int,
+                  threads: int, raster: Path) -> tuple:
     """Train mtl on the labelled cells; run it on the whole scene with the real auxiliary rasters."""
     import torch
     import yaml
@@ -126,7 +127,7 @@ def train_and_run(raw: dict, labels: Path, folder: Path, seed: int, steps: int, 
 
     torch.set_num_threads(threads)
     cfg_raw = {**raw, "labels": {"path": str(labels), "task": "segmentation",
-                                 "classes": {v: {"name": n, "color": c} for v, n, c in labels_classes(labels)}},
+                                 "classes": {v: {"name": n, "color": c} for v, n, c in classes}},
                "split": {"block_size": CELL, "val_fraction": 0.1, "test_fraction": 0.05, "seed": 0}}
     for section in ("inputs", "aux"):
         for m in cfg_raw[section].values():
@@ -146,14 +147,10 @@ def train_and_run(raw: dict, labels: Path, folder: Path, seed: int, steps: int, 
     return run, result.spec
 
 
-def labels_classes(labels: Path) -> list[tuple[int, str, str]]:
-    return json.loads(labels.with_suffix(".classes.json").read_text())
-
-
 def run_seed(scene: str, seed: int, args: argparse.Namespace, log) -> list[dict]:
     from mtl_core.explain.sites import propose_from_outputs
 
-    raw, raster, ref, classes = reference(scene, Path())
+    raw, raster, ref, classes = reference(scene)
     rows_n, cols_n = math.ceil(ref.shape[0] / CELL), math.ceil(ref.shape[1] / CELL)
     test_cols = int(cols_n * (1 - TEST_SHARE))
     share = np.zeros((rows_n, cols_n))
@@ -174,10 +171,9 @@ def run_seed(scene: str, seed: int, args: argparse.Namespace, log) -> list[dict]
             folder = tmp / f"{name}_{rnd}"
             folder.mkdir()
             labels = folder / "labels.tif"
-            labels.with_suffix(".classes.json").write_text(json.dumps(classes))
             write_labels(labels, raster, ref, labelled, classes)
             t = time.perf_counter()
-            run, spec = train_and_run(raw, labels, folder, seed, args.steps, args.threads, raster)
+            run, spec = train_and_run(raw, labels, classes, folder, seed, args.steps, args.threads, raster)
             score = test_score(run.outputs["main"], ref, test_cols, classes)
             pixels = int(sum((ref[r * CELL:(r + 1) * CELL, c * CELL:(c + 1) * CELL] > 0).sum() for r, c in labelled))
             row = {"scene": scene, "seed": seed, "round": rnd, "strategy": name, "cells": len(labelled),

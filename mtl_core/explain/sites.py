@@ -108,6 +108,10 @@ def read_cells(outputs: dict[str, Path], grid: Grid, size: int, classes: list[in
               if k in ("main", "confidence", "entropy", "error_probability", "confident_flagged")}
     rows, cols = math.ceil(grid.height / size), math.ceil(grid.width / size)
     max_entropy = math.log(max(len(classes), 2))
+    #: (layer, Cell attribute, mean over the cell's valid pixels)
+    scores = (("entropy", "entropy", lambda v: v.mean() / max_entropy),
+              ("error_probability", "error_probability", np.mean),
+              ("confident_flagged", "flagged", lambda v: (v == 3).mean()))  # 3: confident and flagged
     cells = []
     for r in range(rows):
         h = min(size, grid.height - r * size)
@@ -128,15 +132,10 @@ def read_cells(outputs: dict[str, Path], grid: Grid, size: int, classes: list[in
             values, counts = np.unique(main[valid].astype(np.int64), return_counts=True)
             cell = Cell((x0, r * size, w, h), float(valid.mean()), int(values[np.argmax(counts)]),
                         float(conf[valid].mean()))
-            if "entropy" in data:
-                e, ok = data["entropy"][0][:, x0:x0 + w], data["entropy"][1][:, x0:x0 + w] & valid
-                cell.entropy = float(e[ok].mean() / max_entropy) if ok.any() else None
-            if "error_probability" in data:
-                p, ok = data["error_probability"][0][:, x0:x0 + w], data["error_probability"][1][:, x0:x0 + w] & valid
-                cell.error_probability = float(p[ok].mean()) if ok.any() else None
-            if "confident_flagged" in data:
-                f, ok = data["confident_flagged"][0][:, x0:x0 + w], data["confident_flagged"][1][:, x0:x0 + w] & valid
-                cell.flagged = float((f[ok] == 3).mean()) if ok.any() else None
+            for key, attr, reduce in scores:
+                if key in data:
+                    v, ok = data[key][0][:, x0:x0 + w], data[key][1][:, x0:x0 + w] & valid
+                    setattr(cell, attr, float(reduce(v[ok])) if ok.any() else None)
             cells.append(cell)
     return cells
 
@@ -173,9 +172,9 @@ def select(cells: list[Cell], strategy: str, count: int, min_distance_px: float,
     positions = [0] * len(rankings)
     turn = 0
     while len(taken) < count and any(p < len(r) for p, r in zip(positions, rankings)):
-        ranking = rankings[turn % len(rankings)]
+        k = turn % len(rankings)  # the rankings take turns (mix)
         turn += 1
-        i = positions[rankings.index(ranking)]
+        ranking, i = rankings[k], positions[k]
         while i < len(ranking):
             cell, kind, score = ranking[i]
             i += 1
@@ -185,7 +184,7 @@ def select(cells: list[Cell], strategy: str, count: int, min_distance_px: float,
                 centres.append((cx, cy))
                 taken.append(Site(cell, len(taken) + 1, kind, score))
                 break
-        positions[rankings.index(ranking)] = i
+        positions[k] = i
     return taken
 
 

@@ -98,6 +98,14 @@ def report_of(group: QgsLayerTreeGroup) -> Path | None:
     return Path(value) if value and Path(value).exists() else None
 
 
+def load_sidecar_style(layer) -> None:
+    """Give a file layer the ``<name>.qml`` written beside its file (a GeoPackage's too), when there is one."""
+    style = Path(layer.source().split("|")[0]).with_suffix(".qml")
+    if style.exists():
+        layer.loadNamedStyle(str(style))
+        layer.triggerRepaint()
+
+
 def add_sites_layer(path: str, run_dir: str | None, title_text: str, project: QgsProject | None = None):
     """Load a GeoPackage of proposed sites, styled from its ``.qml`` beside it, at the top of its run's group (or
     of the layer tree when the group is gone); editable like any layer. Returns the layer, or None."""
@@ -108,9 +116,7 @@ def add_sites_layer(path: str, run_dir: str | None, title_text: str, project: Qg
     if not layer.isValid():
         log.warning("the sites file %s cannot be opened as a vector layer", path)
         return None
-    style = Path(path).with_suffix(".qml")
-    if style.exists():
-        layer.loadNamedStyle(str(style))
+    load_sidecar_style(layer)
     layer.setCustomProperty(KEY_PROPERTY, "sites")
     project.addMapLayer(layer, False)
     group = next((g for g in run_groups(project) if g.customProperty(RUN_PROPERTY) == run_dir), None)

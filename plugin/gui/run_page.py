@@ -24,13 +24,12 @@ from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QWidget
 from ..core.model_info import BandMapping, default_mapping, raster_band_names, read_spec, summary_html, validate
 from ..core.params import ogr_mask_path, tickable_products
 from ..core.paths import default_model
-from .util import compact, compact_all
+from .util import ERROR_STYLE, compact, compact_all
 
 FORM, _ = uic.loadUiType(str(Path(__file__).with_name("run_page.ui")))
 SETTINGS_RECENT = "mtl_explain/recent_models"
 MAX_RECENT = 8
 EXTENT_MODES = (("layer", "Whole layer"), ("canvas", "Current map canvas"), ("aoi", "Features of a polygon layer"))
-ERROR_STYLE = "color: #b00020;"
 WARNING_STYLE = "color: #8a5a00;"
 
 

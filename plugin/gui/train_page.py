@@ -25,7 +25,7 @@ from qgis.PyQt.QtWidgets import QHeaderView, QLineEdit, QTableWidgetItem, QWidge
 
 from ..core.dataset import TASKS, VARIANTS, area_extent, dataset_from_layers, modality_name, variant_path
 from .curves import CurvePlot
-from .util import compact, compact_all
+from .util import ERROR_STYLE, compact, compact_all
 
 FORM, _ = uic.loadUiType(str(Path(__file__).with_name("train_page.ui")))
 TASK_LABELS = {"segmentation": "Segmentation (per pixel)", "classification": "Patch classification",
@@ -36,7 +36,6 @@ SCORES = {"segmentation": "miou", "classification": "oa", "regression": "r2"}
 RESULT_COLUMNS = {"segmentation": (("miou", "test mIoU"), ("overall_accuracy", "test OA")),
                   "classification": (("overall_accuracy", "test OA"), ("miou", "test mIoU")),
                   "regression": (("rmse", "test RMSE"), ("r2", "test R²"))}
-ERROR_STYLE = "color: #b00020;"
 
 
 def _checked_bands(combo: QgsCheckableComboBox, what: str) -> list[int] | None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from qgis.PyQt.QtWidgets import QComboBox, QWidget
 
+#: The style of a page's status line when it shows an error.
+ERROR_STYLE = "color: #b00020;"
+
 
 def compact(combo: QComboBox) -> None:
     """A combo as wide as the panel lets it be, not as wide as its longest text (band lists, layer names, file

@@ -572,10 +572,9 @@ class SitesPostProcessor(QgsProcessingLayerPostProcessorInterface):
     """Gives the sites layer its style (the ``.qml`` written beside the GeoPackage) once Processing loaded it."""
 
     def postProcessLayer(self, layer, context, feedback) -> None:  # noqa: N802 (QGIS name)
-        style = Path(layer.source().split("|")[0]).with_suffix(".qml")
-        if style.exists():
-            layer.loadNamedStyle(str(style))
-            layer.triggerRepaint()
+        from ..core.layers import load_sidecar_style
+
+        load_sidecar_style(layer)
 
 
 class ProposeSitesAlgorithm(_Base):
