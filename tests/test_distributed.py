@@ -76,7 +76,9 @@ def test_explain_on_two_workers_equals_one_run(sample_config, tmp_path):
     for r in report:
         r.pop("inputs", None)
     assert report[0] == report[1]  # the statistics merged from the shards are the single run's
-    assert seen == sorted(seen) and seen[-1] == 1.0 and any(0 < f < 0.9 for f in seen)
+    # monotone and complete; whether a value between the first and the last arrives depends on how fast the shards
+    # are next to the half-second reports (CI's machine finished both within the first one)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and all(0 <= f <= 1 for f in seen)
     assert not [n for n in _leftovers(tmp_path / "two") if "shards" in n or n.startswith(".")]
 
 
