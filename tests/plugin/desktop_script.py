@@ -15,6 +15,9 @@ started by a timer so QGIS's event loop runs between them as it does for a user:
    layer tree, with a screenshot;
 6. record whether torch's stack was ever imported in this process, write the JSON and quit.
 
+In a QGIS without the PyTorch worker (``MTL_QGIS_SIDE_ONLY=1``: the QGIS 3.44 chroot of tools/qgis344.sh) steps
+2–4 are left out and the sites are proposed after the panel's run.
+
 Inputs come from environment variables (``MTL_DESKTOP_*``): QGIS passes no arguments to the script.
 """
 
@@ -41,6 +44,7 @@ from qgis.utils import iface, plugins
 RASTER = os.environ["MTL_DESKTOP_RASTER"]
 CONFIG = os.environ["MTL_DESKTOP_CONFIG"]
 OUT = Path(os.environ["MTL_DESKTOP_OUT"])
+NO_WORKER = os.environ.get("MTL_QGIS_SIDE_ONLY") == "1"
 HEAVY = ("torch", "segmentation_models_pytorch", "timm", "torchvision", "triton")
 report: dict = {"steps": []}
 keep: list = []  # Python references the task manager does not hold
@@ -142,7 +146,10 @@ def panel_done() -> None:
     QApplication.processEvents()
     iface.mainWindow().grab().save(str(OUT / "panel.png"))
     report["steps"].append("panel done")
-    QTimer.singleShot(0, train_short)
+    if NO_WORKER:  # a QGIS without the PyTorch worker (tools/qgis344.sh): the steps that train are left out
+        QTimer.singleShot(0, lambda: propose_sites(open_demo))
+    else:
+        QTimer.singleShot(0, train_short)
 
 
 def start_train(steps: int, out: Path, on_progress):
@@ -246,13 +253,23 @@ def train_page() -> None:
         report["train_page"]["explained"] = sorted(n.layer().customProperty(KEY_PROPERTY)
                                                    for n in groups[0].findLayers()) if groups else []
         report["steps"].append("train page done")
-        # Where to label next: "Propose sites to label" after that run, as a user clicks it.
-        run_page = dock.run_page
-        dock.pages.setCurrentWidget(run_page)
-        report["sites"] = {"enabled": run_page.sites_button.isEnabled()}
-        run_page.sites_count.setValue(6)
-        run_page.sites_button.click()
-        wait(lambda: plugin.sites_task is None, guarded(sites_added))
+        QTimer.singleShot(0, lambda: propose_sites(open_demo))
+
+    def start() -> None:
+        page.train_button.click()
+        wait(during, guarded(trained))
+
+    wait(lambda: page.train_button.isEnabled(), guarded(start))
+
+
+def propose_sites(then) -> None:
+    """Where to label next: "Propose sites to label" after the last run, as a user clicks it; then ``then``."""
+    dock = plugins["mtl_explain"].dock
+    run_page = dock.run_page
+    dock.pages.setCurrentWidget(run_page)
+    report["sites"] = {"enabled": run_page.sites_button.isEnabled()}
+    run_page.sites_count.setValue(6)
+    run_page.sites_button.click()
 
     def sites_added() -> None:
         from mtl_explain.core.layers import KEY_PROPERTY, run_groups
@@ -273,13 +290,9 @@ def train_page() -> None:
     def sites_shot() -> None:
         iface.mainWindow().grab().save(str(OUT / "sites.png"))
         report["steps"].append("sites done")
-        QTimer.singleShot(0, open_demo)
+        QTimer.singleShot(0, then)
 
-    def start() -> None:
-        page.train_button.click()
-        wait(during, guarded(trained))
-
-    wait(lambda: page.train_button.isEnabled(), guarded(start))
+    wait(lambda: plugins["mtl_explain"].sites_task is None, guarded(sites_added))
 
 
 @guarded

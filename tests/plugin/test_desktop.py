@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, needs_worker
 
 sys.path.insert(0, str(ROOT / "tools"))
 import deploy  # noqa: E402
@@ -88,10 +88,12 @@ def test_panel_run_with_the_defaults_adds_styled_layers(desktop):
     assert desktop["footer_visible"], desktop["window"]  # Run and progress in view at 1366 x 768
 
 
+@needs_worker
 def test_train_from_the_toolbox_writes_the_model_in_the_worker(desktop):
     assert desktop["train"] == {"ok": True, "max_progress": 100.0, "file": True}
 
 
+@needs_worker
 def test_cancelled_train_leaves_no_file_and_no_worker(desktop):
     cancel = desktop["cancel"]
     assert desktop["workers_while_training"] == 1
@@ -99,6 +101,7 @@ def test_cancelled_train_leaves_no_file_and_no_worker(desktop):
     assert cancel["left"] == [] and cancel["workers_after"] == []
 
 
+@needs_worker
 def test_train_page_watches_writes_selects_and_explains(desktop):
     page = desktop["train_page"]
     assert page["points_during"] > 40 and page["points"] > page["points_during"], page

@@ -62,7 +62,7 @@ def _hold_at_first_progress(task) -> tuple[threading.Event, threading.Event]:
 
 
 def test_run_adds_styled_layers(loaded_plugin, crop_dir, tiny_model, tmp_path):
-    from mtl_core.modelfile import read_spec
+    from mtl_core.engine.runtime import read_spec
 
     spec = read_spec(tiny_model)
     layer = QgsRasterLayer(str(crop_dir / "raleigh_vnir.tif"), "vnir crop")

@@ -18,7 +18,7 @@ from mtl_core.io.labels import polygons_from_raster
 from mtl_core.jobs import dataset_path
 from mtl_core.modelfile import read_spec
 
-from .conftest import ROOT
+from .conftest import ROOT, needs_worker
 
 sys.path.insert(0, str(ROOT / "tools"))
 import check_package  # noqa: E402
@@ -67,15 +67,19 @@ def test_metadata_has_every_required_field():
     assert check_package.check_metadata(ROOT) == []
 
 
-@pytest.mark.slow
-def test_zip_installs_into_a_fresh_profile_and_runs_in_qgis_process(plugin_zip, crop_dir, tiny_model, tmp_path):
+def _fresh_profile(plugin_zip: Path, tmp_path: Path) -> dict[str, str]:
+    """The zip deployed into a fresh profile; the environment that makes qgis_process use it."""
     profile = tmp_path / "config" / "profiles" / "default"
     folder = deploy.deploy(plugin_zip, profile)
     assert (folder / "metadata.txt").exists()
     assert check_package.check_metadata(folder) == []
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "config"),
-               PYTHONPATH=os.pathsep.join(site.getsitepackages()))  # torch & co. from this environment
+    return dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(tmp_path / "config"),
+                PYTHONPATH=os.pathsep.join(site.getsitepackages()))  # torch & co. from this environment
 
+
+@pytest.mark.slow
+def test_zip_installs_into_a_fresh_profile_and_runs_in_qgis_process(plugin_zip, crop_dir, tiny_model, tmp_path):
+    env = _fresh_profile(plugin_zip, tmp_path)
     listed = subprocess.run([QGIS_PROCESS, "plugins"], env=env, capture_output=True, text=True, check=False,
                             timeout=300)
     assert "* mtl_explain" in listed.stdout, listed.stdout + listed.stderr
@@ -90,6 +94,10 @@ def test_zip_installs_into_a_fresh_profile_and_runs_in_qgis_process(plugin_zip, 
     assert results["DEVICE_USED"] == "cpu"
     for key in ("MAIN", "CONFIDENCE", "ENTROPY", "AUX_SWIR"):
         assert Path(results[key]).is_file() and Path(results[key]).parent.parent == out
+    if os.environ.get("MTL_TEST_REFERENCE"):  # QGIS 3.44 (chroot): the host's run of the same model, same pixels
+        for key in ("MAIN", "CONFIDENCE", "ENTROPY", "AUX_SWIR"):
+            host = gdal.Open(str(Path(os.environ["MTL_TEST_REFERENCE"]) / Path(results[key]).name))
+            assert (gdal.Open(results[key]).ReadAsArray() == host.ReadAsArray()).all(), key
 
     # the same run as shards on a Dask LocalCluster of 2 processes, started by the worker process
     sharded = subprocess.run(
@@ -121,8 +129,27 @@ def test_zip_installs_into_a_fresh_profile_and_runs_in_qgis_process(plugin_zip, 
     assert refused.returncode != 0 and "corrupt.tif" in refused.stdout + refused.stderr
     assert not list((tmp_path / "refused").rglob("*"))  # QGIS makes the destination folder; nothing in it
 
-    # Train from map layers: polygon labels in another CRS (WGS 84) with a text class field, the worker in the
-    # Python QGIS runs (no Worker Python set in this fresh profile)
+    # explain with the real auxiliary raster and the labels: every explanation layer and the report
+    explained = subprocess.run(
+        [QGIS_PROCESS, "--json", "run", "mtl_explain:explain", "--", f"INPUT={crop_dir / 'raleigh_vnir.tif'}",
+         f"MODEL={tiny_model}", "DEVICE=1", f"AUX_TRUTH={crop_dir / 'raleigh_swir.tif'}",
+         f"LABELS={crop_dir / 'raleigh_landcover.tif'}", "SENSITIVITY=false",
+         f"OUTPUT_FOLDER={tmp_path / 'explained'}"],
+        env=env, capture_output=True, text=True, check=False, timeout=600)
+    assert explained.returncode == 0, explained.stdout[-3000:] + explained.stderr[-3000:]
+    layers = json.loads(explained.stdout[explained.stdout.index("{"):])["results"]
+    for key in ("MAIN", "MAIN_ERROR", "AGREEMENT", "ERROR_SCORE", "REPORT"):
+        assert Path(layers[key]).is_file(), key
+    assert (gdal.Open(layers["MAIN"]).ReadAsArray() == gdal.Open(results["MAIN"]).ReadAsArray()).all()
+    assert json.loads(Path(layers["REPORT"]).with_suffix(".json").read_text())["detectors"]
+
+
+@needs_worker
+@pytest.mark.slow
+def test_train_from_layers_through_qgis_process(plugin_zip, crop_dir, tmp_path):
+    """Train from map layers: polygon labels in another CRS (WGS 84) with a text class field, the worker in the
+    Python QGIS runs (no Worker Python set in this fresh profile)."""
+    env = _fresh_profile(plugin_zip, tmp_path)
     polygons = polygons_from_raster(crop_dir / "raleigh_landcover.tif", tmp_path / "landcover.gpkg",
                                     {1: "developed", 2: "agriculture", 3: "herbaceous", 4: "shrubland", 5: "forest",
                                      6: "water", 7: "sediment"}, epsg=4326)

@@ -133,7 +133,7 @@ def test_product_titles_go_through_qt_translation(spec):
 def test_cli_outputs_carry_the_plugins_styles(tiny_model, crop_dir, tmp_path):
     """``mtl explain`` writes a .qml beside every output; QGIS loads it when the raster is added by hand, and
     it is byte for byte the style the plugin gives the same layer."""
-    from mtl_core.modelfile import load_model
+    from mtl_core.engine.runtime import read_spec
 
     out = tmp_path / "cli"
     subprocess.run([sys.executable, "-m", "mtl_core.cli", "-q", "explain", str(tiny_model),
@@ -142,7 +142,7 @@ def test_cli_outputs_carry_the_plugins_styles(tiny_model, crop_dir, tmp_path):
     tifs = sorted(out.glob("*.tif"))
     assert len(tifs) >= 8
     cli_styles = {t: t.with_suffix(".qml").read_bytes() for t in tifs}
-    spec = load_model(tiny_model)[0].to_dict()
+    spec = read_spec(tiny_model).to_dict()
     by_file = {Path(v).name: k for k, v in _outputs(out, spec).items()}
     for tif, written in cli_styles.items():
         layer = QgsRasterLayer(str(tif), tif.stem)  # added by hand: QGIS loads the sidecar itself

@@ -14,7 +14,7 @@ from qgis.PyQt.QtTest import QTest
 
 from plugin.core.layers import KEY_PROPERTY, run_groups
 
-from .conftest import wait_for
+from .conftest import needs_worker, wait_for
 
 CLASSES = {1: "developed", 2: "agriculture", 3: "herbaceous", 4: "shrubland", 5: "forest", 6: "water"}
 
@@ -71,6 +71,7 @@ def test_the_page_fits_a_narrow_dock_without_being_cut(train_page):
     assert page.body.minimumSizeHint().width() <= 400
 
 
+@needs_worker
 def test_train_watch_select_and_explain(loaded_plugin, train_page, tmp_path):
     page, run = train_page, loaded_plugin.dock.run_page
     page.steps_spin.setValue(30)
@@ -103,6 +104,7 @@ def test_train_watch_select_and_explain(loaded_plugin, train_page, tmp_path):
     assert {"main", "agreement", "main_error"} <= keys
 
 
+@needs_worker
 def test_cancel_leaves_no_file_and_no_worker(loaded_plugin, train_page, tmp_path):
     page = train_page
     page.steps_spin.setValue(4000)
@@ -127,6 +129,7 @@ def _cmdline(pid: str) -> bytes:
 
 
 @pytest.mark.slow
+@needs_worker
 def test_the_baselines_are_trained_on_the_same_blocks_and_shown_side_by_side(loaded_plugin, train_page, tmp_path):
     page = train_page
     page.steps_spin.setValue(8)

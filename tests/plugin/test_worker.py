@@ -15,6 +15,8 @@ from mtl_core.errors import CancelledError
 from mtl_core.jobs import Job
 from plugin.core.worker import WorkerClient, WorkerError, cached_onnx
 
+from .conftest import needs_worker
+
 pytestmark = pytest.mark.slow
 
 
@@ -31,6 +33,7 @@ def _gone(pid: int) -> bool:
     return False
 
 
+@needs_worker
 def test_cancel_stops_the_worker_and_writes_nothing(crop_dir, tmp_path):
     out = tmp_path / "m.mtl.safetensors"
     client = WorkerClient(sys.executable)
@@ -40,6 +43,7 @@ def test_cancel_stops_the_worker_and_writes_nothing(crop_dir, tmp_path):
     assert seen and _gone(client.pid) and list(tmp_path.iterdir()) == []
 
 
+@needs_worker
 def test_training_reports_its_phases_losses_and_validations(crop_dir, tmp_path):
     """What the Train page draws: every step's losses (main, each auxiliary modality, total), each validation's
     metrics and the phases, as they happen."""
@@ -59,6 +63,7 @@ def test_training_reports_its_phases_losses_and_validations(crop_dir, tmp_path):
     assert out.exists() and result.metrics
 
 
+@needs_worker
 def test_a_killed_worker_is_reported_with_the_likely_cause(crop_dir, tmp_path):
     out = tmp_path / "m.mtl.safetensors"
     client = WorkerClient(sys.executable)
@@ -90,6 +95,7 @@ def test_a_wrong_interpreter_setting_names_the_setting(tmp_path):
         WorkerClient("/bin/false").run(Job(kind="export", model="m", out=str(tmp_path / "m.onnx")))
 
 
+@needs_worker
 def test_export_is_cached_by_content_and_a_failed_export_leaves_no_cache_entry(tiny_model, tmp_path):
     cache = tmp_path / "cache"
     first, hit = cached_onnx(tiny_model, cache, WorkerClient(sys.executable))
