@@ -25,6 +25,8 @@ import check_package  # noqa: E402
 import deploy  # noqa: E402
 
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
+#: The layers a default predict run of the tiny model returns.
+PREDICTED = ("MAIN", "CONFIDENCE", "ENTROPY", "AUX_SWIR")
 
 
 def test_zip_holds_the_plugin_and_nothing_else(plugin_zip):
@@ -92,10 +94,10 @@ def test_zip_installs_into_a_fresh_profile_and_runs_in_qgis_process(plugin_zip, 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
     assert results["DEVICE_USED"] == "cpu"
-    for key in ("MAIN", "CONFIDENCE", "ENTROPY", "AUX_SWIR"):
+    for key in PREDICTED:
         assert Path(results[key]).is_file() and Path(results[key]).parent.parent == out
     if os.environ.get("MTL_TEST_REFERENCE"):  # QGIS 3.44 (chroot): the host's run of the same model, same pixels
-        for key in ("MAIN", "CONFIDENCE", "ENTROPY", "AUX_SWIR"):
+        for key in PREDICTED:
             host = gdal.Open(str(Path(os.environ["MTL_TEST_REFERENCE"]) / Path(results[key]).name))
             assert (gdal.Open(results[key]).ReadAsArray() == host.ReadAsArray()).all(), key
 
@@ -107,7 +109,7 @@ def test_zip_installs_into_a_fresh_profile_and_runs_in_qgis_process(plugin_zip, 
     assert sharded.returncode == 0, sharded.stdout[-3000:] + sharded.stderr[-3000:]
     again = json.loads(sharded.stdout[sharded.stdout.index("{"):])["results"]
     assert again["RUN_FOLDER"] != results["RUN_FOLDER"]
-    for key in ("MAIN", "CONFIDENCE", "ENTROPY", "AUX_SWIR"):
+    for key in PREDICTED:
         assert (gdal.Open(again[key]).ReadAsArray() == gdal.Open(results[key]).ReadAsArray()).all(), key
     # and with VRT=true: each layer a VRT over the shards' files, the same pixels
     mosaic = subprocess.run(
@@ -116,7 +118,7 @@ def test_zip_installs_into_a_fresh_profile_and_runs_in_qgis_process(plugin_zip, 
          f"OUTPUT_FOLDER={out}"], env=env, capture_output=True, text=True, check=False, timeout=600)
     assert mosaic.returncode == 0, mosaic.stdout[-3000:] + mosaic.stderr[-3000:]
     vrts = json.loads(mosaic.stdout[mosaic.stdout.index("{"):])["results"]
-    for key in ("MAIN", "CONFIDENCE", "ENTROPY", "AUX_SWIR"):
+    for key in PREDICTED:
         assert vrts[key].endswith(".vrt"), vrts[key]
         assert (gdal.Open(vrts[key]).ReadAsArray() == gdal.Open(results[key]).ReadAsArray()).all(), key
 
