@@ -79,6 +79,19 @@ def _private_stdout() -> TextIO:
     return os.fdopen(events_fd, "w", buffering=1, encoding="utf-8")
 
 
+def import_advice(exc: ImportError) -> str:
+    """What to do when the worker's Python lacks a module. GDAL's bindings (osgeo) cannot be pip-installed to match
+    QGIS's GDAL: then the fix is another interpreter, never installing PyTorch into this one."""
+    name = exc.name or str(exc)
+    if name.split(".")[0] == "osgeo":
+        return (f"the worker's Python ({sys.executable}) cannot import GDAL's Python bindings (osgeo), so it is not "
+                "QGIS's Python: choose QGIS's own Python, or a virtual environment made from it with "
+                "--system-site-packages, as the worker's Python in the MTL Explain panel (Setup page)")
+    return (f"the worker's Python ({sys.executable}) cannot import {name}: install it there ({sys.executable} -m pip "
+            "install torch segmentation-models-pytorch safetensors onnx scikit-learn), or choose another Python in "
+            "the MTL Explain panel (Setup page)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the job of ``argv[0]`` (a file) or of standard input; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
@@ -120,10 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                     type="MemoryError", exit=EXIT_FAILED)
         return EXIT_FAILED
     except ImportError as exc:
-        events.send("error", message=f"the worker's Python ({sys.executable}) cannot import {exc.name or exc}: "
-                    f"install it there ({sys.executable} -m pip install torch segmentation-models-pytorch "
-                    "safetensors onnx), or choose another Python in the MTL Explain settings",
-                    type="ImportError", exit=EXIT_FAILED)
+        events.send("error", message=import_advice(exc), type="ImportError", exit=EXIT_FAILED)
         return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 — report any failure as an event, with the traceback on stderr
         traceback.print_exc()

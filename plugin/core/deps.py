@@ -13,11 +13,12 @@ import importlib
 import importlib.util
 import json
 import os
-import shutil
 import subprocess  # nosec B404: runs pip or a fixed Python snippet with a fixed argument list, never a shell
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import settings
 
 #: import name -> pip name: what QGIS's Python needs to predict and explain in-process (ONNX Runtime).
 IN_QGIS: dict[str, str] = {"onnxruntime": "onnxruntime", "tqdm": "tqdm", "yaml": "pyyaml"}
@@ -27,12 +28,12 @@ WORKER: dict[str, str] = {
     "segmentation_models_pytorch": "segmentation-models-pytorch",
     "safetensors": "safetensors",
     "onnx": "onnx",
+    "sklearn": "scikit-learn",
     "tqdm": "tqdm",
     "yaml": "pyyaml",
 }
 SIZES = {"worker": "about 1-3 GB", "qgis": "about 20-50 MB"}
 PRIVATE_FOLDER = "mtl_explain_packages"
-SETTING_WORKER_PYTHON = "mtl_explain/worker_python"
 #: Looks for the worker's packages without importing them (find_spec only), prints JSON.
 _PROBE = ("import importlib.util, json, sys; "
           "print(json.dumps({'python': sys.executable, 'version': sys.version.split()[0], "
@@ -48,29 +49,44 @@ def _found(module: str) -> bool:
 
 @dataclass
 class WorkerStatus:
-    """What the worker's interpreter has: ``missing`` packages, or ``error`` when it cannot be run at all."""
+    """What the worker's interpreter has: ``missing`` packages, ``no_gdal`` when it cannot see GDAL's Python
+    bindings (which pip cannot install to match QGIS's GDAL), or ``error`` when it cannot be run at all;
+    ``tried`` the candidates refused when QGIS's own Python was looked for and none qualified."""
 
     python: str
     missing: list[str] = field(default_factory=list)
     error: str = ""
+    no_gdal: bool = False
+    tried: str = ""
 
     @property
     def ok(self) -> bool:
-        return not self.error and not self.missing
+        return not self.error and not self.missing and not self.no_gdal
+
+    @property
+    def installable(self) -> bool:
+        """Whether installing the missing packages into this interpreter would make it work."""
+        return bool(self.missing) and not self.error and not self.no_gdal
 
     def install_command(self) -> str:
         names = " ".join(WORKER[m] for m in self.missing) or " ".join(WORKER.values())
         return f"{self.python} -m pip install {names}"
 
     def message(self) -> str:
+        looked = (f" QGIS's own Python was looked for and not found; tried: {self.tried}." if self.tried else "")
         if self.error:
-            return (f"The worker's Python {self.python!r} cannot be used ({self.error}). Choose a Python 3 "
+            return (f"The worker's Python {self.python!r} cannot be used ({self.error}).{looked} Choose a Python 3 "
                     "interpreter that has PyTorch under 'Worker Python' in the MTL Explain panel.")
+        if self.no_gdal:
+            return (f"The worker's Python {self.python!r} cannot import GDAL's Python bindings (osgeo), which "
+                    "training and export read rasters with, and pip cannot install them to match QGIS's GDAL."
+                    f"{looked} Choose QGIS's own Python, or a virtual environment made from it with "
+                    "--system-site-packages, under 'Worker Python'.")
         if self.missing:
             names = ", ".join(WORKER[m] for m in self.missing)
             return (f"Training, .safetensors models and PyTorch/CUDA runs need {names} in the worker's Python "
                     f"({self.python}). Install them ({SIZES['worker']}) with: "
-                    f"{self.install_command()} — or choose another Python under 'Worker Python'.")
+                    f"{self.install_command()} — or choose another Python under 'Worker Python'.{looked}")
         return f"Worker Python {self.python}: PyTorch found (training, .safetensors models and CUDA runs work)."
 
 
@@ -121,29 +137,101 @@ class DependencyStatus:
         return " ".join(parts) or "All Python packages MTL Explain needs are installed."
 
 
-def python_executable() -> str:
-    """The Python interpreter QGIS runs (``sys.executable`` is the QGIS binary on some platforms).
+#: Run by each candidate for QGIS's Python: where it lives and whether it sees QGIS's GDAL and PyQGIS (find_spec).
+_WHO = ("import importlib.util, json, sys; "
+        "print(json.dumps({'prefix': sys.prefix, 'exec_prefix': sys.exec_prefix, "
+        "'version': '%d.%d' % sys.version_info[:2], "
+        "'found': {m: importlib.util.find_spec(m) is not None for m in ('osgeo', 'qgis')}}))")
 
-    Found from where this interpreter's files live (its prefix), never from PATH: the first ``python3`` on PATH
-    is often another Python (pyenv, conda) without QGIS's packages or with another ABI.
-    """
-    exe = Path(sys.executable)
-    if exe.name.lower().startswith("python"):
-        return str(exe)
+
+@dataclass
+class InterpreterSearch:
+    """Which interpreter is QGIS's own Python: the first candidate that runs with QGIS's prefix, version, GDAL
+    (``osgeo``) and PyQGIS; ``tried`` says what each candidate was found to be."""
+
+    python: str | None
+    tried: list[tuple[str, str]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return "; ".join(f"{path} ({why})" for path, why in self.tried)
+
+
+def _candidates() -> list[str]:
+    """Interpreters that may be QGIS's Python, best first: ``sys.executable`` when it is a Python *inside QGIS's
+    prefix* (in a desktop started from a shell it is whatever ``python3`` came first on PATH: pyenv, conda…), then
+    the interpreters in the prefix's folders."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for prefix in dict.fromkeys((sys.exec_prefix, sys.base_exec_prefix, sys.prefix)):
-        for candidate in (Path(prefix) / "python.exe", Path(prefix) / "bin" / f"python{version}",
-                          Path(prefix) / "bin" / "python3"):
-            if candidate.is_file() and (candidate.suffix == ".exe") == (os.name == "nt"):
-                return str(candidate)
-    return shutil.which(f"python{version}") or shutil.which("python3") or "python3"
+    prefixes = list(dict.fromkeys(Path(p) for p in (sys.prefix, sys.exec_prefix, sys.base_prefix,
+                                                    sys.base_exec_prefix)))
+    found = []
+    exe = Path(sys.executable)
+    if exe.name.lower().startswith("python") and any(exe.is_relative_to(p) for p in prefixes if p != Path("/")):
+        found.append(exe)
+    for prefix in prefixes:
+        found += [prefix / "python.exe", prefix / "bin" / f"python{version}", prefix / "bin" / "python3"]
+    return [str(p) for p in dict.fromkeys(found) if p.is_file() and (p.suffix == ".exe") == (os.name == "nt")]
+
+
+def _probe_interpreter(python: str) -> str:
+    """Why ``python`` is not QGIS's Python, or "" when it is (same prefix and version, sees osgeo and qgis)."""
+    try:
+        done = subprocess.run([python, "-c", _WHO], capture_output=True, text=True, timeout=30,  # nosec B603
+                              check=False)
+        answer = json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"cannot be run: {getattr(exc, 'strerror', None) or exc}"
+    except (ValueError, KeyError, IndexError):
+        return "not a Python 3 interpreter"
+    ours = {str(Path(p).resolve()) for p in (sys.prefix, sys.exec_prefix)}
+    if str(Path(answer["prefix"]).resolve()) not in ours:
+        return f"another Python: prefix {answer['prefix']}, QGIS's is {sys.prefix}"
+    if answer["version"] != f"{sys.version_info.major}.{sys.version_info.minor}":
+        return f"Python {answer['version']}, QGIS runs {sys.version_info.major}.{sys.version_info.minor}"
+    lacking = [m for m, ok in answer["found"].items() if not ok]
+    return f"cannot import {' or '.join(lacking)}" if lacking else ""
+
+
+_search: list[InterpreterSearch] = []
+
+
+def find_qgis_python(refresh: bool = False) -> InterpreterSearch:
+    """Find QGIS's own Python by running the candidates (once per session; a fraction of a second each).
+
+    Never the first ``python3`` on PATH: that is often another Python (pyenv, conda) that has neither QGIS's GDAL
+    nor its ABI. When no candidate qualifies, ``python`` is None and ``tried`` says why each was refused.
+    """
+    if _search and not refresh:
+        return _search[0]
+    result = InterpreterSearch(None)
+    for candidate in _candidates():
+        why = _probe_interpreter(candidate)
+        if not why:
+            result.python = candidate
+            break
+        result.tried.append((candidate, why))
+    if result.python is None and not result.tried:
+        result.tried.append((sys.executable, f"no python{sys.version_info.major}.{sys.version_info.minor} in "
+                                             f"QGIS's prefix {sys.prefix}"))
+    _search[:] = [result]
+    return result
+
+
+def python_executable() -> str:
+    """QGIS's own Python interpreter (see :func:`find_qgis_python`); when none was found, the best guess from its
+    prefix, so that messages still name an interpreter (the Setup page says which were tried)."""
+    found = find_qgis_python()
+    if found.python:
+        return found.python
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return str(Path(sys.exec_prefix) / "bin" / f"python{version}")
 
 
 def worker_python() -> str:
-    """The worker's interpreter: the plugin setting (``make deploy`` sets the project's ``.venv``), else QGIS's."""
+    """The worker's interpreter: the plugin setting (``make deploy`` sets the project's ``.venv``), else QGIS's own
+    (:func:`python_executable`)."""
     from qgis.core import QgsSettings
 
-    chosen = QgsSettings().value(SETTING_WORKER_PYTHON, "", type=str)
+    chosen = QgsSettings().value(settings.WORKER_PYTHON, "", type=str)
     return chosen or python_executable()
 
 
@@ -151,7 +239,7 @@ def set_worker_python(path: str) -> None:
     """Remember the worker's interpreter ("" returns to QGIS's own Python)."""
     from qgis.core import QgsSettings
 
-    QgsSettings().setValue(SETTING_WORKER_PYTHON, path)
+    QgsSettings().setValue(settings.WORKER_PYTHON, path)
     _worker_cache.clear()
 
 
@@ -193,14 +281,18 @@ def check_worker(python: str | None = None, refresh: bool = False) -> WorkerStat
     if python in _worker_cache and not refresh:
         return _worker_cache[python]
     status = WorkerStatus(python)
+    search = find_qgis_python()
+    if search.python is None and python == python_executable():
+        status.tried = search.describe()
     try:
-        done = subprocess.run([python, "-c", _PROBE, *WORKER], capture_output=True, text=True, timeout=60,  # nosec B603
-                              env=worker_environment(private_paths()), check=False)
+        done = subprocess.run([python, "-c", _PROBE, *WORKER, "osgeo"], capture_output=True, text=True,  # nosec B603
+                              timeout=60, env=worker_environment(private_paths()), check=False)
         if done.returncode != 0:
             status.error = f"it exited with status {done.returncode}: {done.stderr.strip()[-300:]}"
         else:
             found = json.loads(done.stdout.strip().splitlines()[-1])["found"]
             status.missing = [m for m in WORKER if not found.get(m)]
+            status.no_gdal = not found.get("osgeo")
     except (OSError, subprocess.TimeoutExpired) as exc:
         status.error = str(getattr(exc, "strerror", None) or exc)
     except (ValueError, KeyError, IndexError):

@@ -43,7 +43,7 @@ class SetupPage(QWidget, FORM):
         needs_worker = status.worker is not None and not status.worker.ok
         self.deps_box.setVisible(not status.onnx_ok or needs_worker)
         self.install_button.setVisible(not status.onnx_ok)
-        self.install_worker_button.setVisible(needs_worker and not status.worker.error)
+        self.install_worker_button.setVisible(needs_worker and status.worker.installable)
         self.deps_label.setText(status.message())
         if status.worker is not None:
             self.worker_label.setStyleSheet("" if status.worker.ok else WARNING_STYLE)

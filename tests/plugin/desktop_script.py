@@ -93,6 +93,10 @@ def wait(condition, then, timeout: float = 300.0, started: float | None = None) 
 @guarded
 def panel_run() -> None:
     plugin = plugins["mtl_explain"]
+    from mtl_explain.core import deps  # the installed plugin's own module, as QGIS loaded it
+
+    report["python"] = {"sys_executable": sys.executable, "worker": deps.worker_python(),
+                        "tried": deps.find_qgis_python().tried}
     layer = iface.addRasterLayer(RASTER, "raleigh_vnir")
     iface.setActiveLayer(layer)
     report["panel_visible_at_start"] = plugin.dock.isVisible()
@@ -220,7 +224,7 @@ def train_page() -> None:
     page.input_layer.setLayer(vnir)
     page.add_aux(name="swir", layer=swir)
     page.labels_layer.setLayer(polygons)
-    page.steps_spin.setValue(30)
+    page.set_budget(30, "steps")
     page.device_combo.setCurrentIndex(page.device_combo.findData("cpu"))
     out = OUT / "page" / "trained.mtl.safetensors"
     out.parent.mkdir()

@@ -50,7 +50,17 @@ def desktop(plugin_zip, sample_config, crop_dir, tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("desktop")
     profiles, out = base / "profiles", base / "out"
     out.mkdir()
-    deploy.deploy(plugin_zip, profiles / "profiles" / "default", worker_python=sys.executable)
+    # A fresh profile with nothing set by hand: the worker's Python is the plugin's own choice. QGIS is started from
+    # a shell whose first python3 is another Python's launcher script, as pyenv's shims are: inside the desktop that
+    # one is sys.executable. It cannot see QGIS's GDAL (-I -S: no PYTHONPATH, no site-packages, as a pyenv Python never
+    # reads QGIS's packages), so a worker started with it fails.
+    deploy.deploy(plugin_zip, profiles / "profiles" / "default")
+    decoy = base / "decoy"
+    (decoy / "bin").mkdir(parents=True)
+    shim = decoy / "bin" / "python3"
+    shim.write_text('#!/bin/sh\nexec /usr/bin/python3 -I -S "$@"\n')
+    shim.chmod(0o755)
+    assert subprocess.run([str(shim), "-c", "import osgeo"], capture_output=True, check=False).returncode != 0
     demo = _demo_project(crop_dir, base / "demo")
     from mtl_core.io.labels import polygons_from_raster
 
@@ -60,7 +70,8 @@ def desktop(plugin_zip, sample_config, crop_dir, tmp_path_factory) -> dict:
     env = dict(os.environ, MTL_DESKTOP_RASTER=str(sample_config.parent / "raleigh_vnir.tif"),
                MTL_DESKTOP_CONFIG=str(crop_dir / "crop.yaml"), MTL_DESKTOP_OUT=str(out), MTL_DESKTOP_DEMO=str(demo),
                MTL_DESKTOP_POLYGONS=str(polygons),
-               PYTHONPATH=os.pathsep.join(site.getsitepackages()))
+               PYTHONPATH=os.pathsep.join(site.getsitepackages()),
+               PATH=f"{decoy / 'bin'}{os.pathsep}{os.environ['PATH']}")
     env.pop("QT_QPA_PLATFORM", None)  # the real, windowed platform, on the Xvfb display
     done = subprocess.run(
         ["xvfb-run", "-a", "-s", "-screen 0 1366x768x24", QGIS, "--profiles-path", str(profiles), "--nologo",
@@ -68,7 +79,14 @@ def desktop(plugin_zip, sample_config, crop_dir, tmp_path_factory) -> dict:
         env=env, capture_output=True, text=True, check=False, timeout=900)
     report_file = out / "desktop.json"
     report = json.loads(report_file.read_text()) if report_file.exists() else {}
-    return {"rc": done.returncode, "log": (done.stdout + done.stderr)[-4000:], "out": out, **report}
+    return {"rc": done.returncode, "log": (done.stdout + done.stderr)[-4000:], "out": out, "decoy": decoy, **report}
+
+
+def test_the_worker_python_is_qgis_own_not_the_first_on_path(desktop):
+    """sys.executable inside the desktop is the decoy (the first python3 on PATH); the worker runs QGIS's own."""
+    python = desktop["python"]
+    assert python["sys_executable"].startswith(str(desktop["decoy"])), python
+    assert Path(python["worker"]).parent == Path("/usr/bin") and python["tried"] == [], python
 
 
 def test_qgis_exits_normally_and_never_imports_torch(desktop):

@@ -89,13 +89,23 @@ def test_the_worker_interpreter_is_checked_by_running_it(tmp_path):
 
     from plugin.core import deps
 
-    bare = tmp_path / "bare"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
-    python = str(bare / "bin" / "python")
+    # QGIS's GDAL visible (a venv made with --system-site-packages), no PyTorch: install it there
+    seeing = tmp_path / "seeing"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", "--system-site-packages", str(seeing)],
+                   check=True)
+    python = str(seeing / "bin" / "python")
     status = deps.check_worker(python, refresh=True)
-    assert not status.ok and "torch" in status.missing and "segmentation_models_pytorch" in status.missing
+    assert not status.ok and status.installable and not status.no_gdal
+    assert "torch" in status.missing and "segmentation_models_pytorch" in status.missing
     assert status.install_command().startswith(f"{python} -m pip install torch segmentation-models-pytorch")
     assert "Worker Python" in status.message() and status.install_command() in status.message()
+
+    # no GDAL (a bare venv, as pyenv's or conda's Python is): choose another Python, never "install torch there"
+    bare = tmp_path / "bare"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(bare)], check=True)
+    status = deps.check_worker(str(bare / "bin" / "python"), refresh=True)
+    assert not status.ok and status.no_gdal and not status.installable
+    assert "osgeo" in status.message() and "pip install" not in status.message()
 
     missing = deps.check_worker(str(tmp_path / "no-such-python"), refresh=True)
     assert not missing.ok and "cannot be used" in missing.message() and "Worker Python" in missing.message()
@@ -119,11 +129,43 @@ def test_qgis_own_python_is_found_from_its_prefix_not_from_path(tmp_path, monkey
     decoy.chmod(0o755)
     monkeypatch.setenv("PATH", f"{decoy.parent}:{os.environ['PATH']}")
     monkeypatch.setattr(sys, "executable", "/usr/bin/qgis.bin")
-    python = deps.python_executable()
+    python = deps.find_qgis_python(refresh=True).python
     assert python != str(decoy)
     answer = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2], sys.exec_prefix)"],
                             capture_output=True, text=True, check=True).stdout
     assert answer.strip() == f"{tuple(sys.version_info[:2])} {sys.exec_prefix}"
+
+
+def test_a_foreign_python_as_sys_executable_is_not_taken_for_qgis_own(tmp_path, monkeypatch):
+    """A desktop started from a shell whose first python3 is pyenv's has that Python as sys.executable: a real
+    interpreter, but another prefix without QGIS's GDAL. The worker must not run it; when no interpreter of
+    QGIS's prefix qualifies, the Setup page's message lists what was tried and why."""
+    import subprocess
+    import sys
+
+    from plugin.core import deps
+
+    foreign = tmp_path / "pyenv"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(foreign)], check=True)
+    monkeypatch.setattr(sys, "executable", str(foreign / "bin" / "python3"))
+    try:
+        found = deps.find_qgis_python(refresh=True)
+        assert found.python and not found.python.startswith(str(foreign)), found
+        assert deps.check_worker(found.python, refresh=True).no_gdal is False
+
+        empty = tmp_path / "prefix"  # a QGIS whose prefix holds no usable Python
+        (empty / "bin").mkdir(parents=True)
+        (empty / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}").symlink_to(
+            foreign / "bin" / "python3")
+        for name in ("prefix", "exec_prefix", "base_prefix", "base_exec_prefix"):
+            monkeypatch.setattr(sys, name, str(empty))
+        found = deps.find_qgis_python(refresh=True)
+        assert found.python is None and "another Python" in found.describe(), found
+        status = deps.check_worker(refresh=True)
+        assert not status.ok and "tried" in status.message() and str(empty) in status.message()
+    finally:
+        monkeypatch.undo()
+        deps.find_qgis_python(refresh=True)
 
 
 #: A QGIS whose own Python cannot import torch's stack: any import of it fails the script at once.
