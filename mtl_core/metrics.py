@@ -78,3 +78,26 @@ class RegressionErrors:
             var = self.yy / self.n - (self.y / self.n) ** 2
             r2 = 1 - (self.sq / self.n) / var
         return {"rmse": float(self.rmse()[0]), "mae": float(self.abs[0] / self.n[0]), "r2": float(r2[0])}
+
+
+#: Below these, a held-out score says little: labelled pixels, and blocks (neighbouring pixels are alike, so a few
+#: blocks are a few samples however many pixels they hold).
+FEW_PIXELS = 2000
+FEW_BLOCKS = 4
+
+
+def held_out_caveats(training: dict) -> list[str]:
+    """What a reader of a model's held-out scores must know: a test or validation split of few labelled pixels or
+    few blocks (from a model spec's ``training`` record), one sentence each; empty when the splits are ample."""
+    data = training.get("data", {}) if isinstance(training, dict) else {}
+    blocks, pixels = data.get("blocks", {}), data.get("labelled_pixels", {})
+    lines = []
+    for split, role in (("test", "the test score"), ("val", "the choice of the best step")):
+        n, px = blocks.get(split), pixels.get(split)
+        if n is None or px is None:
+            continue
+        if px < FEW_PIXELS or n < FEW_BLOCKS:
+            name = "test" if split == "test" else "validation"
+            lines.append(f"the {name} split holds only {px:,} labelled pixel(s) in {n} block(s): {role} rests on "
+                         f"little and may swing widely; label more, or larger areas spread over the scene")
+    return lines

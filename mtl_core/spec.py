@@ -36,6 +36,7 @@ _COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 MAX_CLASSES = 1024
 MAX_PATCH = 4096
+MAX_SPECTRAL = 256
 
 
 @dataclass
@@ -81,16 +82,24 @@ class Target:
 
 @dataclass
 class Architecture:
-    """How the network is assembled: an smp architecture and encoder, plus the heads' sizes."""
+    """How the network is assembled: an smp architecture and encoder, plus the heads' sizes.
+
+    ``spectral_channels`` > 0 adds the per-pixel spectral block of :mod:`mtl_core.model` (that many features).
+    """
 
     arch: str = "unet"
     encoder: str = "resnet18"
     encoder_depth: int = 4
     decoder_channels: list[int] | None = None
+    spectral_channels: int = 0
 
     def __post_init__(self) -> None:
-        if not 3 <= self.encoder_depth <= 5:
+        if not isinstance(self.encoder_depth, int) or not 3 <= self.encoder_depth <= 5:
             raise ConfigError(f"encoder_depth {self.encoder_depth} must be 3, 4 or 5; choose --encoder-depth 3, 4 or 5")
+        if not isinstance(self.spectral_channels, int) or isinstance(self.spectral_channels, bool) \
+                or not 0 <= self.spectral_channels <= MAX_SPECTRAL:
+            raise ConfigError(f"spectral_channels {self.spectral_channels!r} must be a whole number in "
+                              f"0..{MAX_SPECTRAL} (0: no spectral block)")
         if self.decoder_channels is None:  # smp's U-Net widths, one per encoder level
             self.decoder_channels = [256, 128, 64, 32, 16][5 - self.encoder_depth:]
 
@@ -254,6 +263,22 @@ def _modality(d: dict[str, Any]) -> Modality:
     return Modality(name=d["name"], bands=[Band(**b) for b in d["bands"]], units=d.get("units", ""))
 
 
+def reconstructs(spec: ModelSpec) -> str:
+    """What a model reconstructs, in words (the same for ``mtl info`` and the panel)."""
+    if not spec.aux:
+        return "nothing (a baseline model: no explanation layers)"
+    return "; ".join(f"{m.name} ({', '.join(m.band_names)})" for m in spec.aux)
+
+
+def held_out_score(spec: ModelSpec) -> tuple[str, float] | None:
+    """The model's main held-out score (test mIoU, else R², else overall accuracy), if it was recorded."""
+    metrics = spec.training.get("metrics", {})
+    for key, name in (("test_miou", "mIoU"), ("test_r2", "R²"), ("test_overall_accuracy", "overall accuracy")):
+        if isinstance(metrics.get(key), float):
+            return name, metrics[key]
+    return None
+
+
 def describe(spec: ModelSpec) -> str:
     """Return the spec in human form, as ``mtl info`` prints it."""
     a = spec.architecture
@@ -261,7 +286,8 @@ def describe(spec: ModelSpec) -> str:
         f"Model:         {spec.name}",
         f"Format:        {spec.format} v{spec.format_version}",
         f"Task:          {spec.task} ({spec.variant} variant)",
-        f"Architecture:  {a.arch} / {a.encoder} (depth {a.encoder_depth}), patch {spec.patch_size} px",
+        f"Architecture:  {a.arch} / {a.encoder} (depth {a.encoder_depth}"
+        f"{f', spectral block {a.spectral_channels}' if a.spectral_channels else ''}), patch {spec.patch_size} px",
         f"Input nodata:  {spec.input_nodata}",
         "Input bands (in this order):",
     ]
@@ -270,12 +296,7 @@ def describe(spec: ModelSpec) -> str:
         for b in m.bands:
             lines.append(f"  {i:>2}. {m.name}/{b.name:<12} mean {b.mean:10.4g}  std {b.std:10.4g} {m.units}")
             i += 1
-    if spec.aux:
-        lines.append("Auxiliary modalities (reconstructed, not needed at deployment):")
-        for m in spec.aux:
-            lines.append(f"  {m.name} [{m.units or 'no units'}]: {', '.join(m.band_names)}")
-    else:
-        lines.append("Auxiliary modalities: none")
+    lines.append(f"Reconstructs:  {reconstructs(spec)}" + (" — not needed at deployment" if spec.aux else ""))
     if spec.task == "regression" and spec.target:
         lines.append(f"Target:        {spec.target.name} [{spec.target.units}]")
     else:

@@ -42,7 +42,7 @@ def test_training_patches_stay_inside_training_blocks(scene):
     train = np.zeros((scene.grid.height, scene.grid.width), dtype=bool)
     for x, y, w, h in split["train"]:
         train[y:y + h, x:x + w] = True
-    for x, y in patches.starts:
+    for x, y in map(patches.start, range(len(patches))):
         assert train[y:y + 64, x:x + 64].all()
     s = patches[0]
     assert s["image"].shape == (4, 64, 64) and s["aux"]["swir"].shape == (2, 64, 64)

@@ -125,11 +125,11 @@ def test_sparse_polygons_keep_only_labelled_blocks_and_patches_hold_labels(polyg
             assert scene.read_labels(w)[1].any()
     inputs = modalities(scene.inputs, scene, split["train"])
     patches = TrainPatches(SampleReader(scene, "unimodal", inputs, []), split["train"], 64, 200, seed=0)
-    assert all(scene.read_labels((x, y, 64, 64))[1].any() for x, y in patches.starts)
+    assert all(scene.read_labels((x, y, 64, 64))[1].any() for x, y in map(patches.start, range(len(patches))))
     train = np.zeros((scene.grid.height, scene.grid.width), dtype=bool)
     for x, y, w, h in split["train"]:
         train[y:y + h, x:x + w] = True
-    assert all(train[y:y + 64, x:x + 64].all() for x, y in patches.starts)
+    assert all(train[y:y + 64, x:x + 64].all() for x, y in map(patches.start, range(len(patches))))
 
 
 def _copy_config(polygons, tmp_path):

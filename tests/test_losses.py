@@ -1,11 +1,13 @@
-"""Loss masking: unlabelled pixels and nodata targets contribute nothing."""
+"""Loss masking: unlabelled pixels and nodata targets contribute nothing; class weights of the balanced loss."""
 
+import numpy as np
 import pytest
 import torch
 
 from mtl_core.training.losses import (
     IGNORE_INDEX,
     UncertaintyWeighting,
+    class_weights,
     classification_loss,
     distillation_loss,
     masked_regression_loss,
@@ -68,3 +70,17 @@ def test_distillation_matches_the_teacher_on_valid_pixels_only():
     assert distillation_loss(torch.zeros(3, 4), torch.zeros(3, 4), None, "classification").item() == 0
     reg = distillation_loss(torch.ones(1, 1, 2, 2), torch.zeros(1, 1, 2, 2), None, "regression")
     assert reg.item() == pytest.approx(1.0)
+
+
+def test_class_weights_favour_rare_classes_and_keep_the_average_pixel_at_one():
+    counts = np.array([9000, 900, 100, 0])
+    share = counts / counts.sum()
+    assert class_weights(counts, "none") is None
+    for kind, power in (("sqrt", 0.5), ("inverse", 1.0)):
+        w = class_weights(counts, kind).numpy()
+        assert w[3] == 0  # a class without pixels weighs nothing
+        assert w[0] < w[1] < w[2]
+        assert float((w * share).sum()) == pytest.approx(1.0, rel=1e-5)
+        assert w[2] / w[0] == pytest.approx((share[0] / share[2]) ** power, rel=1e-5)
+    capped = class_weights(np.array([10 ** 7, 1]), "inverse").numpy()
+    assert capped[1] == pytest.approx(50.0)

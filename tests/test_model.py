@@ -11,11 +11,13 @@ from mtl_core.spec import Architecture
 from .conftest import make_spec
 
 
+@pytest.mark.parametrize("spectral", [0, 16])
 @pytest.mark.parametrize("variant", ["mtl", "unimodal", "multimodal"])
 @pytest.mark.parametrize("task", ["segmentation", "classification", "regression"])
-def test_shapes_and_gradients_reach_every_head(task, variant):
+def test_shapes_and_gradients_reach_every_head(task, variant, spectral):
     torch.manual_seed(0)
     spec = make_spec(task, variant)
+    spec.architecture.spectral_channels = spectral
     model = create_model(spec)
     x = torch.randn(2, spec.in_channels, 32, 32)
     out = model(x)
@@ -36,6 +38,13 @@ def test_shapes_and_gradients_reach_every_head(task, variant):
         loss = loss + rec.abs().mean()
     loss.backward()
     heads = {"main_head": model.main_head, **{f"aux:{n}": h for n, h in model.aux_heads.items()}}
+    if spectral and (task != "classification" or variant == "mtl"):  # it feeds every per-pixel head
+        heads["spectral"] = model.spectral
+        heads.update({f"spectral:{n}": h for n, h in model.spectral_aux.items()})
+        if task != "classification":
+            heads["spectral:main"] = model.spectral_main
+    else:
+        assert model.spectral is None
     for name, head in {**heads, "encoder": model.encoder}.items():
         grads = [p.grad for p in head.parameters() if p.requires_grad]
         assert grads and all(g is not None for g in grads), name

@@ -342,52 +342,65 @@ def _augment(sample: dict, rng: np.random.Generator) -> dict:
 class TrainPatches(torch.utils.data.Dataset):
     """``length`` random training patches (seeded), each lying wholly inside training blocks and holding labels.
 
-    Starts are drawn uniformly; a patch that leaves the training blocks, or holds no labelled census cell, is drawn
-    again, so with sparse polygon labels no step is spent on unlabelled ground (with labels everywhere nothing is
-    refused). Training blocks too isolated for a random patch fall back to the blocks themselves.
+    Patch ``i`` is drawn from its own seeded generator, when it is asked for: a run of unknown length (a budget in
+    minutes) takes what it needs. Starts are drawn uniformly; a patch that leaves the training blocks, or holds no
+    labelled census cell, is drawn again (up to 200 times), so with sparse polygon labels no step is spent on
+    unlabelled ground (with labels everywhere nothing is refused). Training blocks too isolated for a random
+    patch fall back to the blocks themselves.
     """
 
-    def __init__(self, reader: SampleReader, train_blocks: list[Window], patch: int, length: int, seed: int) -> None:
-        self.reader, self.patch = reader, patch
+    TRIES = 200
+
+    def __init__(self, reader: SampleReader, train_blocks: list[Window], patch: int, length: int, seed: int,
+                 augment: bool = True) -> None:
+        self.reader, self.patch, self.length, self.seed, self.augment = reader, patch, length, seed, augment
+        self.blocks = train_blocks
         grid, block = reader.scene.grid, reader.scene.cfg.split.block_size
-        census = reader.scene.census()
-        cell = census.cell
+        self.grid, self.block = grid, block
+        self.cell = reader.scene.census().cell
         nby, nbx = -(-grid.height // block), -(-grid.width // block)
-        is_train = np.zeros((nby, nbx), dtype=bool)
+        self.is_train = np.zeros((nby, nbx), dtype=bool)
         for x, y, _, _ in train_blocks:
-            is_train[y // block, x // block] = True
+            self.is_train[y // block, x // block] = True
         # labelled cells summed over any rectangle of cells in O(1): an integral image
-        summed = np.pad((census.counts > 0).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-        rng = np.random.default_rng(seed)
-        self.seed = seed
+        self.summed = np.pad((reader.scene.census().counts > 0).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+
+    def start(self, i: int) -> tuple[int, int]:
+        """The top-left pixel of patch ``i``."""
+        rng = np.random.default_rng((self.seed, i))
+        grid, block, cell, patch = self.grid, self.block, self.cell, self.patch
         max_x, max_y = max(grid.width - patch, 0), max(grid.height - patch, 0)
-        starts: list[tuple[int, int]] = []
-        for _ in range(length * 200):
-            if len(starts) == length:
-                break
+        for _ in range(self.TRIES):
             x, y = int(rng.integers(max_x + 1)), int(rng.integers(max_y + 1))
             x1, y1 = min(x + patch, grid.width) - 1, min(y + patch, grid.height) - 1
-            if not is_train[y // block:y1 // block + 1, x // block:x1 // block + 1].all():
+            if not self.is_train[y // block:y1 // block + 1, x // block:x1 // block + 1].all():
                 continue
             cx0, cy0 = -(-x // cell), -(-y // cell)  # the census cells wholly inside the patch
             cx1, cy1 = (x1 + 1) // cell, (y1 + 1) // cell
-            if cx1 <= cx0 or cy1 <= cy0 or summed[cy1, cx1] - summed[cy0, cx1] - summed[cy1, cx0] + summed[cy0, cx0]:
-                starts.append((x, y))
-        if len(starts) < length:
-            # Training blocks too scattered for whole patches: fall back to the blocks themselves.
-            starts += [(b[0], b[1]) for b in train_blocks] * (length // max(len(train_blocks), 1) + 1)
-            starts = starts[:length]
-        self.starts = starts
+            s = self.summed
+            if cx1 <= cx0 or cy1 <= cy0 or s[cy1, cx1] - s[cy0, cx1] - s[cy1, cx0] + s[cy0, cx0]:
+                return x, y
+        b = self.blocks[int(rng.integers(len(self.blocks)))]  # training blocks too scattered for whole patches
+        return b[0], b[1]
 
     def __len__(self) -> int:
-        return len(self.starts)
+        return self.length
 
     def __getitem__(self, i: int) -> dict:
-        x, y = self.starts[i]
-        g = self.reader.scene.grid
+        x, y = self.start(i)
+        g = self.grid
         w = (x, y, min(self.patch, g.width - x), min(self.patch, g.height - y))
         sample = self.reader.read(w, (self.patch, self.patch))
-        return _augment(sample, np.random.default_rng((self.seed, i)))
+        return _augment(sample, np.random.default_rng((self.seed, i, 1))) if self.augment else sample
+
+
+def class_counts(scene: Scene, blocks: list[Window], classes: int) -> np.ndarray:
+    """Labelled pixels per class index in ``blocks``, (classes,) int64."""
+    counts = np.zeros(classes, dtype=np.int64)
+    for w in blocks:
+        idx, labelled = scene.read_labels(w)
+        counts += np.bincount(idx[labelled].astype(np.int64), minlength=classes)[:classes]
+    return counts
 
 
 def eval_windows(blocks: list[Window], task: str, patch: int) -> Iterator[Window]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,19 +14,20 @@ from ..errors import ConfigError
 IGNORE_INDEX = -1
 
 
-def classification_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def classification_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy ignoring unlabelled pixels.
 
     Args:
         logits: (B, C, H, W) or (B, C).
         target: (B, H, W) or (B,) class indices, :data:`IGNORE_INDEX` where unlabelled.
+        weight: (C,) class weights, or None (every class weighs 1).
 
     Returns:
         Mean loss over labelled pixels; zero (still attached to the graph) when none is labelled.
     """
     if not (target != IGNORE_INDEX).any():
         return logits.sum() * 0.0
-    return F.cross_entropy(logits, target, ignore_index=IGNORE_INDEX)
+    return F.cross_entropy(logits, target, weight=weight, ignore_index=IGNORE_INDEX)
 
 
 def masked_regression_loss(
@@ -95,3 +97,17 @@ class UncertaintyWeighting(nn.Module):
 
     def weights(self) -> dict[str, float]:
         return {name: float(torch.exp(-self.log_vars[i].detach())) for i, name in enumerate(self.tasks)}
+
+
+def class_weights(counts: np.ndarray, kind: str) -> torch.Tensor | None:
+    """Per-class weights of the main loss from the labelled pixels per class of the training blocks: (1 / share)
+    ** 0.5 (``sqrt``) or 1 / share (``inverse``), scaled so that the average labelled pixel weighs 1 and capped at
+    50 times that; classes without pixels weigh 0. None for ``none``."""
+    if kind == "none":
+        return None
+    counts = np.asarray(counts, dtype=np.float64)
+    share = counts / max(counts.sum(), 1.0)
+    power = 0.5 if kind == "sqrt" else 1.0
+    w = np.where(share > 0, np.power(np.maximum(share, 1e-12), -power), 0.0)
+    w /= max((w * share).sum(), 1e-12)
+    return torch.tensor(np.minimum(w, 50.0), dtype=torch.float32)
