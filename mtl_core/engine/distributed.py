@@ -216,13 +216,7 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
     win = extent_window(grid, opts.extent)
     plan = Plan.of(spec, win[2], win[3], runner.divisor, opts.tile, opts.overlap, opts.chunk, opts.batch_size)
 
-    def absolute(path: str | None) -> str | None:
-        """Workers may run elsewhere, in another folder: paths absolute (an OGR connection string as it is)."""
-        return str(Path(path).resolve()) if path and Path(path).exists() else path
-
-    shard_opts = dataclasses.replace(opts, workers=None, scheduler=None, overwrite=True,
-                                     aux_truth={k: absolute(v) for k, v in (opts.aux_truth or {}).items()} or None,
-                                     labels=absolute(opts.labels), mask=absolute(opts.mask))
+    shard_opts = _shard_options(opts)
     result = PredictResult(grid=sub_grid(grid, win), tiles=plan.tiles, spec=spec)
     Truth(spec, grid, opts.aux_truth or {}, opts.labels, opts.labels_band, opts.aux_bands,  # its mistakes, now
           opts.labels_field)
@@ -280,6 +274,28 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
         result.outputs = outputs.finish()
         result.timings["merge"] = time.perf_counter() - tick  # what is left after the last shard
         result.timings["copy"] = copying[0]  # copying the shards into the outputs, in all
+    _sum_up(result, parts, spec, out_dir, raster_path, opts)
+    result.seconds = time.perf_counter() - start
+    log.info("predicted %dx%d px in %d shard(s) on %d Dask workers in %.1f s (cluster %.1f s, shards %.1f s, merge "
+             "%.1f s)", win[2], win[3], len(shards), cluster.workers, result.seconds, result.timings["cluster"],
+             result.timings["shards"], result.timings["merge"])
+    return result
+
+
+def _shard_options(opts):
+    """The options each shard runs with: one process, its outputs its own, every path absolute (workers may run
+    elsewhere, in another folder; an OGR connection string stays as it is)."""
+    def absolute(path: str | None) -> str | None:
+        return str(Path(path).resolve()) if path and Path(path).exists() else path
+
+    return dataclasses.replace(opts, workers=None, scheduler=None, overwrite=True,
+                               aux_truth={k: absolute(v) for k, v in (opts.aux_truth or {}).items()} or None,
+                               labels=absolute(opts.labels), mask=absolute(opts.mask))
+
+
+def _sum_up(result, parts: list[dict], spec, out_dir, raster_path, opts) -> None:
+    """The run's result from its shards' (in shard order): inputs seen, warnings, tiles, device, timings; and the
+    shard folders of the VRTs an ``overwrite`` just replaced, removed."""
     if result.shards and opts.overwrite:  # the folders of the VRTs just replaced
         for old in Path(out_dir).glob(f"{glob.escape(Path(raster_path).stem)}_shards-" + "[0-9a-f]" * 8):
             if old != result.shards:
@@ -290,13 +306,8 @@ def predict_sharded(model_path, raster_path, out_dir, opts, progress: bool | Cal
         log.warning("%s", warning)
     result.skipped_tiles = sum(p["skipped"] for p in parts)
     result.device, result.warped = parts[0]["device"], parts[0]["warped"]
-    result.seconds = time.perf_counter() - start
-    log.info("predicted %dx%d px in %d shard(s) on %d Dask workers in %.1f s (cluster %.1f s, shards %.1f s, merge "
-             "%.1f s)", win[2], win[3], len(shards), cluster.workers, result.seconds, result.timings["cluster"],
-             result.timings["shards"], result.timings["merge"])
     result.timings["shard_seconds"] = [p["seconds"] for p in parts]
     result.timings["shard_tiles"] = [p["tiles"] for p in parts]
-    return result
 
 
 def _run_shards(cluster: _Cluster, shards, plan: Plan, model_path: str, raster_path: str, scratch: Path, opts, sink,

@@ -18,6 +18,7 @@ from ..explain.report import report_paths, write_report
 from ..explain.sink import ExplainStats
 from ..io.fileio import check_outputs
 from ..io.raster import Grid, extent_window, inside, open_raster
+from ..metrics import FEW_BLOCKS, FEW_PIXELS
 from ..spec import ModelSpec
 from ..split import SPLITS, block_grid, label_census, split_blocks
 from .inputs import Truth, labels_band_of, run_inputs
@@ -89,6 +90,15 @@ def scored_blocks(spec: ModelSpec, raster_path: str | os.PathLike, labels: str |
     if split == "train":
         info["warning"] = "only training blocks are scored: the numbers are optimistic"
     return block_grid(blocks[split], grid.width, grid.height, size), size, info
+
+
+def few_scored(pixels: int, blocks: int | None) -> str | None:
+    """A warning when the labelled pixels (or blocks) a report scores are too few for its numbers to mean much."""
+    if pixels >= FEW_PIXELS and (blocks is None or blocks >= FEW_BLOCKS):
+        return None
+    where = f" in {blocks} block(s)" if blocks is not None else ""
+    return (f"only {pixels:,} labelled pixel(s){where} are scored: the accuracy and detector numbers rest on little "
+            "and may swing widely; label more, or larger areas spread over the scene")
 
 
 @dataclass
@@ -166,6 +176,11 @@ def explain(
         stats = sink.result()
         stats["scored"] = scored
         stats["warnings"] = list(result.warnings)
+        few = few_scored(stats.get("pixels_labelled", 0), scored.get("blocks")) if labels else None
+        if few:
+            stats["warnings"].append(few)
+            result.warnings.append(few)
+            log.warning("%s", few)
         stats["inputs"] = {"model": str(model_path), "raster": str(raster_path), "aux_truth": aux_truth,
                            "labels": labels, "labels_band": band if labels else None, "device": result.device,
                            "warped": result.warped}

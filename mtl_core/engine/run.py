@@ -243,65 +243,84 @@ def predict(
         OutputError: the outputs cannot be written (or would replace a file without ``overwrite``).
         CancelledError: the run was cancelled (no output file is left behind).
     """
-    opts = opts or PredictOptions()
-    start = time.perf_counter()
-    spec, runner = opened or open_runner(model_path, opts.backend, opts.device, opts.threads)
-    chosen = chosen_layers(spec, opts)
-    ds = open_raster(raster_path, "input raster")
-    mapping = check_input(spec, ds, opts.bands)
-    grid = Grid.of(ds)
-    win = extent_window(grid, opts.extent)
-    truth = Truth(spec, grid, opts.aux_truth or {}, opts.labels, opts.labels_band, opts.aux_bands, opts.labels_field)
-    mask = Mask(opts.mask, grid) if opts.mask else None
-    wx, wy, W, H = win
-    plan = Plan.of(spec, W, H, runner.divisor, opts.tile, opts.overlap, opts.chunk, opts.batch_size)
-    lo, hi = 0, W  # the columns this run writes (a shard's chunks, else the whole window)
-    if shard is not None:
-        plan = plan.shard(*shard)
-        lo, hi = plan.bounds[shard[0]], plan.bounds[shard[1]]
-        chosen = [(p, layer if opts.vrt else layer.unpacked()) for p, layer in chosen if not p.halo]
-    out_win = (wx + lo, wy, hi - lo, H)
-    out_grid = sub_grid(grid, out_win)
-    streamed = list(dict.fromkeys(p for p, _ in chosen if not p.halo))
-    model = _Model(spec, runner, _layout(spec, streamed))
-    check_memory(model.layout.channels, plan, opts.batch_size, H)
-    blender = Blender(plan, model.layout.channels, H)
-    cell, bands = plan.cell, spec.input_bands
-    seen = np.zeros((2, len(bands)))  # sum of the normalised valid input values per band, and their count
+    return Prediction(model_path, raster_path, out_dir, opts or PredictOptions(), sink, opened, shard).run(
+        progress, cancelled)
 
-    def read_batch(_: int, k: int, tiles: list[tuple[int, int]]) -> tuple[np.ndarray | None, list, list[int]]:
+
+class Prediction:
+    """One run of :func:`predict`, as a pipeline: built (model, raster, plan, products), then :meth:`run` reads
+    batches of tiles (:meth:`read_batch`, reader thread), runs the model (main thread), blends and writes finished
+    rows (:meth:`blend`, :meth:`write_block`, writer thread), then the halo products and the outputs' ending
+    (:meth:`finish`)."""
+
+    def __init__(self, model_path, raster_path, out_dir, opts: PredictOptions, sink: Sink | None = None,
+                 opened: tuple[ModelSpec, Runner] | None = None, shard: tuple[int, int] | None = None) -> None:
+        self.model_path, self.raster_path, self.out_dir, self.opts = model_path, raster_path, out_dir, opts
+        self.sink, self.shard = sink, shard
+        self.start = time.perf_counter()
+        self.spec, self.runner = spec, runner = opened or open_runner(model_path, opts.backend, opts.device,
+                                                                      opts.threads)
+        self.chosen = chosen_layers(spec, opts)
+        self.ds = open_raster(raster_path, "input raster")
+        self.mapping = check_input(spec, self.ds, opts.bands)
+        self.grid = grid = Grid.of(self.ds)
+        self.win = extent_window(grid, opts.extent)
+        self.truth = Truth(spec, grid, opts.aux_truth or {}, opts.labels, opts.labels_band, opts.aux_bands,
+                           opts.labels_field)
+        self.mask = Mask(opts.mask, grid) if opts.mask else None
+        wx, wy, W, H = self.win
+        plan = Plan.of(spec, W, H, runner.divisor, opts.tile, opts.overlap, opts.chunk, opts.batch_size)
+        self.lo, self.hi = 0, W  # the columns this run writes (a shard's chunks, else the whole window)
+        if shard is not None:
+            plan = plan.shard(*shard)
+            self.lo, self.hi = plan.bounds[shard[0]], plan.bounds[shard[1]]
+            self.chosen = [(p, layer if opts.vrt else layer.unpacked()) for p, layer in self.chosen if not p.halo]
+        self.plan = plan
+        self.out_win = (wx + self.lo, wy, self.hi - self.lo, H)
+        self.out_grid = sub_grid(grid, self.out_win)
+        self.streamed = list(dict.fromkeys(p for p, _ in self.chosen if not p.halo))
+        self.model = _Model(spec, runner, _layout(spec, self.streamed))
+        check_memory(self.model.layout.channels, plan, opts.batch_size, H)
+        self.blender = Blender(plan, self.model.layout.channels, H)
+        self.seen = np.zeros((2, len(spec.input_bands)))  # sum of the normalised valid input values per band, count
+
+    def read_batch(self, _: int, k: int, tiles: list[tuple[int, int]]) -> tuple[np.ndarray | None, list, list[int]]:
         """Read, mask and normalise one batch of tiles (reader thread): the stacked tiles that hold valid
         pixels (None if none does), every tile's validity, and which tiles were stacked."""
-        y, h = plan.rows[k]
+        wx, wy, W, H = self.win
+        bands = self.spec.input_bands
+        y, h = self.plan.rows[k]
         data_tiles, valids = [], []
         for x, w in tiles:
             window = (wx + x, wy + y, min(w, W - x), min(h, H - y))
-            data, valid = read_input(ds, spec, mapping, window)
-            if mask is not None:
-                valid &= mask.read(window)
+            data, valid = read_input(self.ds, self.spec, self.mapping, window)
+            if self.mask is not None:
+                valid &= self.mask.read(window)
             pad = np.zeros((len(bands), h, w), dtype=np.float32)
             pad[:, :window[3], :window[2]] = normalise(data, valid, bands)
-            seen[0] += pad.sum(axis=(1, 2))  # normalise left invalid pixels (and the padding) at 0
-            seen[1] += valid.sum()
+            self.seen[0] += pad.sum(axis=(1, 2))  # normalise left invalid pixels (and the padding) at 0
+            self.seen[1] += valid.sum()
             data_tiles.append(pad)
             valids.append(valid)
         keep = [i for i, v in enumerate(valids) if v.any()]
         x = np.stack([data_tiles[i] for i in keep]) if keep else None
         return x, valids, keep
 
-    def write_block(outputs: Outputs, rows: np.ndarray, valid: np.ndarray, row: int, col: int) -> None:
+    def write_block(self, outputs: Outputs, rows: np.ndarray, valid: np.ndarray, row: int, col: int) -> None:
         """Every streamed product's layers of finished rows, written and handed to the sink (writer thread);
         in pieces 512 px wide (a multiple of the overview blocks), so the products' temporaries stay small."""
-        if col < lo:
+        if col < self.lo:
             return  # a shard's seam tiles of the chunk before it: only what they put into its own columns counts
+        wx, wy = self.win[:2]
+        cell, lo = self.plan.cell, self.lo
         width = rows.shape[2]
         piece = width if cell > 1 else 512
         for p0 in range(0, width, piece):
             p1 = min(p0 + piece, width)
-            block = Block(spec, model.layout.split(rows[:, :, p0:p1]), valid[:, p0:p1],
-                          (wx + col + p0, wy + row, p1 - p0, rows.shape[1]), truth, cell)
+            block = Block(self.spec, self.model.layout.split(rows[:, :, p0:p1]), valid[:, p0:p1],
+                          (wx + col + p0, wy + row, p1 - p0, rows.shape[1]), self.truth, cell)
             written = {}
-            for product in streamed:
+            for product in self.streamed:
                 for key, arr in product.compute(block).items():
                     layer = outputs.layers.get(key)
                     if layer is None:
@@ -313,72 +332,87 @@ def predict(
                         arr[..., ~block.valid] = layer.fill
                         outputs.write(key, arr, row, col - lo + p0)
                     written[key] = arr
-            if sink is not None:
-                sink.add(written, block)
+            if self.sink is not None:
+                self.sink.add(written, block)
 
-    def blend(outputs: Outputs, b: int, valids: list[np.ndarray], keep: list[int], outs: list | None) -> None:
+    def blend(self, outputs: Outputs, b: int, valids: list[np.ndarray], keep: list[int], outs: list | None) -> None:
         """Blend a batch and write the rows it finished (writer thread, batch after batch)."""
-        c, k, tiles = plan.batches[b]
+        c, k, tiles = self.plan.batches[b]
         if outs is not None:
-            blender.add(b, valids, keep, model.channels(outs, (plan.rows[k][1], tiles[0][1])))
-        for rows, valid, row, col in blender.finished(b):
-            write_block(outputs, rows, valid, row, col)
+            self.blender.add(b, valids, keep, self.model.channels(outs, (self.plan.rows[k][1], tiles[0][1])))
+        for rows, valid, row, col in self.blender.finished(b):
+            self.write_block(outputs, rows, valid, row, col)
 
-    result = PredictResult(device=runner.device, grid=out_grid, tiles=plan.tiles, spec=spec, warped=truth.warped)
-    bar = tqdm(total=result.tiles, unit="tile", desc="predict", disable=progress is not True)
-    done = 0
-    with ExitStack() as stack:
-        part = shard is not None and not opts.vrt  # a shard to be copied into the run's files, else final files
-        outputs = Outputs([layer for _, layer in chosen], out_grid, sub_grid(grid, out_win, cell), Path(out_dir),
-                          Path(raster_path).stem, opts.cog and not part, stack,
-                          run_inputs(raster_path, opts.aux_truth, opts.labels, opts.mask), opts.overwrite,
-                          scratch=part, overview_grids=(sub_grid(grid, win), sub_grid(grid, win, cell)))
-        if sink is not None:
-            sink.start(list(outputs.layers))
-        reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mtl-read"))
-        writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mtl-write"))
-        # The main thread only runs the model: reading happens one batch ahead, blending and writing
-        # behind it, at most two batches behind (memory stays bounded; a writer error surfaces here).
-        behind: deque[Future] = deque()
-        ahead = reader.submit(read_batch, *plan.batches[0])
-        for b, (_, _, tiles) in enumerate(plan.batches):
-            if cancelled is not None and cancelled():
-                raise CancelledError("prediction cancelled; no output was written")
-            x, valids, keep = ahead.result()
-            if b + 1 < len(plan.batches):
-                ahead = reader.submit(read_batch, *plan.batches[b + 1])
-            result.skipped_tiles += len(valids) - len(keep)
-            outs = model.run(x) if x is not None else None
-            while len(behind) >= 2:
+    def _outputs(self, stack: ExitStack) -> Outputs:
+        opts, grid, cell = self.opts, self.grid, self.plan.cell
+        part = self.shard is not None and not opts.vrt  # a shard to be copied into the run's files, else final
+        return Outputs([layer for _, layer in self.chosen], self.out_grid, sub_grid(grid, self.out_win, cell),
+                       Path(self.out_dir), Path(self.raster_path).stem, opts.cog and not part, stack,
+                       run_inputs(self.raster_path, opts.aux_truth, opts.labels, opts.mask), opts.overwrite,
+                       scratch=part, overview_grids=(sub_grid(grid, self.win), sub_grid(grid, self.win, cell)))
+
+    def run(self, progress: bool | Callable[[float], None] = False,
+            cancelled: Callable[[], bool] | None = None) -> PredictResult:
+        """Every batch through the model, the outputs written; the result."""
+        plan = self.plan
+        result = PredictResult(device=self.runner.device, grid=self.out_grid, tiles=plan.tiles, spec=self.spec,
+                               warped=self.truth.warped)
+        bar = tqdm(total=result.tiles, unit="tile", desc="predict", disable=progress is not True)
+        done = 0
+        with ExitStack() as stack:
+            outputs = self._outputs(stack)
+            if self.sink is not None:
+                self.sink.start(list(outputs.layers))
+            reader = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mtl-read"))
+            writer = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="mtl-write"))
+            # The main thread only runs the model: reading happens one batch ahead, blending and writing
+            # behind it, at most two batches behind (memory stays bounded; a writer error surfaces here).
+            behind: deque[Future] = deque()
+            ahead = reader.submit(self.read_batch, *plan.batches[0])
+            for b, (_, _, tiles) in enumerate(plan.batches):
+                if cancelled is not None and cancelled():
+                    raise CancelledError("prediction cancelled; no output was written")
+                x, valids, keep = ahead.result()
+                if b + 1 < len(plan.batches):
+                    ahead = reader.submit(self.read_batch, *plan.batches[b + 1])
+                result.skipped_tiles += len(valids) - len(keep)
+                outs = self.model.run(x) if x is not None else None
+                while len(behind) >= 2:
+                    behind.popleft().result()
+                behind.append(writer.submit(self.blend, outputs, b, valids, keep, outs))
+                done += len(tiles)
+                bar.update(len(tiles))
+                if callable(progress):
+                    progress(done / result.tiles)
+            while behind:
                 behind.popleft().result()
-            behind.append(writer.submit(blend, outputs, b, valids, keep, outs))
-            done += len(tiles)
-            bar.update(len(tiles))
-            if callable(progress):
-                progress(done / result.tiles)
-        while behind:
-            behind.popleft().result()
+            self.finish(outputs, result, cancelled)
+        bar.close()
+        result.seconds = time.perf_counter() - self.start
+        log.info("predicted %dx%d px on %s in %.1f s (%d tiles, %d skipped)", self.win[2], self.win[3],
+                 self.runner.device, result.seconds, result.tiles, result.skipped_tiles)
+        return result
+
+    def finish(self, outputs: Outputs, result: PredictResult, cancelled: Callable[[], bool] | None) -> None:
+        """After the last batch: refuse a model that answered only NaN, compute the halo products, end the outputs
+        and say what the user should know."""
+        blender = self.blender
         if blender.non_finite and blender.non_finite == blender.pixels:
-            raise ModelFileError(f"the model answered NaN or infinity for every pixel; {Path(model_path).name!r} is "
-                                 "damaged (export or train it again); nothing was written")
-        for product, layer in chosen:
+            raise ModelFileError(f"the model answered NaN or infinity for every pixel; {Path(self.model_path).name!r} "
+                                 "is damaged (export or train it again); nothing was written")
+        for product, layer in self.chosen:
             if product.halo:
-                _halo_pass(outputs, product, layer, out_grid, cancelled)
+                _halo_pass(outputs, product, layer, self.out_grid, cancelled)
         result.outputs = outputs.finish()
         if blender.non_finite:
             log.warning("the model answered NaN or infinity for %d of %d pixels (tile counts, overlaps included); "
                         "they are nodata in every output. The model file may be damaged", blender.non_finite,
                         blender.pixels)
-        result.seen = seen
-        if shard is None:
-            result.warnings += input_range_warnings(spec, seen)
+        result.seen = self.seen
+        if self.shard is None:
+            result.warnings += input_range_warnings(self.spec, self.seen)
         for warning in result.warnings:
             log.warning("%s", warning)
-    bar.close()
-    result.seconds = time.perf_counter() - start
-    log.info("predicted %dx%d px on %s in %.1f s (%d tiles, %d skipped)", W, H, runner.device, result.seconds,
-             result.tiles, result.skipped_tiles)
-    return result
 
 
 #: Input bands whose mean over the run lies further than this from the training mean (in training standard

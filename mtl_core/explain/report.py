@@ -261,12 +261,23 @@ def write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path
 
 def _write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Path], layers: Mapping[str, Any],
                   paths: dict[str, Path]) -> None:
+    """The report's JSON, CSV and HTML files (each written atomically)."""
+    _write_tables(spec, stats, paths)
+    parts = (_intro(spec, stats) + _main_task(spec, stats) + _detectors(spec, stats) + _extras(spec, stats)
+             + _layers(spec, outputs, layers))
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>MTL Explain report</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+    with atomic_path(paths["html"]) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+
+
+def _write_tables(spec: ModelSpec, stats: dict[str, Any], paths: dict[str, Path]) -> None:
+    """The statistics as JSON, the detectors and the per-class scores as CSV."""
     from ..io.fileio import save_json
 
     with atomic_path(paths["json"]) as tmp:
         save_json(stats, tmp)
     class_names = [c.name for c in spec.classes]
-    unit = stats.get("unit", "pixels")
     det = stats.get("detectors", {})
     with atomic_path(paths["detectors_csv"]) as tmp, open(tmp, "w", newline="") as f:
         w = _SafeWriter(f)
@@ -286,6 +297,10 @@ def _write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Pat
             w.writerow([n, pc.get("pixels"), pc.get("iou"), pc.get("f1")]
                        + [det[c][k].get(n) for c in cols for k in ("auroc_per_class", "spearman_per_class")])
 
+
+def _intro(spec: ModelSpec, stats: dict[str, Any]) -> list[str]:
+    """The title and the notes on what was scored and how."""
+    unit = stats.get("unit", "pixels")
     parts = [f"<h1>MTL Explain report — {html.escape(spec.name)}</h1>",
              f"<p class='note'>Model {html.escape(str(stats.get('inputs', {}).get('model', '')))} "
              f"({spec.variant}, {spec.task}) on {html.escape(str(stats.get('inputs', {}).get('raster', '')))}. "
@@ -316,6 +331,14 @@ def _write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Pat
         parts.append("<p class='note'>No reference labels were given, so nothing here scores the main task: no "
                      "accuracy and no error detection. The layers show the reconstruction, its error against the "
                      "real modality and the sensitivity; give labels (--labels) for the rest.</p>")
+    return parts
+
+
+def _main_task(spec: ModelSpec, stats: dict[str, Any]) -> list[str]:
+    """The main task's scores."""
+    class_names = [c.name for c in spec.classes]
+    metrics = stats.get("metrics", {})
+    parts: list[str] = []
     if metrics and "rmse" in metrics:
         parts.append("<h2>Main task</h2>")
         units = html.escape(str(metrics.get("units") or ""))
@@ -327,6 +350,17 @@ def _write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Pat
                             [[metrics["overall_accuracy"], metrics["miou"], metrics["macro_f1"]]]))
         parts.append(f"<img alt='confusion matrix' src='data:image/png;base64,"
                      f"{_confusion_figure(metrics['confusion_matrix'], class_names)}'>")
+    return parts
+
+
+def _detectors(spec: ModelSpec, stats: dict[str, Any]) -> list[str]:
+    """How well each score detects the main task's errors, overall, among confident pixels and per class."""
+    class_names = [c.name for c in spec.classes]
+    unit = stats.get("unit", "pixels")
+    det = stats.get("detectors", {})
+    metrics = stats.get("metrics", {})
+    per_class = metrics.get("per_class", {})
+    parts: list[str] = []
     if det:
         parts.append("<h2>Do reconstruction errors explain main-task errors?</h2>")
         parts.append(f"<p class='note'>Each row scores {unit}; AUROC is the probability that a wrongly classified "
@@ -364,6 +398,12 @@ def _write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Pat
     elif per_class:
         parts.append(_table(["class", "pixels", "IoU", "F1"],
                             [[n, d["pixels"], d["iou"], d["f1"]] for n, d in per_class.items()]))
+    return parts
+
+
+def _extras(spec: ModelSpec, stats: dict[str, Any]) -> list[str]:
+    """The error agreement, the correlations of a regression and the sensitivity."""
+    parts: list[str] = []
     if "agreement" in stats:
         parts.append("<h2>Error agreement</h2>")
         parts.append(f"<p class='note'>'Reconstruction bad' = error score above {_fmt(stats.get('threshold'))}, "
@@ -388,6 +428,12 @@ def _write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Pat
             parts.append(f"<div class='card'><img alt='{html.escape(key)}' src='data:image/png;base64,"
                          f"{_bar_figure(values, key, what)}'></div>")
         parts.append("</div>")
+    return parts
+
+
+def _layers(spec: ModelSpec, outputs: dict[str, Path], layers: Mapping[str, Any]) -> list[str]:
+    """A thumbnail card per layer."""
+    parts: list[str] = []
     parts.append("<h2>Layers</h2><div class='grid'>")
     for key, title, png in _thumbnails(spec, outputs, layers):
         parts.append(f"<div class='card'><b>{html.escape(key)}</b> — {html.escape(layers[key].title)}<br>"
@@ -395,7 +441,4 @@ def _write_report(spec: ModelSpec, stats: dict[str, Any], outputs: dict[str, Pat
                      f"src='data:image/png;base64,{png}'><br>{html.escape(layers[key].help)}<br>"
                      f"<code>{html.escape(Path(outputs[key]).name)}</code></div>")
     parts.append("</div>")
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>MTL Explain report</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
-    with atomic_path(paths["html"]) as tmp:
-        tmp.write_text(page, encoding="utf-8")
+    return parts

@@ -297,33 +297,3 @@ def propose_from_outputs(outputs: dict[str, Path], spec, out: str | os.PathLike,
                                "minimum distance or the site size for more")
     result.path = write_sites(out, sites, grid, used, result.classes)
     return result
-
-
-def propose_sites(model: str | os.PathLike, raster: str | os.PathLike, out: str | os.PathLike, opts=None,
-                  count: int = 20, min_distance_m: float | None = None, strategy: str | None = None,
-                  size: int | None = None, seed: int = 0, progress=False, cancelled=None) -> SitesResult:
-    """Run ``model`` on ``raster`` (with the real auxiliary rasters of ``opts.aux_truth`` when given) into a
-    temporary folder beside ``out``, and write the proposed sites to ``out`` (see :func:`propose_from_outputs`).
-
-    Args:
-        opts: :class:`~mtl_core.engine.PredictOptions` (tiling, device, extent, mask, bands, ``aux_truth``); its
-            products are replaced by those the strategies read.
-    """
-    import dataclasses
-    import tempfile
-
-    from ..engine import PredictOptions, predict
-    from ..io.fileio import check_writable
-
-    out = Path(out)
-    if out.suffix.lower() != ".gpkg":
-        raise ConfigError(f"{out.name}: write the sites to a GeoPackage (.gpkg)")
-    if out.exists():
-        raise ConfigError(f"{out} exists; choose a new file name (sites are never written over a file)")
-    check_writable(out.parent)
-    opts = dataclasses.replace(opts or PredictOptions(), products=PRODUCTS, labels=None)
-    with tempfile.TemporaryDirectory(prefix=".mtl-sites.", dir=out.parent) as tmp:
-        run = predict(model, raster, tmp, opts, progress=progress, cancelled=cancelled)
-        result = propose_from_outputs(run.outputs, run.spec, out, count, min_distance_m, strategy, size, seed)
-    result.warnings = run.warnings + result.warnings
-    return result

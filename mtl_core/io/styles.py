@@ -1,12 +1,9 @@
-"""QGIS styles of output rasters: a QML template per product from ``resources/styles``, fitted to the data.
+"""QML styles fitted to a raster file: a template from ``resources/styles`` with the data's classes, ranges and bands.
 
-One source for every front end: ``mtl predict``/``mtl explain`` write ``<output>.qml`` beside each GeoTIFF
-(QGIS loads it whenever the raster is added, by hand or otherwise) and the plugin loads the same fitted
-file onto the layers it adds. No QGIS is needed: a style is XML. Which template and range a layer gets is
-the engine's declaration of it (:mod:`mtl_core.engine.products`); what depends on the run is fitted here:
-the model's classes (paletted renderer), value ranges (2–98 % cut, estimated from at most 250,000 pixels
-read through the overviews), and the band combination of reconstructions. Unknown product keys get a
-default: pseudo-colour for one band, an RGB stretch for several.
+No QGIS is needed: a style is XML. Which template and range a layer gets is the engine's declaration of its
+product (:mod:`mtl_core.engine.styles`); what depends on the file is fitted here: the model's classes (paletted
+renderer), value ranges (2–98 % cut of the values QGIS shows, estimated from at most 250,000 pixels read through
+the overviews), and the band combination of reconstructions.
 """
 
 from __future__ import annotations
@@ -30,31 +27,6 @@ STYLES_DIR = Path(__file__).resolve().parents[2] / "resources" / "styles"
 SAMPLE_PIXELS = 250_000
 
 
-def layer_info(key: str, spec: dict | None):
-    """The engine's declaration of output ``key`` (title, style, range …) for a model spec as a dict, or None
-    for a key the model cannot produce or a spec this version cannot read."""
-    if not spec:
-        return None
-    from ..engine.products import layer_for_key
-    from ..spec import ModelSpec
-
-    try:
-        return layer_for_key(ModelSpec.from_dict(spec), key)
-    except Exception:  # noqa: BLE001 — a spec this version cannot read: style by band count instead
-        log.warning("the model's spec cannot be read; layer %s gets a default style", key)
-        return None
-
-
-def template_for(key: str, bands: int, spec: dict | None) -> tuple[str, str]:
-    """The (QML template name, range mode) of a product key for a raster of ``bands`` bands."""
-    info = layer_info(key, spec)
-    name, mode = (info.style, info.range) if info is not None else \
-        (("reconstruction", "data") if bands > 1 else ("continuous", "data"))
-    if name == "reconstruction" and bands == 1:
-        name = "reconstruction_gray"
-    return name, mode
-
-
 def rgb_bands(names: list[str]) -> tuple[int, int, int]:
     """A band combination (1-based) for an RGB view: true colour by name when possible, else 1-2-3.
 
@@ -72,8 +44,9 @@ def rgb_bands(names: list[str]) -> tuple[int, int, int]:
 
 
 def cut(ds: gdal.Dataset, band: int) -> tuple[float, float] | None:
-    """The 2–98 % range of a band, from a decimated read (overviews where the file has them), or None when the
-    band holds no valid pixel."""
+    """The 2–98 % range of a band in the values QGIS shows (the stored integers through the band's scale and
+    offset, as GDAL and QGIS apply them), from a decimated read (overviews where the file has them), or None when
+    the band holds no valid pixel."""
     b = ds.GetRasterBand(band)
     scale = max(1.0, math.sqrt(ds.RasterXSize * ds.RasterYSize / SAMPLE_PIXELS))
     data = b.ReadAsArray(buf_xsize=max(1, int(ds.RasterXSize / scale)), buf_ysize=max(1, int(ds.RasterYSize / scale)))
@@ -83,7 +56,8 @@ def cut(ds: gdal.Dataset, band: int) -> tuple[float, float] | None:
         values = values[values != nodata]
     if values.size == 0:
         return None
-    lo, hi = (float(v) for v in np.percentile(values, [2, 98]))
+    scale, offset = b.GetScale() or 1.0, b.GetOffset() or 0.0
+    lo, hi = sorted(float(v) * scale + offset for v in np.percentile(values, [2, 98]))
     return lo, max(hi, lo + 1e-6)
 
 
@@ -150,17 +124,19 @@ def _fit_bands(renderer: ElementTree.Element, ds: gdal.Dataset, spec: dict | Non
             _stretch(renderer.find(f"{colour}ContrastEnhancement"), rng)
 
 
-def fitted_qml(raster: str | os.PathLike, key: str, spec: dict | None = None) -> str | None:
-    """The QML style of output ``key`` written at ``raster``, fitted to its data; None when the template is
-    missing (a copy of ``mtl_core`` without ``resources/``).
+def fit_template(raster: str | os.PathLike, name: str, mode: str, spec: dict | None = None,
+                 key: str = "") -> str | None:
+    """The QML template ``name`` fitted to the raster at ``raster``: the model's classes (``mode`` "classes"), the
+    data's range ("data"), or each band of an RGB view; None when the template is missing (a copy of ``mtl_core``
+    without ``resources/``).
 
     Args:
         raster: a GeoTIFF (or VRT) output of a run.
-        key: its product key (``main``, ``confidence``, ``aux_swir`` …).
+        name, mode: the template and how its range is set (the product's declaration).
         spec: the model spec as a dict (``ModelSpec.to_dict()``), for class names, colours and band names.
+        key: the product key (an RGB view of a reconstruction names its bands from the spec).
     """
     ds = gdal.Open(str(raster))
-    name, mode = template_for(key, ds.RasterCount, spec)
     template = STYLES_DIR / f"{name}.qml"
     if not template.is_file():
         log.warning("style template %s is missing; %s gets no style", template, Path(raster).name)
@@ -178,12 +154,9 @@ def fitted_qml(raster: str | os.PathLike, key: str, spec: dict | None = None) ->
     return (doctype + "\n" if doctype else "") + ElementTree.tostring(root, encoding="unicode") + "\n"
 
 
-def write_sidecar(raster: str | os.PathLike, key: str, spec: dict | None = None) -> Path | None:
-    """Write ``<raster>.qml`` (replacing an earlier one, which belongs to the same output); returns it, or
-    None when there is no template or the folder cannot be written (said in the log, the run still counts)."""
-    qml = fitted_qml(raster, key, spec)
-    if qml is None:
-        return None
+def write_qml(raster: str | os.PathLike, qml: str) -> Path | None:
+    """Write ``<raster>.qml`` (replacing an earlier one, which belongs to the same output); None when the folder
+    cannot be written (said in the log)."""
     path = Path(raster).with_suffix(".qml")
     try:
         with atomic_path(path) as tmp:
@@ -192,8 +165,3 @@ def write_sidecar(raster: str | os.PathLike, key: str, spec: dict | None = None)
         log.warning("style %s not written (%s)", path, exc)
         return None
     return path
-
-
-def write_sidecars(outputs: dict[str, Path], spec: dict | None) -> list[Path]:
-    """A fitted style beside every output of a run (``{product key: path}``)."""
-    return [p for key, path in outputs.items() if (p := write_sidecar(path, key, spec)) is not None]

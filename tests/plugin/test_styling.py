@@ -163,3 +163,34 @@ def _outputs(folder: Path, spec: dict) -> dict[str, str]:
     layers = all_layers(ModelSpec.from_dict(spec))
     return {key: str(folder / f"{stem}_{layer.suffix}.tif") for key, layer in layers.items()
             if (folder / f"{stem}_{layer.suffix}.tif").exists()}
+
+
+def _colours(layer: QgsRasterLayer) -> int:
+    """Distinct opaque colours QGIS draws for a layer at 200 x 200 px (its renderer, as the canvas uses it)."""
+    block = layer.renderer().block(1, layer.extent(), 200, 200)
+    argb = np.frombuffer(bytes(block.data()), dtype=np.uint32)
+    return len(np.unique(argb[(argb >> 24) > 0]))
+
+
+def test_every_default_layer_of_a_run_shows_its_values(crop_dir, tiny_model, tmp_path):
+    """Scaled layers are stored as small integers: a style fitted on the integers instead of the values QGIS shows
+    (scale and offset applied) drew entropy and error score in one colour. Each layer is drawn as QGIS draws it."""
+    from mtl_core.jobs import Job, run_job
+
+    done = run_job(Job(kind="explain", model=str(tiny_model), raster=str(crop_dir / "raleigh_vnir.tif"),
+                       out=str(tmp_path), aux_truth={"swir": str(crop_dir / "raleigh_swir.tif")},
+                       labels=str(crop_dir / "raleigh_landcover.tif"), device="cpu"))
+    scaled = 0
+    for key, path in done.outputs.items():
+        layer = QgsRasterLayer(path, key)
+        assert layer.isValid(), path
+        apply_style(layer, key, done.spec)
+        ds = gdal.Open(path)
+        band = ds.GetRasterBand(1)
+        data = band.ReadAsArray()
+        nodata = band.GetNoDataValue()
+        values = np.unique(data[data != nodata] if nodata is not None else data)
+        scaled += (band.GetScale() or 1.0) != 1.0
+        drawn = _colours(layer)
+        assert drawn >= min(3, len(values)), f"{key}: {len(values)} values drawn in {drawn} colours"
+    assert scaled >= 3  # entropy, error score, reconstruction error … are among them
