@@ -12,7 +12,9 @@ class MtlExplainProvider(QgsProcessingProvider):
     """Provider ``mtl_explain`` with the algorithms ``predict``, ``explain``, ``train`` and ``proposesites``."""
 
     def loadAlgorithms(self) -> None:  # noqa: N802 (QGIS name)
-        from .algorithms import ExplainAlgorithm, PredictAlgorithm, ProposeSitesAlgorithm, TrainAlgorithm
+        from .run import ExplainAlgorithm, PredictAlgorithm
+        from .sites import ProposeSitesAlgorithm
+        from .train import TrainAlgorithm
 
         for alg in (PredictAlgorithm(), ExplainAlgorithm(), TrainAlgorithm(), ProposeSitesAlgorithm()):
             self.addAlgorithm(alg)
