@@ -16,7 +16,7 @@ try:
 except ImportError:
     from qgis.PyQt.QtWidgets import QAction  # Qt5 (QGIS 3)
 
-from .core import deps
+from .core import deps, settings
 from .core.logger import get_logger, remove_handlers
 from .core.paths import PLUGIN_NAME, i18n_dir, icon_path
 from .core.task import PredictTask, SitesTask, TaskResult, TrainTask
@@ -31,7 +31,7 @@ def load_translation():
     from qgis.core import QgsSettings
     from qgis.PyQt.QtCore import QTranslator
 
-    locale = str(QgsSettings().value("locale/userLocale", "") or "")
+    locale = str(QgsSettings().value(settings.USER_LOCALE, "") or "")
     for name in (locale, locale[:2]):
         qm = i18n_dir() / f"mtl_explain_{name}.qm"
         if name and qm.is_file():
@@ -202,7 +202,7 @@ class MtlExplainPlugin:
         self.train_task = TrainTask(jobs, self._training_finished)
         self.train_task.record.connect(page.on_record)  # queued: the page lives on the main thread
         page.set_running(jobs)
-        self.log.info("training started: %s", ", ".join(j.out for j in jobs))
+        self.log.info("training started: %s", ", ".join(j.out or j.train.get("variant", "") for j in jobs))
         QgsApplication.taskManager().addTask(self.train_task)
         return self.train_task
 
@@ -211,27 +211,26 @@ class MtlExplainPlugin:
         if self.train_task is not None:
             self.train_task.cancel()
 
-    def _training_finished(self, task: TrainTask) -> None:
+    def _training_finished(self, result: TaskResult) -> None:
         """Main thread: show the held-out scores and select the new model on the Run page, or say what failed."""
         self.train_task = None
         if self.dock is None:
             return
         page, bar = self.dock.train_page, self.iface.messageBar()
         page.set_running(None)
-        if task.cancelled:
-            page.show_error(self.tr("Training cancelled; nothing was written."))
-            page.progress.setValue(0)
+        if result.cancelled:
+            page.show_cancelled()
             bar.pushInfo(PLUGIN_NAME, self.tr("Training cancelled; nothing was written."))
             return
-        if task.results:
-            page.show_results(task.results)
-            model = task.results[0][1].outputs.get("model", "")
+        if result.outcome:
+            page.show_results(result.outcome)
+            model = result.outcome[0][1].outputs.get("model", "")
             self.dock.model_trained(model)
             bar.pushMessage(PLUGIN_NAME, self.tr("Model written: {}; selected on the Run page.").format(model),
                             Qgis.MessageLevel.Success, 8)
-        if task.error:
-            page.show_error(task.error)
-            bar.pushCritical(PLUGIN_NAME, task.error)
+        if result.error:
+            page.show_error(result.error)
+            bar.pushCritical(PLUGIN_NAME, result.error)
 
     # ---- export and dependencies --------------------------------------------------------------------------------
     # ---- where to label next ----------------------------------------------------------------------------------------
@@ -250,17 +249,18 @@ class MtlExplainPlugin:
         QgsApplication.taskManager().addTask(self.sites_task)
         return self.sites_task
 
-    def _sites_finished(self, task: SitesTask) -> None:
+    def _sites_finished(self, result: TaskResult) -> None:
         """Main thread: add the sites layer to the run's group, or say what went wrong."""
         from .core.layers import add_sites_layer
 
+        run_dir = self.sites_task.outcome.run_dir
         self.sites_task = None
         bar = self.iface.messageBar()
-        if task.result is None:
-            bar.pushCritical(PLUGIN_NAME, task.error or self.tr("proposing sites failed; see the log panel"))
+        if result.outcome is None:
+            bar.pushCritical(PLUGIN_NAME, result.error or self.tr("proposing sites failed; see the log panel"))
             return
-        r = task.result
-        layer = add_sites_layer(str(r.path), task.outcome.run_dir,
+        r = result.outcome
+        layer = add_sites_layer(str(r.path), run_dir,
                                 self.tr("Sites to label ({})").format(r.strategy))
         message = self.tr("{} sites to label proposed, ranked by {}; set their 'class' field or digitise polygons in "
                           "them, then train again.").format(len(r.sites), r.strategy)

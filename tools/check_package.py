@@ -74,6 +74,9 @@ def check_metadata(plugin_dir: Path) -> list[str]:
     if not meta.get("qgisMaximumVersion", "").startswith("4."):
         problems.append("metadata.txt should say qgisMaximumVersion=4.99: without it the plugin repository hides the "
                         "plugin from QGIS 4 users")
+    if meta.get("supportsQt6", "").strip().lower() not in ("true", "yes"):
+        problems.append("metadata.txt should say supportsQt6=True beside qgisMaximumVersion=4.99: QGIS 4's plugin "
+                        "manager has been documented as requiring it (it is harmless where it is ignored)")
     if meta.get("hasProcessingProvider", "").lower() not in ("yes", "true"):
         problems.append("metadata.txt should say hasProcessingProvider=yes (the plugin has a Processing provider)")
     return problems

@@ -8,6 +8,9 @@ import sys
 import zipfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from plugin.core.settings import WORKER_PYTHON  # noqa: E402  (the plugin's own name of the setting)
+
 DEFAULT_PROFILE = Path.home() / ".local" / "share" / "QGIS" / "QGIS3" / "profiles" / "default"
 
 
@@ -34,7 +37,7 @@ def deploy(zip_path: Path, profile: Path, worker_python: str | None = None) -> P
     settings = QSettings(str(profile / "QGIS" / "QGIS3.ini"), QSettings.IniFormat)
     settings.setValue(f"PythonPlugins/{top}", True)
     if worker_python:
-        settings.setValue("mtl_explain/worker_python", worker_python)
+        settings.setValue(WORKER_PYTHON, worker_python)
     settings.sync()
     return plugins / top
 

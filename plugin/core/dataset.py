@@ -13,9 +13,6 @@ from pathlib import Path
 
 from qgis.core import QgsCategorizedSymbolRenderer, QgsProviderRegistry, QgsRasterLayer
 
-TASKS = ["segmentation", "classification", "regression"]
-VARIANTS = ["mtl", "unimodal", "multimodal"]
-
 
 def raster_path(layer, what: str) -> str:
     """The file of a raster layer GDAL can open."""
@@ -102,7 +99,7 @@ def dataset_from_layers(input_layer, input_bands: list[int] | None, aux: list[tu
         input_layer: the input raster layer; ``input_bands`` its bands (None: every band).
         aux: ``(name, raster layer, bands or None)`` per auxiliary modality.
         labels_layer: a raster layer (``labels_band``) or a polygon layer (``labels_field``).
-        task: one of :data:`TASKS`.
+        task: one of :data:`mtl_core.spec.TASKS`.
         extent: the training extent in the input layer's CRS (None: wherever there are labels).
     """
     inputs = {"input": {"path": raster_path(input_layer, "Input raster")}}
@@ -135,16 +132,6 @@ def dataset_from_layers(input_layer, input_bands: list[int] | None, aux: list[tu
     if extent is not None:
         dataset["extent"] = list(extent)
     return dataset
-
-
-def variant_path(out: str | Path, variant: str, chosen: str) -> Path:
-    """Where a variant's model is written: ``out`` for the chosen one, ``<stem>.<variant>.safetensors`` beside it
-    for the baselines trained with it (``model.mtl.safetensors`` -> ``model.unimodal.safetensors``)."""
-    out = Path(out)
-    if variant == chosen:
-        return out
-    stem = out.name.removesuffix(".safetensors").removesuffix(f".{chosen}").removesuffix(".mtl")
-    return out.with_name(f"{stem}.{variant}.safetensors")
 
 
 def area_extent(mode: str, canvas, polygons, layer: QgsRasterLayer, missing: str, outside: str):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from qgis.core import QgsLayerTreeGroup, QgsProject, QgsRasterLayer
 
+from . import settings
 from .logger import get_logger
 from .runner import RunOutcome
 from .styling import apply_style, title
@@ -13,8 +14,8 @@ from .styling import apply_style, title
 log = get_logger()
 
 #: Custom layer properties that tie a layer to its run (used by the export action).
-RUN_PROPERTY = "mtl_explain/run_dir"
-KEY_PROPERTY = "mtl_explain/product"
+RUN_PROPERTY = settings.RUN_DIR
+KEY_PROPERTY = settings.PRODUCT
 
 
 def group_name(input_name: str, spec: dict, project: QgsProject | None = None, when=None) -> str:
@@ -65,7 +66,7 @@ def add_run_layers(outcome: RunOutcome, input_name: str, project: QgsProject | N
         project.addMapLayer(layer, False)
         group.addLayer(layer)
     if outcome.report:
-        group.setCustomProperty("mtl_explain/report", outcome.report)
+        group.setCustomProperty(settings.REPORT, outcome.report)
     group.setCustomProperty(RUN_PROPERTY, outcome.run_dir)
     return group
 
@@ -94,7 +95,7 @@ def run_groups(project: QgsProject | None = None) -> list[QgsLayerTreeGroup]:
 
 def report_of(group: QgsLayerTreeGroup) -> Path | None:
     """The HTML report of a run, when the run wrote one."""
-    value = group.customProperty("mtl_explain/report")
+    value = group.customProperty(settings.REPORT)
     return Path(value) if value and Path(value).exists() else None
 
 

@@ -10,6 +10,9 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mtl_core.metrics import held_out_caveats
+from mtl_core.spec import held_out_score, reconstructs
+
 
 @dataclass
 class BandMapping:
@@ -96,11 +99,7 @@ def summary_html(spec) -> str:
     e = html.escape
     parts = [f"<b>{e(spec.name)}</b><br>Task: {e(spec.task)} ({e(spec.variant)})"]
     parts.append("Input bands: " + ", ".join(e(b) for b in model_bands(spec)))
-    if spec.aux:
-        aux = "; ".join(f"{e(m.name)} ({', '.join(e(n) for n in m.band_names)})" for m in spec.aux)
-        parts.append(f"Reconstructs: {aux}")
-    else:
-        parts.append("Reconstructs: nothing (baseline model; no explanation layers)")
+    parts.append(f"Reconstructs: {e(reconstructs(spec))}")
     if spec.task == "regression" and spec.target:
         parts.append(f"Target: {e(spec.target.name)} [{e(spec.target.units)}]")
     else:
@@ -109,7 +108,9 @@ def summary_html(spec) -> str:
             f"<td>{c.value}</td><td>{e(c.name)}</td></tr>" for c in spec.classes
         )
         parts.append(f"Classes:<table cellspacing='2'>{rows}</table>")
-    metrics = spec.training.get("metrics", {})
-    if "test_miou" in metrics:
-        parts.append(f"Held-out mIoU: {metrics['test_miou']:.3f}")
+    score = held_out_score(spec)
+    if score is not None:
+        caveats = held_out_caveats(spec.training)
+        parts.append(f"Held-out {e(score[0])}: {score[1]:.3f}" + "".join(
+            f"<br><span style='color:#8a5a00'>Note: {e(c)}.</span>" for c in caveats))
     return "<br>".join(parts)

@@ -1,4 +1,4 @@
-"""Styling of output layers: the fitted QML of ``mtl_core.io.styles``, written beside the file and loaded.
+"""Styling of output layers: the fitted QML of ``mtl_core.engine.styles``, written beside the file and loaded.
 
 The style a layer gets is the one ``mtl predict``/``mtl explain`` write beside their outputs (one source for
 every front end): a template from ``resources/styles`` per product, fitted to the run's classes, value
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from qgis.core import QgsRasterLayer
 
-from mtl_core.io.styles import fitted_qml, layer_info, write_sidecar
+from mtl_core.engine.styles import fitted_qml, layer_info, write_sidecar
 
 from .logger import get_logger
 

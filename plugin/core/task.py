@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mtl_core.jobs import Job
 from qgis.core import QgsTask
@@ -27,10 +28,12 @@ log = get_logger()
 
 @dataclass
 class TaskResult:
-    """How the task ended: ``outcome`` on success, else ``error`` (and ``cancelled``)."""
+    """How a task ended, the same shape for every task: ``outcome`` on success (a :class:`RunOutcome` for a run, the
+    ``(variant, JobResult)`` pairs of a training, the ``SitesResult`` of proposed sites), else ``error`` (and
+    ``cancelled``). A training that fails after some models keeps those in ``outcome`` beside its ``error``."""
 
-    job: Job
-    outcome: RunOutcome | None = None
+    job: Job | None = None
+    outcome: Any = None
     error: str | None = None
     details: str | None = None
     cancelled: bool = False
@@ -119,14 +122,12 @@ class TrainTask(QgsTask):
 
     record = pyqtSignal(int, object)
 
-    def __init__(self, jobs: list[Job], on_finished: Callable[[TrainTask], None] | None = None) -> None:
+    def __init__(self, jobs: list[Job], on_finished: Callable[[TaskResult], None] | None = None) -> None:
         super().__init__(f"MTL Explain: train {jobs[0].name or 'model'}", QgsTask.Flag.CanCancel)
         self.jobs = jobs
         self.on_finished = on_finished
         self.results: list = []  # (variant, mtl_core.jobs.JobResult)
-        self.error: str | None = None
-        self.details: str | None = None
-        self.cancelled = False
+        self.result = TaskResult(jobs[0])
 
     def run(self) -> bool:
         """Task thread: each job in a new worker process; never raise."""
@@ -145,13 +146,13 @@ class TrainTask(QgsTask):
                 raise CancelledError("cancelled")
             return True
         except CancelledError:
-            self.cancelled = True
+            self.result.cancelled = True
             self._remove_written()
         except MtlError as exc:  # the models already trained stay: they are complete and their scores are shown
-            self.error = str(exc)
+            self.result.error = str(exc)
         except Exception as exc:  # noqa: BLE001 — report any failure instead of crashing QGIS
-            self.error = f"unexpected error: {exc!r}; details are in the log panel (MTL Explain)"
-            self.details = traceback.format_exc()
+            self.result.error = f"unexpected error: {exc!r}; details are in the log panel (MTL Explain)"
+            self.result.details = traceback.format_exc()
         return False
 
     def _remove_written(self) -> None:
@@ -160,20 +161,22 @@ class TrainTask(QgsTask):
                 Path(path).unlink(missing_ok=True)
         self.results = []
 
-    def finished(self, ok: bool) -> None:  # noqa: ARG002 — the task carries the details
-        """Main thread: log the ending and hand the task to the callback."""
+    def finished(self, ok: bool) -> None:  # noqa: ARG002 — the result carries the details
+        """Main thread: log the ending and hand the result to the callback."""
+        r = self.result
         if self.isCanceled() and not ok:
-            self.cancelled = True
-        if self.cancelled:
+            r.cancelled = True
+        r.outcome = list(self.results) if self.results and not r.cancelled else None
+        if r.cancelled:
             log.info("training cancelled; nothing was written")
-        elif self.error:
-            log.error("training failed: %s", self.error)
-            if self.details:
-                log.error(self.details)
+        elif r.error:
+            log.error("training failed: %s", r.error)
+            if r.details:
+                log.error(r.details)
         else:
-            log.info("trained %s", ", ".join(r.outputs.get("model", "") for _, r in self.results))
+            log.info("trained %s", ", ".join(res.outputs.get("model", "") or v for v, res in self.results))
         if self.on_finished is not None:
-            self.on_finished(self)
+            self.on_finished(r)
 
 
 class SitesTask(QgsTask):
@@ -181,12 +184,11 @@ class SitesTask(QgsTask):
     where it had the real auxiliary rasters, error layers are read window by window)."""
 
     def __init__(self, outcome: RunOutcome, count: int, out: str,
-                 on_finished: Callable[[SitesTask], None] | None = None) -> None:
+                 on_finished: Callable[[TaskResult], None] | None = None) -> None:
         super().__init__("MTL Explain: propose sites to label", QgsTask.Flag.CanCancel)
         self.outcome, self.count, self.out = outcome, count, out
         self.on_finished = on_finished
-        self.result = None  # mtl_core.explain.sites.SitesResult
-        self.error: str | None = None
+        self.result = TaskResult()  # its outcome: mtl_core.explain.sites.SitesResult
 
     def run(self) -> bool:
         """Task thread: read the run's rasters, write the GeoPackage; never raise."""
@@ -196,15 +198,17 @@ class SitesTask(QgsTask):
 
         try:
             outputs = {k: Path(p) for k, p in self.outcome.outputs.items()}
-            self.result = propose_from_outputs(outputs, ModelSpec.from_dict(self.outcome.spec), self.out, self.count)
+            self.result.outcome = propose_from_outputs(outputs, ModelSpec.from_dict(self.outcome.spec), self.out,
+                                                       self.count)
             return True
         except MtlError as exc:
-            self.error = str(exc)
+            self.result.error = str(exc)
         except Exception as exc:  # noqa: BLE001 — report any failure instead of crashing QGIS
-            self.error = f"unexpected error: {exc!r}"
-            log.error(traceback.format_exc())
+            self.result.error = f"unexpected error: {exc!r}"
+            self.result.details = traceback.format_exc()
+            log.error(self.result.details)
         return False
 
     def finished(self, ok: bool) -> None:  # noqa: ARG002
         if self.on_finished is not None:
-            self.on_finished(self)
+            self.on_finished(self.result)

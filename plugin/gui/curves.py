@@ -36,6 +36,12 @@ class CurvePlot(QWidget):
         self.losses, self.scores, self.score_name = {}, [], ""
         self.update()
 
+    def set_length(self, steps: int) -> None:
+        """The x axis runs from 0 to ``steps`` (a budget in minutes knows its steps once the rate is measured)."""
+        if max(1, steps) != self.steps:
+            self.steps = max(1, steps)
+            self.update()
+
     def add_losses(self, step: int, losses: dict[str, float]) -> None:
         """One training step's losses (``main``, ``aux/<name>``, ``total`` …); non-finite values are skipped."""
         for name, value in losses.items():

@@ -72,11 +72,7 @@ class MtlExplainDock(QgsDockWidget):
     def model_trained(self, path: str) -> None:
         """Select a freshly trained model on the Run page (and put it at the top of Recent models), with the raster
         it was trained on as the Run page's input."""
-        self.run_page.remember_model(path)
-        self.run_page.model_file.setFilePath(path)
-        layer = self.train_page.input_layer.currentLayer()
-        if layer is not None:
-            self.run_page.layer_combo.setLayer(layer)
+        self.run_page.select_model(path, self.train_page.input_layer.currentLayer())
 
     def explain_trained(self, job) -> None:
         """Run the Train page's explain job from the Run page (its output folder, progress and layers)."""

@@ -21,13 +21,15 @@ from qgis.PyQt import uic
 from qgis.PyQt.QtCore import pyqtSignal, pyqtSlot
 from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QWidget
 
+from mtl_core.jobs import DEVICES
+
 from ..core.model_info import BandMapping, default_mapping, raster_band_names, read_spec, summary_html, validate
 from ..core.params import ogr_mask_path, tickable_products
+from ..core import settings as settings_keys
 from ..core.paths import default_model
 from .util import ERROR_STYLE, compact, compact_all
 
 FORM, _ = uic.loadUiType(str(Path(__file__).with_name("run_page.ui")))
-SETTINGS_RECENT = "mtl_explain/recent_models"
 MAX_RECENT = 8
 EXTENT_MODES = (("layer", "Whole layer"), ("canvas", "Current map canvas"), ("aoi", "Features of a polygon layer"))
 WARNING_STYLE = "color: #8a5a00;"
@@ -73,7 +75,7 @@ class RunPage(QWidget, FORM):
                            ("val", self.tr("Validation blocks of the model")),
                            ("train", self.tr("Training blocks of the model (optimistic)"))):
             self.split_combo.addItem(label, key)
-        for d in ("auto", "cpu", "cuda"):
+        for d in DEVICES:
             self.device_combo.addItem(d, d)
         self.out_dir.setFilePath(self.default_output_folder())
         self._proposed_out = self.out_dir.filePath()
@@ -138,7 +140,7 @@ class RunPage(QWidget, FORM):
         return str(base / "mtl_explain_outputs")
 
     def _load_recent(self) -> None:
-        recent = QgsSettings().value(SETTINGS_RECENT, [], type=list) or []
+        recent = QgsSettings().value(settings_keys.RECENT_MODELS, [], type=list) or []
         bundled = default_model()
         paths = ([str(bundled)] if bundled else []) + [p for p in recent if Path(p).exists()]
         seen: list[str] = []
@@ -157,9 +159,16 @@ class RunPage(QWidget, FORM):
     def remember_model(self, path: str) -> None:
         """Put a model at the top of the recent list."""
         settings = QgsSettings()
-        recent = [p for p in (settings.value(SETTINGS_RECENT, [], type=list) or []) if p != path]
-        settings.setValue(SETTINGS_RECENT, [path] + recent[:MAX_RECENT - 1])
+        recent = [p for p in (settings.value(settings_keys.RECENT_MODELS, [], type=list) or []) if p != path]
+        settings.setValue(settings_keys.RECENT_MODELS, [path] + recent[:MAX_RECENT - 1])
         self._load_recent()
+
+    def select_model(self, path: str, layer=None) -> None:
+        """Choose a model (at the top of Recent models too) and, when given, the raster layer to run it on."""
+        self.remember_model(path)
+        self.model_file.setFilePath(path)
+        if layer is not None:
+            self.layer_combo.setLayer(layer)
 
     def _on_recent_chosen(self, index: int) -> None:
         path = self.recent_combo.itemData(index)

@@ -23,7 +23,12 @@ from qgis.PyQt import uic
 from qgis.PyQt.QtCore import Qt, QTimer, pyqtSignal, pyqtSlot
 from qgis.PyQt.QtWidgets import QHeaderView, QLineEdit, QTableWidgetItem, QWidget
 
-from ..core.dataset import TASKS, VARIANTS, area_extent, dataset_from_layers, modality_name, variant_path
+from mtl_core.jobs import DEVICES
+from mtl_core.metrics import held_out_caveats
+from mtl_core.spec import TASKS, VARIANTS
+from mtl_core.training.options import DEFAULT_MINUTES, FOREST_VARIANTS, MAX_MINUTES
+
+from ..core.dataset import area_extent, dataset_from_layers, modality_name
 from .curves import CurvePlot
 from .util import ERROR_STYLE, compact, compact_all
 
@@ -32,6 +37,8 @@ TASK_LABELS = {"segmentation": "Segmentation (per pixel)", "classification": "Pa
                "regression": "Regression (per pixel)"}
 AREA_MODES = (("layer", "Whole layer"), ("canvas", "Current map canvas"), ("polygons", "Polygons of a layer"))
 SCORES = {"segmentation": "miou", "classification": "oa", "regression": "r2"}
+#: the budget a unit starts at when it is chosen
+BUDGET_DEFAULTS = {"minutes": DEFAULT_MINUTES, "steps": 600}
 #: Columns of the results table: (metric key in the model's test metrics, header).
 RESULT_COLUMNS = {"segmentation": (("miou", "test mIoU"), ("overall_accuracy", "test OA")),
                   "classification": (("overall_accuracy", "test OA"), ("miou", "test mIoU")),
@@ -74,6 +81,7 @@ class TrainPage(QWidget, FORM):
         self.results: list = []  # (variant, mtl_core.jobs.JobResult) of the last training
         self._running = False
         self._started = 0.0
+        self._job_started: dict[int, float] = {}  # job index -> when its first record came
         self._proposed_out = ""
         self._shown: dict = {}  # the layer each combo's dependent widgets were last filled for
         self._setup()
@@ -92,8 +100,10 @@ class TrainPage(QWidget, FORM):
             self.area_combo.addItem(self.tr(label), key)
         for variant in VARIANTS:
             self.variant_combo.addItem(variant, variant)
-        for device in ("auto", "cpu", "cuda"):
+        for device in DEVICES:
             self.device_combo.addItem(device, device)
+        self.budget_unit.addItem(self.tr("minutes"), "minutes")
+        self.budget_unit.addItem(self.tr("steps"), "steps")
         self.results_table.setVisible(False)
         compact_all(self)
         header = self.aux_table.horizontalHeader()
@@ -110,6 +120,7 @@ class TrainPage(QWidget, FORM):
         self.area_combo.currentIndexChanged.connect(
             lambda _i: self.area_layer.setEnabled(self.area_combo.currentData() == "polygons"))
         self.variant_combo.currentIndexChanged.connect(lambda _i: self._update_out_proposal())
+        self.budget_unit.currentIndexChanged.connect(lambda _i: self._on_budget_unit())
         self.add_aux_button.clicked.connect(lambda: self.add_aux())
         self.remove_aux_button.clicked.connect(self._remove_selected_aux)
         self.train_button.clicked.connect(self._on_train_clicked)
@@ -117,6 +128,24 @@ class TrainPage(QWidget, FORM):
         self.explain_button.clicked.connect(self._on_explain_clicked)
 
     # ---- the form -------------------------------------------------------------------------------------------------
+    def set_budget(self, value: float, unit: str = "minutes") -> None:
+        """Train each model for ``value`` minutes (wall time) or ``value`` steps."""
+        self.budget_unit.setCurrentIndex(self.budget_unit.findData(unit))
+        self.budget_spin.setValue(value)
+
+    def budget(self) -> dict:
+        """``{"minutes": m}`` or ``{"steps": n}`` as the form says."""
+        unit = self.budget_unit.currentData()
+        value = self.budget_spin.value()
+        return {"minutes": float(value)} if unit == "minutes" else {"steps": int(value)}
+
+    def _on_budget_unit(self) -> None:
+        unit = self.budget_unit.currentData()
+        minutes = unit == "minutes"
+        self.budget_spin.setDecimals(1 if minutes else 0)
+        self.budget_spin.setRange(0.1 if minutes else 1, MAX_MINUTES if minutes else 1_000_000)
+        self.budget_spin.setValue(BUDGET_DEFAULTS[unit])
+
     def add_aux(self, name: str = "", layer=None) -> int:
         """Add an auxiliary-modality row (name, raster layer, bands); returns its row."""
         row = self.aux_table.rowCount()
@@ -216,8 +245,6 @@ class TrainPage(QWidget, FORM):
     def parameters(self) -> list:
         """The train jobs of the form: the chosen variant, then the baselines when asked; raises ValueError with a
         message for the user when something is missing."""
-        from mtl_core.jobs import Job
-
         layer = self.input_layer.currentLayer()
         if layer is None:
             raise ValueError(self.tr("Choose the input raster layer."))
@@ -236,16 +263,16 @@ class TrainPage(QWidget, FORM):
         out = self.out_file.filePath()
         if not out:
             raise ValueError(self.tr("Choose the model file to write."))
-        if not out.endswith(".safetensors"):
-            out += ".mtl.safetensors"
         if not Path(out).parent.is_dir():
             raise ValueError(self.tr("The folder of {} does not exist; choose another model file.").format(out))
-        steps = self.steps_spin.value()
-        variants = [variant] + ([v for v in VARIANTS if v != variant] if baselines else [])
-        return [Job(kind="train", dataset=dataset, out=str(variant_path(out, v, variant)), name=layer.name(),
-                    device=self.device_combo.currentData(),
-                    train={"variant": v, "steps": steps, "eval_every": max(1, min(100, steps // 10))})
-                for v in variants]
+        from mtl_core.errors import ConfigError
+        from mtl_core.jobs import train_jobs
+
+        try:
+            return train_jobs(variant, out, baselines=baselines, device=self.device_combo.currentData(),
+                              dataset=dataset, name=layer.name(), **self.budget())
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
 
     # ---- running --------------------------------------------------------------------------------------------------
     def set_dependencies(self, status) -> None:
@@ -273,6 +300,7 @@ class TrainPage(QWidget, FORM):
         if jobs is not None:
             self.jobs, self.results = list(jobs), []
             self._started = time.monotonic()
+            self._job_started = {}
             self.curves.clear(int(jobs[0].train.get("steps", 1)))
             self.results_table.setVisible(False)
             self.explain_button.setEnabled(False)
@@ -294,8 +322,12 @@ class TrainPage(QWidget, FORM):
             step, steps = int(record["step"]), int(record["steps"])
             if step == 1 and index > 0:
                 self.curves.clear(steps)
+            self.curves.set_length(steps)
             self.curves.add_losses(step, record.get("losses", {}))
-            done = (index + step / steps) / max(1, len(self.jobs))
+            started = self._job_started.setdefault(index, time.monotonic())
+            minutes = job.train.get("minutes") if job is not None else None
+            fraction = min(1.0, (time.monotonic() - started) / (60 * minutes)) if minutes else step / steps
+            done = (index + fraction) / max(1, len(self.jobs))
             self.progress.setValue(int(100 * done))
             elapsed = time.monotonic() - self._started
             left = elapsed * (1 - done) / done if done > 0 else 0
@@ -308,6 +340,7 @@ class TrainPage(QWidget, FORM):
             if value is not None:
                 self.curves.add_score(int(record["step"]), name, float(value))
         elif kind == "phase":
+            self._job_started.setdefault(index, time.monotonic())
             self.phase_label.setText(self.tr("Model {} of {} ({}): {}").format(
                 index + 1, len(self.jobs), variant, record.get("phase", "")))
 
@@ -322,7 +355,7 @@ class TrainPage(QWidget, FORM):
             [self.tr("Variant"), self.tr("Needs the auxiliary rasters")] + [self.tr(h) for _, h in columns])
         self.results_table.setRowCount(len(results))
         for row, (variant, result) in enumerate(results):
-            cells = [variant, self.tr("yes") if variant == "multimodal" else self.tr("no")]
+            cells = [variant, self.tr("yes") if variant in ("multimodal", "forest-multimodal") else self.tr("no")]
             cells += [f"{result.metrics[k]:.3f}" if isinstance(result.metrics.get(k), float) else "–"
                       for k, _ in columns]
             for col, text in enumerate(cells):
@@ -331,10 +364,17 @@ class TrainPage(QWidget, FORM):
         self.results_table.setVisible(bool(results))
         if results:  # the held-out scores in view once the layout has placed the table
             QTimer.singleShot(0, lambda: self.scroll.ensureWidgetVisible(self.results_table, 0, 10))
-        self.explain_button.setEnabled(bool(results))
+        self.explain_button.setEnabled(bool(results) and bool(results[0][1].outputs.get("model")))
         self.progress.setValue(100)
-        self.phase_label.setText(self.tr("Done: {} in {:.0f} s.").format(
-            ", ".join(Path(r.outputs.get("model", "")).name for _, r in results), time.monotonic() - self._started))
+        models = [Path(r.outputs["model"]).name for _, r in results if r.outputs.get("model")]
+        done = self.tr("Done: {} in {:.0f} s.").format(
+            ", ".join(models) or self.tr("no model file"), time.monotonic() - self._started)
+        if any(v in FOREST_VARIANTS for v, _ in results):
+            done += " " + self.tr("The forests are scored, not saved.")
+        caveats = held_out_caveats(results[0][1].spec.get("training", {})) if results else []
+        self.phase_label.setText(done)
+        self.caveat_label.setVisible(bool(caveats))
+        self.caveat_label.setText(" ".join(self.tr("Note: {}.").format(c) for c in caveats))
 
     def explain_job(self):
         """An explain job of the first model trained on its own held-out test blocks (output folder left to the
@@ -357,6 +397,11 @@ class TrainPage(QWidget, FORM):
         job = self.explain_job()
         if job is not None:
             self.explainRequested.emit(job)
+
+    def show_cancelled(self) -> None:
+        """Say that the training was cancelled and nothing written; the progress back to zero."""
+        self.show_error(self.tr("Training cancelled; nothing was written."))
+        self.progress.setValue(0)
 
     def show_error(self, message: str) -> None:
         """Show an error under the Train button (the plugin also pushes it to the message bar)."""

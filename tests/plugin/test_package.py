@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import site
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def test_check_package_catches_bad_zips(tmp_path):
         zf.writestr("bad/metadata.txt", "[general]\nname=Bad\n")
     problems = "\n".join(check_package.check(bad))
     for expected in ("executable .py", "hidden file", "forbidden file type", "required field 'email'", "bandit",
-                     "qgisMaximumVersion=4.99", "gui.py:2: Qt.AlignLeft"):
+                     "qgisMaximumVersion=4.99", "supportsQt6=True", "gui.py:2: Qt.AlignLeft"):
         assert expected in problems
 
 
@@ -122,14 +123,20 @@ def test_zip_installs_into_a_fresh_profile_and_runs_in_qgis_process(plugin_zip, 
         assert vrts[key].endswith(".vrt"), vrts[key]
         assert (gdal.Open(vrts[key]).ReadAsArray() == gdal.Open(results[key]).ReadAsArray()).all(), key
 
-    # a corrupt raster: the file and GDAL's reason, not only QGIS's bare parameter message
-    corrupt = tmp_path / "corrupt.tif"
-    corrupt.write_bytes((crop_dir / "raleigh_vnir.tif").read_bytes()[:2000])
-    refused = subprocess.run(
-        [QGIS_PROCESS, "run", "mtl_explain:predict", "--", f"INPUT={corrupt}", f"MODEL={tiny_model}",
-         f"OUTPUT_FOLDER={tmp_path / 'refused'}"], env=env, capture_output=True, text=True, check=False, timeout=300)
-    assert refused.returncode != 0 and "corrupt.tif" in refused.stdout + refused.stderr
-    assert not list((tmp_path / "refused").rglob("*"))  # QGIS makes the destination folder; nothing in it
+    # corrupt rasters: the file and GDAL's reason, not only QGIS's bare parameter message (qgis_process echoes
+    # the inputs, so the file's name alone proves nothing): one GDAL cannot open (a header cut short), one it opens
+    # but cannot read (its tiles or strips cut short)
+    for size, reason in ((100, r"'[^']*corrupt-100\.tif' is not a raster GDAL can open \(.*TIFF"),
+                         (2000, r"cannot read band 1 of '[^']*corrupt-2000\.tif'.*TIFFReadEncoded(Tile|Strip)")):
+        corrupt = tmp_path / f"corrupt-{size}.tif"
+        corrupt.write_bytes((crop_dir / "raleigh_vnir.tif").read_bytes()[:size])
+        refused = subprocess.run(
+            [QGIS_PROCESS, "run", "mtl_explain:predict", "--", f"INPUT={corrupt}", f"MODEL={tiny_model}",
+             f"OUTPUT_FOLDER={tmp_path / 'refused'}"], env=env, capture_output=True, text=True, check=False,
+            timeout=300)
+        said = refused.stdout + refused.stderr
+        assert refused.returncode != 0 and re.search(reason, said, re.S), said[-2000:]
+        assert not list((tmp_path / "refused").rglob("*"))  # QGIS makes the destination folder; nothing in it
 
     # explain with the real auxiliary raster and the labels: every explanation layer and the report
     explained = subprocess.run(

@@ -127,6 +127,19 @@ def test_train_algorithm(processing_ready, crop_dir, tmp_path):
     assert spec.architecture.encoder_depth == 3
 
 
+@pytest.mark.slow
+@needs_worker
+def test_train_algorithm_with_a_budget_in_minutes(processing_ready, crop_dir, tmp_path):
+    """The default budget is in minutes; a short one is honoured (its steps fitted to it) and recorded."""
+    from mtl_core.modelfile import read_spec
+
+    out = tmp_path / "budget.mtl.safetensors"
+    processing_ready.run("mtl_explain:train", {"CONFIG": str(crop_dir / "crop.yaml"), "MINUTES": 1.0,
+                                               "BATCH_SIZE": 2, "DEVICE": 1, "OUTPUT": str(out)})
+    training = read_spec(out).training
+    assert training["budget_minutes"] == 1.0 and training["steps"] > 20
+
+
 def test_explain_outputs_load_styled_and_are_declared_for_the_modeller(processing_ready, qgis_iface, monkeypatch,
                                                                        crop_dir, tiny_model, tmp_path):
     from qgis.core import QgsApplication, QgsLayerTreeModel, QgsProject

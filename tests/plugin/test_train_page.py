@@ -49,9 +49,16 @@ def test_the_form_becomes_train_jobs(train_page, crop_dir, tmp_path):
     page.input_bands.setItemCheckState(3, Qt.CheckState.Unchecked)
     page.baselines_check.setChecked(True)
     jobs = page.parameters()
-    assert [j.train["variant"] for j in jobs] == ["mtl", "unimodal", "multimodal"]
-    assert [Path(j.out).name for j in jobs] == ["trained.mtl.safetensors", "trained.unimodal.safetensors",
-                                                "trained.multimodal.safetensors"]
+    assert [j.train["variant"] for j in jobs] == ["mtl", "forest", "forest-multimodal", "unimodal", "multimodal"]
+    assert [Path(j.out).name if j.out else "" for j in jobs] == [
+        "trained.mtl.safetensors", "", "", "trained.unimodal.safetensors", "trained.multimodal.safetensors"]
+    from mtl_core.training.options import DEFAULT_MINUTES
+
+    assert all(j.train["minutes"] == DEFAULT_MINUTES and "steps" not in j.train for j in jobs)  # the default budget
+    page.set_budget(10, "steps")
+    assert all(j.train["steps"] == 10 and "minutes" not in j.train for j in page.parameters())
+    page.set_budget(2.5, "minutes")
+    assert page.parameters()[0].train["minutes"] == 2.5
     data = jobs[0].dataset
     assert data["inputs"]["input"] == {"path": str(crop_dir / "raleigh_vnir.tif"), "bands": [1, 2, 3]}
     assert data["aux"] == {"swir_crop": {"path": str(crop_dir / "raleigh_swir.tif")}}
@@ -60,6 +67,29 @@ def test_the_form_becomes_train_jobs(train_page, crop_dir, tmp_path):
     page.aux_rows[0][1].setLayer(None)
     with pytest.raises(ValueError, match="needs at least one auxiliary modality"):
         page.parameters()
+
+
+def test_the_panel_and_processing_build_the_same_train_job(qgis_processing, train_page):
+    """One builder (mtl_core.jobs.train_jobs) for the Train page and Processing › Train: the same layers and
+    choices give the same job, the recipe's defaults included."""
+    from qgis.core import QgsProcessingContext, QgsProcessingFeedback, QgsProject
+
+    from plugin.processing.train import TrainAlgorithm
+
+    page = train_page
+    mine = page.parameters()[0]
+    alg = TrainAlgorithm()
+    alg.initAlgorithm()
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    parameters = {"INPUT": page.input_layer.currentLayer(), "AUX": [page.aux_rows[0][1].currentLayer()],
+                  "AUX_NAMES": page.aux_rows[0][0].text(), "LABELS": page.labels_layer.currentLayer(),
+                  "LABELS_FIELD": "class", "TASK": 0, "DEVICE": 1, "OUTPUT": mine.out}
+    assert alg.prepareAlgorithm(parameters, context, QgsProcessingFeedback())
+    theirs = alg.job(parameters, context)
+    assert {**theirs.to_dict(), "name": mine.name} == mine.to_dict()
+    page.set_budget(10, "steps")
+    assert alg.job({**parameters, "STEPS": 10}, context).train == page.parameters()[0].train
 
 
 def test_the_page_fits_a_narrow_dock_without_being_cut(train_page):
@@ -74,7 +104,7 @@ def test_the_page_fits_a_narrow_dock_without_being_cut(train_page):
 @needs_worker
 def test_train_watch_select_and_explain(loaded_plugin, train_page, tmp_path):
     page, run = train_page, loaded_plugin.dock.run_page
-    page.steps_spin.setValue(30)
+    page.set_budget(30, "steps")
     wait_for(lambda: page.train_button.isEnabled(), timeout=60)  # the worker's Python checked when shown
     seen = []
     QTest.mouseClick(page.train_button, Qt.MouseButton.LeftButton)
@@ -107,7 +137,7 @@ def test_train_watch_select_and_explain(loaded_plugin, train_page, tmp_path):
 @needs_worker
 def test_cancel_leaves_no_file_and_no_worker(loaded_plugin, train_page, tmp_path):
     page = train_page
-    page.steps_spin.setValue(4000)
+    page.set_budget(4000, "steps")
     wait_for(lambda: page.train_button.isEnabled(), timeout=60)
     QTest.mouseClick(page.train_button, Qt.MouseButton.LeftButton)
     task = loaded_plugin.train_task
@@ -132,7 +162,7 @@ def _cmdline(pid: str) -> bytes:
 @needs_worker
 def test_the_baselines_are_trained_on_the_same_blocks_and_shown_side_by_side(loaded_plugin, train_page, tmp_path):
     page = train_page
-    page.steps_spin.setValue(8)
+    page.set_budget(8, "steps")
     page.baselines_check.setChecked(True)
     wait_for(lambda: page.train_button.isEnabled(), timeout=60)
     QTest.mouseClick(page.train_button, Qt.MouseButton.LeftButton)
@@ -140,11 +170,15 @@ def test_the_baselines_are_trained_on_the_same_blocks_and_shown_side_by_side(loa
     table = page.results_table
     rows = {table.item(r, 0).text(): [table.item(r, c).text() for c in range(table.columnCount())]
             for r in range(table.rowCount())}
-    assert set(rows) == {"mtl", "unimodal", "multimodal"}, page.status_label.text()
-    assert rows["multimodal"][1] == "yes" and rows["mtl"][1] == "no"
+    assert list(rows) == ["mtl", "forest", "forest-multimodal", "unimodal", "multimodal"], page.status_label.text()
+    assert rows["multimodal"][1] == rows["forest-multimodal"][1] == "yes"
+    assert rows["mtl"][1] == rows["forest"][1] == "no"
+    assert all(0 < float(rows[v][2]) <= 1 for v in rows)  # every one scored on the test blocks
+    assert sorted(p.name for p in (tmp_path / "models").iterdir() if p.suffix == ".safetensors") == [
+        "trained.mtl.safetensors", "trained.multimodal.safetensors", "trained.unimodal.safetensors"]  # no forest
     from mtl_core.modelfile import read_spec
 
     blocks = {v: read_spec(tmp_path / "models" / f"trained.{v}.safetensors" if v != "mtl" else
                            tmp_path / "models" / "trained.mtl.safetensors").training["data"]["blocks"]
-              for v in rows}
+              for v in rows if "forest" not in v}
     assert blocks["mtl"] == blocks["unimodal"] == blocks["multimodal"]
