@@ -1,12 +1,15 @@
-"""The method's second and third claims on both real sample scenes, and the attempts to close the multimodal gap.
+"""The method's second and third claims on both real sample scenes, against the per-pixel forest and at a budget
+in minutes.
 
 For each scene and setup (which bands go in, which are reconstructed) and each seed it trains, on the same
-blocks and budget, the ``unimodal``, ``multimodal`` and ``mtl`` variants and the attempts to make ``mtl`` as
-accurate as ``multimodal``, and scores them on the held-out test blocks (claim 2: mIoU, overall accuracy). Every
-mtl-type model is then run by ``mtl explain`` on the test blocks with the real auxiliary rasters, and the
-report's detector statistics are kept (claim 3): AUROC of reconstruction error, entropy and 1 - confidence for
-"the class is wrong", over all labelled pixels and among the confident half, and the share of confident errors
-each catches at 10 % false alarms (chance 0.10).
+blocks, the random forests on the input bands (``forest``) and on every band (``forest-multimodal``), and the
+``unimodal``, ``multimodal`` and ``mtl`` networks with the product's default recipe at an equal wall-time budget
+(``--minutes``: the steps ``mtl train --minutes`` fits, calibrated alone on the machine, :mod:`budget`), and scores
+them on the held-out test blocks (claim 2: mIoU, overall accuracy; the mtl model against the strongest all-band
+reference, forest or network). Every mtl-type model is then run by ``mtl explain`` on the test blocks with the
+real auxiliary rasters, and the report's detector statistics are kept (claim 3): AUROC of reconstruction error,
+entropy and 1 - confidence for "the class is wrong", over all labelled pixels and among the confident half, and
+the share of confident errors each catches at 10 % false alarms (chance 0.10).
 
 Setups::
 
@@ -15,15 +18,16 @@ Setups::
     berlin 10m     Sentinel-2 10 m bands (B02, B03, B04, B08) in; the six 20 m bands reconstructed
     berlin rgb     B02, B03, B04 in; B08 and the six 20 m bands reconstructed
 
-Attempts (``--attempts``): ``mtl-uw`` (task weights learned by homoscedastic uncertainty, Kendall et al. 2018),
-``mtl-distil`` (the mtl model also matches the same seed's multimodal model's softened class probabilities on
-every valid pixel, labelled or not: distillation of privileged information, Lopez-Paz et al. 2016), ``mtl-long``
-(twice the steps), ``multimodal-long`` (its reference at twice the steps).
+The multimodal models of an rgb setup read the same bands, in the same order, as its scene's other setup: they are
+trained once. Attempts (``--attempts``): ``mtl-uw`` (task weights learned by homoscedastic uncertainty, Kendall et
+al. 2018), ``mtl-distil`` (the mtl model also matches the same seed's multimodal model's softened class
+probabilities on every valid pixel: distillation of privileged information, Lopez-Paz et al. 2016; ``--jobs 1``),
+``mtl-long`` (twice the steps), ``multimodal-long`` (its reference at twice the steps).
 
 Not a test. Usage::
 
     .venv/bin/python bench/claims.py [--setups raleigh/vnir raleigh/rgb berlin/10m berlin/rgb] [--seeds 0 1 2]
-        [--steps 300] [--attempts mtl-uw mtl-distil] [--threads 2] [--out claims.json]
+        [--minutes 5 | --steps N] [--variants ...] [--attempts ...] [--jobs 2] [--out claims.json]
 
 Results are appended to ``--out`` (JSON lines) as each model ends, so a long run can be resumed: a run already in
 the file is not trained again. The markdown tables are printed at the end (``--table`` prints them from the file).
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import tempfile
 import time
@@ -41,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 #: scene/setup -> input raster and bands; auxiliary modality -> (raster, bands, band names)
 SETUPS = {
@@ -57,7 +63,7 @@ SETUPS = {
                            "s2_20m": ("berlin_20m.tif", [1, 2, 3, 4, 5, 6],
                                       ["rededge1", "rededge2", "rededge3", "nir_narrow", "swir1", "swir2"])}},
 }
-BASE = ["unimodal", "multimodal", "mtl"]
+BASE = ["forest", "forest-multimodal", "unimodal", "multimodal", "mtl"]
 ATTEMPTS = ["mtl-uw", "mtl-distil", "mtl-long", "multimodal-long"]
 SCORES = {"recon_error_mean": "reconstruction error", "entropy": "entropy", "one_minus_confidence": "1 - confidence"}
 
@@ -84,33 +90,28 @@ def setup_config(setup: str, folder: Path) -> Path:
     return path
 
 
-def run_variant(setup: str, variant: str, seed: int, steps: int, threads: int, folder: Path) -> dict:
-    """Train one variant (or attempt) and score it; mtl-type models are also explained on the test blocks."""
+def run_variant(setup: str, variant: str, seed: int, steps: int | None, threads: int, folder: Path,
+                budget: str = "") -> dict:
+    """Train one variant (or attempt) for ``steps`` (a forest: none) with the product's default recipe and score it;
+    mtl-type models are also explained on the test blocks."""
     import torch
 
     from mtl_core.config import load_config
     from mtl_core.engine import PredictOptions, explain
     from mtl_core.modelfile import save_model
-    from mtl_core.spec import Architecture
-    from mtl_core.training.train import TrainOptions, train
+    from mtl_core.training.train import train
 
     torch.set_num_threads(threads)
     cfg = load_config(setup_config(setup, folder))
-    base = variant.split("-")[0]
-    extra: dict = {}
-    if variant.endswith("-uw"):
-        extra["uncertainty_weighting"] = True
-    if variant.endswith("-distil"):
-        teacher = folder / f"{setup.replace('/', '_')}_multimodal_{seed}.mtl.safetensors"
-        if not teacher.exists():
-            raise SystemExit(f"mtl-distil needs the multimodal model of seed {seed}: run 'multimodal' first")
-        extra["distil_from"] = str(teacher)
+    base = variant.split("-")[0] if not variant.startswith("forest") else variant
     start = time.perf_counter()
-    result = train(cfg, TrainOptions(variant=base, steps=steps * (2 if variant.endswith("-long") else 1),
-                                     batch_size=16, eval_every=50, device="cpu", seed=seed,
-                                     architecture=Architecture(encoder_depth=3), **extra), progress=False)
-    row = {"setup": setup, "variant": variant, "seed": seed, "steps": steps, "train_s": time.perf_counter() - start,
-           "miou": result.test["miou"], "overall_accuracy": result.test["overall_accuracy"]}
+    result = train(cfg, options(setup, variant, seed, folder, steps=steps), progress=False)
+    row = {"setup": setup, "variant": variant, "seed": seed, "steps": steps, "budget": budget,
+           "train_s": time.perf_counter() - start, "miou": result.test["miou"],
+           "overall_accuracy": result.test["overall_accuracy"],
+           "per_class_iou": {k: v["iou"] for k, v in result.test["per_class"].items()}}
+    if base.startswith("forest"):
+        return row
     model = folder / f"{setup.replace('/', '_')}_{variant}_{seed}.mtl.safetensors"
     save_model(model, result.spec, result.state_dict)
     if base == "mtl":
@@ -132,22 +133,80 @@ def run_variant(setup: str, variant: str, seed: int, steps: int, threads: int, f
     return row
 
 
+def options(setup: str, variant: str, seed: int, folder: Path, **budget):
+    """The product's default training options for a variant or attempt (``mtl train`` with no option but these)."""
+    from mtl_core.training.options import TrainOptions
+
+    base = variant.split("-")[0] if not variant.startswith("forest") else variant
+    extra: dict = {}
+    if variant.endswith("-uw"):
+        extra["uncertainty_weighting"] = True
+    if variant.endswith("-distil"):
+        teacher = folder / f"{setup.replace('/', '_')}_multimodal_{seed}.mtl.safetensors"
+        if not teacher.exists():
+            raise SystemExit(f"mtl-distil needs the multimodal model of seed {seed}: run 'multimodal' first")
+        extra["distil_from"] = str(teacher)
+    if variant.endswith("-long") and budget.get("steps"):
+        budget = {"steps": 2 * budget["steps"]}
+    if base.startswith("forest"):
+        budget = {}
+    return TrainOptions(variant=base, device="cpu", seed=seed, **budget, **extra)
+
+
+def _run(task: tuple) -> dict:
+    setup, variant, seed, steps, budget = task
+    with tempfile.TemporaryDirectory() as tmp:
+        return run_variant(setup, variant, seed, steps, 1, Path(tmp), budget)
+
+
 def _ms(rows: list[dict], key: str) -> str:
     v = np.array([r[key] for r in rows], dtype=float)
     return f"{np.nanmean(v):.3f} ± {np.nanstd(v, ddof=1) if len(v) > 1 else 0.0:.3f}"
 
 
+#: setups whose multimodal models read the same bands, in the same order, as another setup's: trained once
+SHARED = {"raleigh/rgb": "raleigh/vnir", "berlin/rgb": "berlin/10m"}
+MULTIMODAL = ("multimodal", "forest-multimodal", "multimodal-long")
+
+
+def _rows(rows: list[dict], setup: str, variant: str) -> list[dict]:
+    if variant in MULTIMODAL and setup in SHARED:
+        setup = SHARED[setup]
+    return [r for r in rows if r["setup"] == setup and r["variant"] == variant]
+
+
+def _mean(rows: list[dict], key: str = "miou") -> float:
+    return float(np.mean([r[key] for r in rows])) if rows else float("nan")
+
+
 def tables(rows: list[dict]) -> str:
-    """Markdown: claim 2 (variants and attempts per setup) and claim 3 (detectors of the mtl model per setup)."""
-    setups = [s for s in SETUPS if any(r["setup"] == s for r in rows)]
+    """Markdown: claim 2 (variants, forests and attempts per setup, the strongest multimodal reference and the mtl
+    model's distance to it) and claim 3 (detectors of the mtl model per setup)."""
+    setups = [s for s in SETUPS if any(r["setup"] in (s, SHARED.get(s)) for r in rows)]
     variants = [v for v in BASE + ATTEMPTS if any(r["variant"] == v for r in rows)]
-    by = {(s, v): [r for r in rows if r["setup"] == s and r["variant"] == v] for s in setups for v in variants}
+    by = {(s, v): _rows(rows, s, v) for s in setups for v in variants}
     seeds = sorted({r["seed"] for r in rows})
     lines = [f"Test mIoU (overall accuracy), mean ± sd over seeds {' '.join(map(str, seeds))}:", "",
              "| variant | " + " | ".join(setups) + " |", "|---" * (len(setups) + 1) + "|"]
     for v in variants:
         cells = [f"{_ms(by[s, v], 'miou')} ({_ms(by[s, v], 'overall_accuracy')})" if by[s, v] else "–" for s in setups]
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    if "mtl" in variants and {"multimodal", "forest-multimodal"} & set(variants):
+        best = {s: max((v for v in ("multimodal", "forest-multimodal") if by.get((s, v))),
+                       key=lambda v: _mean(by[s, v])) for s in setups}
+        lines.append("| strongest all-band reference | " + " | ".join(
+            f"{best[s]} {_mean(by[s, best[s]]):.3f}" for s in setups) + " |")
+        lines.append("| mtl − strongest all-band reference | " + " | ".join(
+            f"{_mean(by[s, 'mtl']) - _mean(by[s, best[s]]):+.3f}" for s in setups) + " |")
+    if "mtl" in variants and "forest" in variants:
+        lines.append("| mtl − forest on the same input bands | " + " | ".join(
+            f"{_mean(by[s, 'mtl']) - _mean(by[s, 'forest']):+.3f}" for s in setups) + " |")
+    if "multimodal" in variants and "forest-multimodal" in variants:
+        lines.append("| multimodal U-Net − all-band forest | " + " | ".join(
+            f"{_mean(by[s, 'multimodal']) - _mean(by[s, 'forest-multimodal']):+.3f}" for s in setups) + " |")
+    steps = {(s, v): sorted({r["steps"] for r in by[s, v] if r.get("steps")}) for s in setups for v in variants}
+    lines += ["", "Steps each network was given (the budget's, calibrated alone on 2 cores): " + "; ".join(
+        f"{s} {v} {'/'.join(map(str, steps[s, v]))}" for s in setups for v in variants if steps[s, v]) + "."]
     lines += ["", "Errors of the mtl model on the test blocks: AUROC over all labelled pixels / among the confident "
               "half / confident errors caught at 10 % false alarms:", "",
               "| score | " + " | ".join(setups) + " |", "|---" * (len(setups) + 1) + "|"]
@@ -162,39 +221,78 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--setups", nargs="+", choices=sorted(SETUPS), default=list(SETUPS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=300, help="training steps per model (default 300)")
-    p.add_argument("--attempts", nargs="*", choices=ATTEMPTS, default=["mtl-uw", "mtl-distil"],
-                   help="attempts to close the multimodal gap (default: mtl-uw mtl-distil)")
-    p.add_argument("--attempts-only", action="store_true",
-                   help="train only the attempts (the base variants of these setups are in --out already, or are "
-                        "being trained by another run; mtl-distil then needs them in this run)")
-    p.add_argument("--threads", type=int, default=2)
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, default=5.0,
+                        help="wall-time budget per network, calibrated alone (bench/budget.py) (default 5)")
+    budget.add_argument("--steps", type=int, help="a fixed number of steps per network instead")
+    p.add_argument("--variants", nargs="*", choices=BASE, default=BASE, help="variants (default: all)")
+    p.add_argument("--attempts", nargs="*", choices=ATTEMPTS, default=[],
+                   help="attempts to close the multimodal gap (mtl-distil needs --jobs 1) (default: none)")
+    p.add_argument("--threads", type=int, default=2, help="threads of a calibration (and of --jobs 1) (default 2)")
+    p.add_argument("--jobs", type=int, default=2, help="models trained at a time, one thread each (default 2)")
+    p.add_argument("--repeats", type=int, default=1, help="calibrations averaged per setup and variant (default 1)")
     p.add_argument("--out", default="claims.json", help="JSON lines of every run (appended; resumable)")
+    p.add_argument("--calibration", default="claims-calibration.json", help="JSON lines of the calibrations")
     p.add_argument("--table", action="store_true", help="only print the tables of --out")
     args = p.parse_args()
-    out = Path(args.out)
+    label = f"{args.steps}steps" if args.steps else f"{args.minutes:g}min"
+    out, cal_file = Path(args.out), Path(args.calibration)
     rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
+    cals = [json.loads(line) for line in cal_file.read_text().splitlines()] if cal_file.exists() else []
     if not args.table:
+        if "mtl-distil" in args.attempts and args.jobs != 1:
+            raise SystemExit("mtl-distil reads the same seed's multimodal model from the run's folder: use --jobs 1")
         start = time.perf_counter()
-        with tempfile.TemporaryDirectory() as tmp:
-            for setup in args.setups:
+        tasks = []
+        for setup in args.setups:
+            for variant in args.variants + args.attempts:
+                if variant in MULTIMODAL and setup in SHARED and SHARED[setup] in args.setups:
+                    continue  # the same model as its twin setup's
+                steps = None if variant.startswith("forest") else args.steps
+                if steps is None and not variant.startswith("forest"):
+                    steps = _calibrated(setup, variant, args, cals, cal_file)
                 for seed in args.seeds:
-                    for variant in ([] if args.attempts_only else BASE) + args.attempts:
-                        done = any(r["setup"] == setup and r["variant"] == variant and r["seed"] == seed
-                                   and r["steps"] == args.steps for r in rows)
-                        teacher = variant == "multimodal" and "mtl-distil" in args.attempts
-                        if done and not teacher:
-                            continue
-                        row = run_variant(setup, variant, seed, args.steps, args.threads, Path(tmp))
-                        if done:
-                            continue  # a teacher trained again for distillation; its first row is kept
-                        rows.append(row)
-                        with out.open("a") as f:
-                            f.write(json.dumps(row) + "\n")
-                        print(f"{setup} {variant} seed {seed}: mIoU {row['miou']:.3f} OA "
-                              f"{row['overall_accuracy']:.3f} ({row['train_s']:.0f} s)", flush=True)
+                    if not any((r["setup"], r["variant"], r["seed"], r.get("budget")) == (setup, variant, seed, label)
+                               for r in rows):
+                        tasks.append((setup, variant, seed, steps, label))
+
+        def keep(row: dict) -> None:
+            rows.append(row)
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"{row['setup']} {row['variant']} seed {row['seed']}: mIoU {row['miou']:.3f} OA "
+                  f"{row['overall_accuracy']:.3f} ({row['steps'] or '–'} steps, {row['train_s']:.0f} s)", flush=True)
+
+        if args.jobs == 1:
+            with tempfile.TemporaryDirectory() as tmp:
+                for task in tasks:
+                    keep(run_variant(*task[:4], args.threads, Path(tmp), task[4]))
+        else:
+            with multiprocessing.get_context("spawn").Pool(args.jobs, maxtasksperchild=1) as pool:
+                for row in pool.imap_unordered(_run, tasks):
+                    keep(row)
         print(f"\nwall time {time.perf_counter() - start:.0f} s")
-    print(tables([r for r in rows if r["steps"] == args.steps]))
+    print(tables([r for r in rows if r.get("budget") == label]))
+
+
+def _calibrated(setup: str, variant: str, args, cals: list[dict], cal_file: Path) -> int:
+    """The steps the budget allows this setup and variant (an attempt: its base variant's; -long: twice)."""
+    from budget import calibrate
+
+    from mtl_core.config import load_config
+
+    base = variant.split("-")[0]
+    found = [c for c in cals if (c["setup"], c["variant"], c["minutes"]) == (setup, base, args.minutes)]
+    for _ in range(args.repeats - len(found)):
+        got = calibrate(lambda folder: load_config(setup_config(setup, folder)),
+                        options(setup, base, 0, Path("."), minutes=args.minutes), args.threads)
+        found.append({"setup": setup, "variant": base, "minutes": args.minutes, "threads": args.threads, **got})
+        cals.append(found[-1])
+        with cal_file.open("a") as f:
+            f.write(json.dumps(found[-1]) + "\n")
+        print(f"calibrated {setup} {base}: {got['steps']} steps in {args.minutes:g} min", flush=True)
+    steps = round(float(np.mean([c["steps"] for c in found[:args.repeats]])))
+    return 2 * steps if variant.endswith("-long") else steps
 
 
 if __name__ == "__main__":

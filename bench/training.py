@@ -50,7 +50,8 @@ def setup(cfg, opts: TrainOptions):
     spec = ModelSpec(name="bench", task="segmentation", variant="mtl", inputs=inputs, aux=aux,
                      classes=list(scene.classes), architecture=opts.architecture, patch_size=cfg.patch_size)
     reader = SampleReader(scene, "mtl", inputs, aux)
-    patches = TrainPatches(reader, blocks["train"], cfg.patch_size, opts.steps * opts.batch_size, opts.seed)
+    patches = TrainPatches(reader, blocks["train"], opts.crop or cfg.patch_size, opts.steps * opts.batch_size,
+                           opts.seed, augment=opts.augment)
     return spec, patches
 
 
@@ -103,7 +104,7 @@ def main() -> None:
         rates["bare loop"].append(run_bare(spec, batches, opts))
         rates["reading"].append(run_reading(patches, opts.batch_size) / opts.batch_size)
     print(f"torch threads {torch.get_num_threads()}, {args.steps} steps of {args.batch_size} patches of "
-          f"{cfg.patch_size} px, validation every {args.eval_every} steps, median of {args.repeat}")
+          f"{opts.crop or cfg.patch_size} px, validation every {args.eval_every} steps, median of {args.repeat}")
     med = {k: statistics.median(v) for k, v in rates.items()}
     for k, v in rates.items():
         print(f"  {k:<10} {med[k]:7.2f} steps/s   (runs: {', '.join(f'{x:.2f}' for x in v)})")

@@ -4,8 +4,10 @@ or entropy sites?
 A simulated user on each real sample scene. The eastern 30 % of the scene (whole 64 px cells) is the test area:
 never labelled, never proposed, scored at every round against the scene's full reference. In the western 70 %,
 the user starts from ``--start`` labelled squares drawn at random (the seed's own draw, the same for every
-strategy), trains an ``mtl`` model, then for ``--rounds`` rounds asks the product (``mtl_core.explain.sites``:
-the same code as ``mtl propose-sites``) for ``--count`` new sites with one strategy, labels them from the full
+strategy), trains an ``mtl`` model (the product's default recipe, or with ``--recipe 2026-12-05`` the one the
+published table used: depth-3 encoder, batch 16, 64 px crops, learning rate 1e-3, no class balance), then for
+``--rounds`` rounds asks the product (``mtl_core.explain.sites``: the same code as ``mtl propose-sites``) for
+``--count`` new sites with one strategy, labels them from the full
 reference (what a user would digitise there: the reference's pixels in the square) and trains again from scratch
 with the same budget. Strategies: ``random``, ``entropy``, ``error`` (the model's stored error detector: entropy,
 confidence and reconstruction error) and ``mix`` (entropy and "confident but reconstruction unusual" in turn);
@@ -18,7 +20,10 @@ lines hold every run, and ``--plot`` draws mIoU against labelled pixels.
 Not a test. Usage::
 
     .venv/bin/python bench/where_to_label.py [--scenes raleigh berlin] [--seeds 0 1 2] [--rounds 3]
-        [--start 8] [--count 8] [--steps 300] [--threads 2] [--out where_to_label.json] [--plot docs/images/x.png]
+        [--start 8] [--count 8] [--steps 300] [--recipe product] [--threads 2] [--out where_to_label.json]
+        [--plot docs/images/x.png]
+
+A run resumes by (scene, seed) from ``--out``: give each recipe or step count its own file.
 """
 
 from __future__ import annotations
@@ -112,8 +117,12 @@ def test_score(main: Path, ref: np.ndarray, test_cols: int, classes: list[tuple[
     return {"miou": s["miou"], "overall_accuracy": s["overall_accuracy"]}
 
 
+#: the recipe of the table in docs/results.md (2026-12-05), before the product's recipe changed
+OLD_RECIPE = {"batch_size": 16, "crop": None, "lr": 1e-3, "class_balance": "none"}
+
+
 def train_and_run(raw: dict, labels: Path, classes: list[tuple[int, str, str]], folder: Path, seed: int, steps: int,
-                  threads: int, raster: Path) -> tuple:
+                  threads: int, raster: Path, recipe: str = "product") -> tuple:
     """Train mtl on the labelled cells; run it on the whole scene with the real auxiliary rasters."""
     import torch
     import yaml
@@ -133,9 +142,9 @@ def train_and_run(raw: dict, labels: Path, classes: list[tuple[int, str, str]], 
         for m in cfg_raw[section].values():
             m["path"] = str(raster.parent / Path(m["path"]).name)
     (folder / "cfg.yaml").write_text(yaml.safe_dump(cfg_raw, sort_keys=False))
+    old = {**OLD_RECIPE, "architecture": Architecture(encoder_depth=3)} if recipe != "product" else {}
     result = train(load_config(folder / "cfg.yaml"), TrainOptions(
-        variant="mtl", steps=steps, batch_size=16, eval_every=50, device="cpu", seed=seed,
-        architecture=Architecture(encoder_depth=3)), progress=False)
+        variant="mtl", steps=steps, eval_every=50, device="cpu", seed=seed, **old), progress=False)
     model = folder / "model.mtl.safetensors"
     save_model(model, result.spec, result.state_dict)
     out = folder / "run"
@@ -173,10 +182,12 @@ def run_seed(scene: str, seed: int, args: argparse.Namespace, log) -> list[dict]
             labels = folder / "labels.tif"
             write_labels(labels, raster, ref, labelled, classes)
             t = time.perf_counter()
-            run, spec = train_and_run(raw, labels, classes, folder, seed, args.steps, args.threads, raster)
+            run, spec = train_and_run(raw, labels, classes, folder, seed, args.steps, args.threads, raster,
+                                      args.recipe)
             score = test_score(run.outputs["main"], ref, test_cols, classes)
             pixels = int(sum((ref[r * CELL:(r + 1) * CELL, c * CELL:(c + 1) * CELL] > 0).sum() for r, c in labelled))
-            row = {"scene": scene, "seed": seed, "round": rnd, "strategy": name, "cells": len(labelled),
+            row = {"scene": scene, "seed": seed, "recipe": args.recipe, "round": rnd, "strategy": name,
+                   "cells": len(labelled),
                    "labelled_pixels": pixels, "seconds": time.perf_counter() - t, **score}
             log(row)
             return run, spec, row
@@ -261,6 +272,8 @@ def main() -> None:
     p.add_argument("--start", type=int, default=8, help="labelled squares to start from (default 8)")
     p.add_argument("--count", type=int, default=8, help="sites added per round (default 8)")
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--recipe", choices=["product", "2026-12-05"], default="product",
+                   help="the training recipe: the product's defaults, or the one of the published table")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="where_to_label.json", help="JSON lines of every run (appended; resumable)")
     p.add_argument("--plot", help="PNG of mIoU against labelled pixels")
