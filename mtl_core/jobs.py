@@ -317,15 +317,16 @@ def baseline_variants(chosen: str) -> list[str]:
 
 
 def model_file(out: str | os.PathLike, variant: str, chosen: str) -> str:
-    """Where a variant's model is written: ``out`` (``.mtl.safetensors`` added when it names no safetensors file)
-    for the chosen one, ``<stem>.<variant>.safetensors`` beside it for a network trained with it as a baseline
-    (``model.mtl.safetensors`` -> ``model.unimodal.safetensors``), nothing ("") for a forest."""
+    """Where a variant's model is written: ``out`` for the chosen one (``.mtl.safetensors`` added when it names
+    neither a safetensors file nor a folder), ``<stem>.<variant>.safetensors`` beside it for a network trained
+    with it as a baseline (``model.mtl.safetensors`` -> ``model.unimodal.safetensors``), nothing ("") for a
+    forest."""
     from .training.options import FOREST_VARIANTS
 
     if variant in FOREST_VARIANTS:
         return ""
     out = str(out)
-    if not out.endswith(".safetensors"):
+    if not out.endswith(".safetensors") and not Path(out).is_dir():  # a folder is refused by the job, not renamed
         out += ".mtl.safetensors"
     if variant == chosen:
         return out

@@ -267,7 +267,7 @@ def reconstructs(spec: ModelSpec) -> str:
     """What a model reconstructs, in words (the same for ``mtl info`` and the panel)."""
     if not spec.aux:
         return "nothing (a baseline model: no explanation layers)"
-    return "; ".join(f"{m.name} ({', '.join(m.band_names)})" for m in spec.aux)
+    return "; ".join(f"{m.name} [{m.units or 'no units'}]: {', '.join(m.band_names)}" for m in spec.aux)
 
 
 def held_out_score(spec: ModelSpec) -> tuple[str, float] | None:
@@ -296,7 +296,8 @@ def describe(spec: ModelSpec) -> str:
         for b in m.bands:
             lines.append(f"  {i:>2}. {m.name}/{b.name:<12} mean {b.mean:10.4g}  std {b.std:10.4g} {m.units}")
             i += 1
-    lines.append(f"Reconstructs:  {reconstructs(spec)}" + (" — not needed at deployment" if spec.aux else ""))
+    lines.append(f"Auxiliary modalities (reconstructed, not needed at deployment): {reconstructs(spec)}"
+                 if spec.aux else "Auxiliary modalities: none")
     if spec.task == "regression" and spec.target:
         lines.append(f"Target:        {spec.target.name} [{spec.target.units}]")
     else:

@@ -15,7 +15,7 @@ from mtl_core.cli import main
 from mtl_core.config import load_config
 from mtl_core.errors import RasterError
 from mtl_core.engine import predict
-from mtl_core.modelfile import load_model
+from mtl_core.modelfile import load_model, save_model
 from mtl_core.spec import Architecture
 from mtl_core.training.train import TrainOptions, train
 
@@ -69,11 +69,33 @@ def test_prediction_keeps_the_input_georeferencing(trained, crop_dir, tmp_path):
     assert values <= {1, 2, 3, 4, 5, 6, 7}
     swir = gdal.Open(str(out.outputs["aux_swir"]))
     assert swir.RasterCount == 2 and "swir1" in swir.GetRasterBand(1).GetDescription()
-    arr = swir.GetRasterBand(1).ReadAsArray()
-    valid = arr != swir.GetRasterBand(1).GetNoDataValue()
-    mean = result.spec.aux[0].bands[0].mean
-    assert abs(arr[valid].mean() - mean) < 3 * result.spec.aux[0].bands[0].std  # de-normalised to DN
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+    # de-normalised to DN with the spec's statistics: the same weights under a spec whose swir1 mean is 100 DN
+    # higher and whose spread is twice as wide must write exactly that reconstruction (whatever a 6-step model's
+    # values are)
+    spec, model = load_model(path)
+    band = spec.aux[0].bands[0]
+    mean, band.mean, band.std = band.mean, band.mean + 100.0, band.std * 2.0
+    shifted = tmp_path / "shifted" / "shifted.mtl.safetensors"
+    shifted.parent.mkdir()
+    save_model(shifted, spec, model.state_dict())
+    first, s1 = _dn(out.outputs["aux_swir"])
+    second, s2 = _dn(predict(shifted, raster, shifted.parent).outputs["aux_swir"])
+    valid = ~np.isnan(first)
+    assert valid.sum() > 1000 and (np.isnan(second) == ~valid).all()
+    np.testing.assert_allclose(second[valid], 2.0 * (first[valid] - mean) + mean + 100.0, atol=2 * s1 + s2 + 1e-3)
+
+
+def _dn(path) -> tuple[np.ndarray, float]:
+    """Band 1 of an output raster in its units (scale and offset applied; nodata as NaN), and its scale."""
+    ds = gdal.Open(str(path))
+    band = ds.GetRasterBand(1)
+    raw = band.ReadAsArray()
+    scale, offset = band.GetScale() or 1.0, band.GetOffset() or 0.0
+    values = raw.astype(np.float64) * scale + offset
+    values[raw == band.GetNoDataValue()] = np.nan
+    return values, scale
 
 
 def test_input_nodata_is_nodata_in_every_output(trained, crop_copy, tmp_path):
