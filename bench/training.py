@@ -2,14 +2,15 @@
 
 Not a test: it prints figures measured in one run on this machine. Usage::
 
-    .venv/bin/python bench/training.py [--steps 60] [--batch-size 16] [--repeat 2] [--threads 2]
+    .venv/bin/python bench/training.py [--steps 60] [--batch-size 32] [--repeat 2] [--threads 2]
 
-On the real sample scene (Raleigh) with the default network (U-Net, ResNet-18, depth 4, 64 px patches):
+On the real sample scene (Raleigh) with the training recipe's network and crops (:class:`TrainOptions` defaults;
+docs/performance.md's table was measured with the previous recipe: depth 4, batch 16, 64 px patches):
 
 * ``mtl train``: :func:`mtl_core.training.train.train` as the CLI runs it; the rate is taken between the first
   and the last step's progress calls, so start-up, the final evaluation and the error-model fit are left out
   (validation every ``--eval-every`` steps is included, as in a real run);
-* the bare loop: the same smp network, AdamW, one-cycle schedule, losses and batch size, over the very patches
+* the bare loop: the same smp network, AdamW, learning-rate schedule, losses and batch size, over the very patches
   the run drew, read into memory beforehand: the limit for this network on this machine;
 * reading alone: the run's DataLoader without the network (patches per second), to tell whether data reading is
   the bottleneck.
@@ -30,6 +31,7 @@ from mtl_core.config import load_config
 from mtl_core.model import create_model
 from mtl_core.sample_data import prepare_sample
 from mtl_core.training.data import SampleReader, Scene, TrainPatches, block_split, modalities
+from mtl_core.training.schedule import lr_factor
 from mtl_core.training.train import TrainOptions, _losses, seed_everything, train
 
 
@@ -68,8 +70,8 @@ def run_bare(spec, batches: list[dict], opts: TrainOptions) -> float:
     seed_everything(opts.seed)
     model = create_model(spec)
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=opts.lr, total_steps=len(batches),
-                                                    pct_start=0.1)
+    warmup = max(1, round(0.05 * len(batches)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(k + 1, len(batches), warmup))
     model.train()
     marks = []
     for batch in batches:
@@ -86,7 +88,7 @@ def run_bare(spec, batches: list[dict], opts: TrainOptions) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=TrainOptions().batch_size)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
