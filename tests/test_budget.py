@@ -80,7 +80,9 @@ def test_a_budget_in_minutes_fits_its_steps(crop_dir):
     # …and again at each validation: the last one may end the run before the length the last step announced
     assert steps[-1]["step"] == t["steps"] <= steps[-1]["steps"]
     assert validations[0]["step"] == PROBE_STEPS and validations[-1]["step"] == t["steps"]
-    assert len(validations) <= VALIDATIONS + 3
+    # spread over the run, not every few steps: each refit respaces them, so a machine whose speed changes during
+    # the run (a busy one) validates somewhat more often than VALIDATIONS times
+    assert len(validations) <= 2 * VALIDATIONS
 
 
 def test_a_budget_too_short_is_one_clear_error_and_writes_nothing(crop_dir, tmp_path):
