@@ -9,7 +9,7 @@ CACHE := $(or $(MTL_EXPLAIN_CACHE),$(HOME)/.cache/mtl-explain)
 SAMPLE_CONFIG := $(CACHE)/raleigh/raleigh.yaml
 SAMPLE := $(CACHE)/raleigh
 DEMO := outputs/demo
-DEMO_STEPS ?= 600
+DEMO_MINUTES ?= 5
 export QT_QPA_PLATFORM ?= offscreen
 
 .PHONY: setup system-packages demo test test-qgis344 test-fast clean help
@@ -48,7 +48,7 @@ $(STAMP): requirements.txt pyproject.toml
 demo: setup
 	$(MTL) -q sample-data
 	@mkdir -p $(DEMO)
-	$(MTL) train $(SAMPLE_CONFIG) --variant mtl --steps $(DEMO_STEPS) --out $(DEMO)/model.mtl.safetensors
+	$(MTL) train $(SAMPLE_CONFIG) --variant mtl --minutes $(DEMO_MINUTES) --out $(DEMO)/model.mtl.safetensors
 	$(MTL) -q explain $(DEMO)/model.mtl.safetensors $(SAMPLE)/raleigh_vnir.tif --aux swir=$(SAMPLE)/raleigh_swir.tif \
 	  --labels $(SAMPLE)/raleigh_landcover.tif --out $(DEMO) --overwrite --split test
 	$(PY) tools/demo_project.py $(DEMO)/model.mtl.safetensors $(dir $(SAMPLE_CONFIG))raleigh_vnir.tif $(DEMO)
