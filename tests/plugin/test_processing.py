@@ -134,10 +134,11 @@ def test_train_algorithm_with_a_budget_in_minutes(processing_ready, crop_dir, tm
     from mtl_core.modelfile import read_spec
 
     out = tmp_path / "budget.mtl.safetensors"
-    processing_ready.run("mtl_explain:train", {"CONFIG": str(crop_dir / "crop.yaml"), "MINUTES": 1.0,
+    # 2 minutes, not 1: on a busy 2-core machine the worker's start, the data and the warm-up took 71 s
+    processing_ready.run("mtl_explain:train", {"CONFIG": str(crop_dir / "crop.yaml"), "MINUTES": 2.0,
                                                "BATCH_SIZE": 2, "DEVICE": 1, "OUTPUT": str(out)})
     training = read_spec(out).training
-    assert training["budget_minutes"] == 1.0 and training["steps"] > 20
+    assert training["budget_minutes"] == 2.0 and training["steps"] > 20
 
 
 def test_explain_outputs_load_styled_and_are_declared_for_the_modeller(processing_ready, qgis_iface, monkeypatch,
