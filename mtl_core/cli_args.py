@@ -8,6 +8,7 @@ import contextlib
 from pathlib import Path
 
 from .errors import MtlError
+from .training.options import MAX_MINUTES
 
 
 def number(kind: type, low: float, what: str, high: float | None = None):
@@ -28,8 +29,8 @@ at_least_0 = number(int, 0, "a whole number of at least 0")
 positive_float = number(float, 1e-12, "a number above 0")
 at_least_0_float = number(float, 0.0, "a number of at least 0")
 opset = number(int, 11, "an ONNX opset between 11 and 20", 20)
-#: a training budget: above 0 and at most a week (mtl_core.training.options.MAX_MINUTES)
-minutes = number(float, 1e-12, "a number of minutes above 0 and at most 10080 (a week)", 7 * 24 * 60)
+#: a training budget: above 0 and at most a week
+minutes = number(float, 1e-12, f"a number of minutes above 0 and at most {MAX_MINUTES:g} (a week)", MAX_MINUTES)
 
 
 @contextlib.contextmanager

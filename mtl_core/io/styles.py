@@ -56,8 +56,8 @@ def cut(ds: gdal.Dataset, band: int) -> tuple[float, float] | None:
         values = values[values != nodata]
     if values.size == 0:
         return None
-    scale, offset = b.GetScale() or 1.0, b.GetOffset() or 0.0
-    lo, hi = sorted(float(v) * scale + offset for v in np.percentile(values, [2, 98]))
+    gain, offset = b.GetScale() or 1.0, b.GetOffset() or 0.0
+    lo, hi = sorted(float(v) * gain + offset for v in np.percentile(values, [2, 98]))
     return lo, max(hi, lo + 1e-6)
 
 

@@ -356,14 +356,14 @@ class TrainPatches(torch.utils.data.Dataset):
         self.reader, self.patch, self.length, self.seed, self.augment = reader, patch, length, seed, augment
         self.blocks = train_blocks
         grid, block = reader.scene.grid, reader.scene.cfg.split.block_size
-        self.grid, self.block = grid, block
-        self.cell = reader.scene.census().cell
+        census = reader.scene.census()
+        self.grid, self.block, self.cell = grid, block, census.cell
         nby, nbx = -(-grid.height // block), -(-grid.width // block)
         self.is_train = np.zeros((nby, nbx), dtype=bool)
         for x, y, _, _ in train_blocks:
             self.is_train[y // block, x // block] = True
         # labelled cells summed over any rectangle of cells in O(1): an integral image
-        self.summed = np.pad((reader.scene.census().counts > 0).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+        self.summed = np.pad((census.counts > 0).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
 
     def start(self, i: int) -> tuple[int, int]:
         """The top-left pixel of patch ``i``."""

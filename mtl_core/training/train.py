@@ -43,9 +43,7 @@ from ..model import MultiTaskModel, create_model, load_encoder_weights, padded_s
 from ..io.raster import Window
 from ..spec import ModelSpec
 from .schedule import Budget, lr_factor
-from .options import (  # noqa: F401  (TrainOptions and the constants are part of this module's interface)
-    CLASS_BALANCES, DEFAULT_MINUTES, FOREST_VARIANTS, MAX_MINUTES, PROBE_STEPS, TRAIN_VARIANTS, VALIDATIONS,
-    TrainOptions, check_minutes)
+from .options import FOREST_VARIANTS, TrainOptions  # TrainOptions: also imported from here by callers
 
 log = logging.getLogger(__name__)
 

@@ -56,10 +56,13 @@ class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
 
 
 class _Base(QgsProcessingAlgorithm):
-    """Shared plumbing: translation, icon, dependency check."""
+    """Shared plumbing: translation, icon, new instances, the parameter and dependency checks."""
 
     def tr(self, text: str) -> str:
         return QCoreApplication.translate("MtlExplainProcessing", text)
+
+    def createInstance(self):  # noqa: N802 (QGIS name)
+        return type(self)()
 
     def icon(self) -> QIcon:
         return QIcon(str(icon_path()))

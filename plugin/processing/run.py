@@ -46,9 +46,6 @@ class PredictAlgorithm(_Base):
         super().__init__()
         self._job = None
 
-    def createInstance(self):  # noqa: N802 (QGIS name)
-        return type(self)()
-
     def name(self) -> str:
         return "predict"
 

@@ -37,9 +37,6 @@ class ProposeSitesAlgorithm(_Base):
     INPUT, MODEL, AUX_TRUTH, COUNT, DISTANCE, STRATEGY, DEVICE, OUTPUT = (
         "INPUT", "MODEL", "AUX_TRUTH", "COUNT", "MIN_DISTANCE", "STRATEGY", "DEVICE", "OUTPUT")
 
-    def createInstance(self):  # noqa: N802 (QGIS name)
-        return type(self)()
-
     def name(self) -> str:
         return "proposesites"
 

@@ -56,9 +56,6 @@ class TrainAlgorithm(_Base):
         super().__init__()
         self._dataset: dict = {}
 
-    def createInstance(self):  # noqa: N802 (QGIS name)
-        return type(self)()
-
     def name(self) -> str:
         return "train"
 
