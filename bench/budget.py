@@ -11,6 +11,7 @@ This machine's speed drifts by ±15 % from minute to minute, so a calibration is
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -38,3 +39,17 @@ def calibrate(config: Callable[[Path], object], options, threads: int) -> dict:
         except CancelledError:
             pass
     return {"steps": trainer.budget.total, "step_s": round(trainer.budget.step_seconds, 4)}
+
+
+def calibrated(key: dict, measure: Callable[[], dict], cals: list[dict], cal_file: Path, repeats: int) -> int:
+    """The mean steps of the first ``repeats`` calibrations in ``cals`` that match ``key``; the missing ones are
+    measured (``measure()``: the record's other fields, ``steps`` among them) and appended to ``cal_file``, so an
+    interrupted bench resumes."""
+    found = [c for c in cals if all(c.get(k) == v for k, v in key.items())]
+    while len(found) < repeats:
+        found.append({**key, **measure()})
+        cals.append(found[-1])
+        with cal_file.open("a") as f:
+            f.write(json.dumps(found[-1]) + "\n")
+        print(f"calibrated {key}: {found[-1]['steps']} steps", flush=True)
+    return round(sum(c["steps"] for c in found[:repeats]) / repeats)

@@ -277,21 +277,16 @@ def main() -> None:
 
 def _calibrated(setup: str, variant: str, args, cals: list[dict], cal_file: Path) -> int:
     """The steps the budget allows this setup and variant (an attempt: its base variant's; -long: twice)."""
-    from budget import calibrate
+    from budget import calibrate, calibrated
 
     from mtl_core.config import load_config
 
     base = variant.split("-")[0]
-    found = [c for c in cals if (c["setup"], c["variant"], c["minutes"]) == (setup, base, args.minutes)]
-    for _ in range(args.repeats - len(found)):
-        got = calibrate(lambda folder: load_config(setup_config(setup, folder)),
-                        options(setup, base, 0, Path("."), minutes=args.minutes), args.threads)
-        found.append({"setup": setup, "variant": base, "minutes": args.minutes, "threads": args.threads, **got})
-        cals.append(found[-1])
-        with cal_file.open("a") as f:
-            f.write(json.dumps(found[-1]) + "\n")
-        print(f"calibrated {setup} {base}: {got['steps']} steps in {args.minutes:g} min", flush=True)
-    steps = round(float(np.mean([c["steps"] for c in found[:args.repeats]])))
+    steps = calibrated({"setup": setup, "variant": base, "minutes": args.minutes},
+                       lambda: {"threads": args.threads,
+                                **calibrate(lambda folder: load_config(setup_config(setup, folder)),
+                                            options(setup, base, 0, Path("."), minutes=args.minutes), args.threads)},
+                       cals, cal_file, args.repeats)
     return 2 * steps if variant.endswith("-long") else steps
 
 

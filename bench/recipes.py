@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from budget import calibrated  # noqa: E402
 from claims import SETUPS, setup_config  # noqa: E402
 
 #: recipe -> training options (``architecture`` as a dict, ``patch`` the training patch size in pixels)
@@ -87,10 +88,8 @@ def calibrate(recipe: str, setup: str, variant: str, minutes: float, threads: in
     """The steps ``mtl train --minutes`` fits for this recipe, measured alone with ``threads`` threads."""
     from budget import calibrate as measure
 
-    got = measure(lambda folder: _config(setup, recipe, folder), _options(recipe, variant, 0, minutes=minutes),
-                  threads)
-    return {"compute": compute_key(recipe), "setup": setup, "variant": variant, "minutes": minutes,
-            "threads": threads, **got}
+    return measure(lambda folder: _config(setup, recipe, folder), _options(recipe, variant, 0, minutes=minutes),
+                   threads)
 
 
 def run(task: tuple) -> dict:
@@ -164,16 +163,10 @@ def main() -> None:
                 for variant in args.variants:
                     steps = None
                     if variant not in FORESTS:
-                        key = (compute_key(recipe), setup, variant, args.minutes, args.threads)
-                        found = [c for c in cals if (c["compute"], c["setup"], c["variant"], c["minutes"],
-                                                     c["threads"]) == key]
-                        for _ in range(args.repeats - len(found)):
-                            found.append(calibrate(recipe, setup, variant, args.minutes, args.threads))
-                            cals.append(found[-1])
-                            with cal_file.open("a") as f:
-                                f.write(json.dumps(found[-1]) + "\n")
-                            print(f"calibrated {recipe} {setup} {variant}: {found[-1]['steps']} steps", flush=True)
-                        steps = round(float(np.mean([c["steps"] for c in found[:args.repeats]])))
+                        key = {"compute": compute_key(recipe), "setup": setup, "variant": variant,
+                               "minutes": args.minutes, "threads": args.threads}
+                        steps = calibrated(key, lambda: calibrate(recipe, setup, variant, args.minutes, args.threads),
+                                           cals, cal_file, args.repeats)
                     for seed in args.seeds:
                         name = recipe if variant not in FORESTS else "-"
                         minutes = args.minutes if variant not in FORESTS else None
