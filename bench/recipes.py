@@ -36,7 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from budget import calibrated  # noqa: E402
 from claims import SETUPS, setup_config  # noqa: E402
 
-#: recipe -> training options (``architecture`` as a dict, ``patch`` the training patch size in pixels)
+#: what every recipe below starts from: the options of the round the recipes were measured in (2026-12-07), before
+#: the winner became the product's default; ``patch`` (the configuration's patch size) then set the training crops
+BASE = {"batch_size": 16, "crop": None, "lr": 1e-3, "class_balance": "none"}
+#: recipe -> training options over :data:`BASE` (``architecture`` as a dict, ``patch`` the training patch size)
 _D3S16 = {"encoder_depth": 3, "spectral_channels": 16}
 RECIPES: dict[str, dict] = {
     # stage 1 (2 minutes, mtl): what the last round trained, then one change at a time
@@ -64,7 +67,7 @@ def _options(recipe: str, variant: str, seed: int, **budget):
     from mtl_core.spec import Architecture
     from mtl_core.training.train import TrainOptions
 
-    r = dict(RECIPES[recipe])
+    r = {**BASE, **RECIPES[recipe]}
     r.pop("patch", None)
     arch = Architecture(**r.pop("architecture", {}))
     return TrainOptions(variant=variant, device="cpu", seed=seed, architecture=arch, **r, **budget)
